@@ -1,0 +1,76 @@
+"""Checkpoints: atomic saving, safe loading (``weights_only=True``), and RNG state capture.
+
+A checkpoint is a dict::
+
+    {"model", "optimizer", "scheduler", "scaler", "ema",   # state_dicts (None where unused)
+     "epoch",          # epochs completed
+     "step",           # mini-batches done in the next epoch (0 at an epoch boundary)
+     "epoch_progress", # running sums of that partial epoch
+     "config", "history", "best_val_acc", "rng", "classes", "mean", "std", "format_version"}
+
+It holds only tensors and plain Python values, so ``torch.load(path, weights_only=True)`` can read it
+and a checkpoint file can never run code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import io
+from .errors import CheckpointError
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("model", "epoch", "config", "history")
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` atomically: the previous file at ``path`` stays until the new one is complete."""
+    return io.save_torch({**state, "format_version": FORMAT_VERSION}, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; a missing, truncated or foreign file raises :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: train first (python -m cifar_utils train ...) "
+                              "or pass the path of an existing checkpoint.pt")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt and cannot be loaded ({reason}). "
+                              "Delete it and resume from another checkpoint, or train again.") from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a cifar_utils checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """The python, numpy and torch (CPU and CUDA) random states, as weights_only-loadable values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))

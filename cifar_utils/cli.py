@@ -1,0 +1,122 @@
+"""Command line: ``python -m cifar_utils {train,evaluate,presets,report} ...``.
+
+Examples::
+
+    python -m cifar_utils train --preset seed000 --epochs 1 --train-limit 2000 --data-root data/cifar10-jpeg
+    python -m cifar_utils train --preset seed003 --out runs/r32 --resume
+    python -m cifar_utils train --preset seed002 --set grad_clip=1.0 --set tta=flip
+    python -m cifar_utils evaluate --checkpoint runs/r32/checkpoint.pt
+    python -m cifar_utils presets
+
+Mistakes (a wrong path, an unknown preset or field, an invalid value) print one ``error:`` line and
+exit with status 2; Ctrl-C during training saves a checkpoint and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from .config import field_names, parse_value
+from .errors import CifarUtilsError, ConfigError, TrainingInterrupted
+from .presets import PRESETS, from_preset
+
+# Command-line flags that map one-to-one onto config fields.
+FIELD_FLAGS = {
+    "epochs": int, "lr": float, "batch_size": int, "seed": int, "data_root": str, "train_limit": int,
+    "eval_limit": int, "pipeline": str, "validation_split": int, "accumulation_steps": int,
+    "grad_clip": float, "precision": str, "checkpoint_every_steps": int,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cifar_utils", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a preset and write metrics.json, history.csv, checkpoint.pt")
+    train.add_argument("--preset", required=True, help=f"one of: {', '.join(PRESETS)}")
+    for name, kind in FIELD_FLAGS.items():
+        train.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
+                           help=f"override config.{name}")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                       help="override any config field (repeatable); see `presets --fields`")
+    train.add_argument("--download", action="store_true", help="download the official CIFAR-10 if missing")
+    train.add_argument("--skip-bad-files", action="store_true", help="skip unreadable images with a warning")
+    train.add_argument("--out", default=None, help="run directory (default: runs/<preset>-<time>)")
+    train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: best available)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar, only per-epoch lines")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on its test split")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--data-root", default=None)
+    evaluate.add_argument("--device", default=None)
+
+    presets = commands.add_parser("presets", help="list the presets (or --fields: the config fields)")
+    presets.add_argument("--fields", action="store_true")
+
+    report = commands.add_parser("report", help="run notebooks 01-05 through papermill")
+    report.add_argument("--smoke", action="store_true", help="tiny profile: a few hundred images, one epoch")
+    report.add_argument("--data-root", default=None)
+    report.add_argument("--output-dir", default=None, help="where executed notebooks go (default: in place)")
+    return parser
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """Config overrides from the dedicated flags and from ``--set FIELD=VALUE``."""
+    overrides = {name: getattr(args, name) for name in FIELD_FLAGS if getattr(args, name) is not None}
+    for item in args.overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = parse_value(key.strip(), value.strip())
+    if args.download:
+        overrides["download"] = True
+    if args.skip_bad_files:
+        overrides["skip_bad_files"] = True
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from .experiment import train
+
+        config = from_preset(args.preset, **config_overrides(args))
+        train(config, args.out, device=args.device, resume=args.resume, overwrite=args.overwrite,
+              progress=not args.no_progress)
+    elif args.command == "evaluate":
+        from .experiment import evaluate_checkpoint
+
+        result, config = evaluate_checkpoint(args.checkpoint, args.data_root, args.device)
+        print(f"test accuracy {result.accuracy:.2%} on {len(result.labels)} images (preset {config.preset})")
+        for name, acc in result.per_class_accuracy.items():
+            print(f"  {name:<12} {acc:.2%}")
+    elif args.command == "presets":
+        if args.fields:
+            print("\n".join(field_names()))
+        for name, preset in PRESETS.items():
+            if not args.fields:
+                print(f"{name:<10} {preset.source:<11} {preset.description}")
+    elif args.command == "report":
+        from .report import run_report
+
+        run_report(smoke=args.smoke, data_root=args.data_root, output_dir=args.output_dir)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except TrainingInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return 130
+    except CifarUtilsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,201 @@
+"""One typed training configuration, its validation, and overrides.
+
+Usage::
+
+    from cifar_utils.config import Config, from_preset
+    config = from_preset("seed003", epochs=5, lr=0.05)   # unknown names are rejected
+    config.validate()
+
+Every field has a one-line comment saying what it does. Presets (``cifar_utils.presets``) are sets of
+overrides on top of these defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .errors import ConfigError
+
+AUGMENTATIONS = ("affine_jitter", "crop_flip", "resized_crop_flip", "none")
+NORMALIZATIONS = ("fixed", "train_stats")
+PIPELINES = ("torchvision", "gpu")
+DATASETS = ("auto", "cifar10", "folder", "synthetic")
+LOSSES = ("cross_entropy", "kl_label_smoothing")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("cosine", "plateau", "onecycle", "warmup_cosine", "none")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+TTA_MODES = ("none", "flip", "flip_translate")
+
+
+@dataclass
+class Config:
+    # --- model
+    preset: str = "custom"  # name of the preset these values came from (informational)
+    model: str = "seed002_net"  # architecture name; see cifar_utils.models.ARCHITECTURES
+    # --- data
+    data_root: Optional[str] = None  # None: $CIFAR10_ROOT, then ./data
+    dataset: str = "auto"  # auto-detect, or force: cifar10 | folder | synthetic
+    download: bool = False  # let torchvision download the official CIFAR-10 if it is missing
+    skip_bad_files: bool = False  # skip unreadable images in an image folder, with a warning, instead of stopping
+    validation_split: int = 5000  # training images held out for validation (seeded, no overlap)
+    train_limit: Optional[int] = None  # seeded random subset of the training split, for quick runs
+    eval_limit: Optional[int] = None  # seeded random subset of the validation and test splits
+    augmentation: str = "crop_flip"  # affine_jitter | crop_flip | resized_crop_flip | none
+    normalization: str = "fixed"  # fixed: mean=std=0.5; train_stats: per-channel statistics of the training split
+    pipeline: str = "torchvision"  # torchvision DataLoader, or gpu: whole uint8 dataset on the device
+    batch_size: int = 128  # training mini-batch size (the optimizer steps every accumulation_steps of them)
+    eval_batch_size: int = 256  # validation and test batch size
+    num_workers: Optional[int] = None  # DataLoader worker processes; None picks for the device
+    # --- loss
+    loss: str = "cross_entropy"  # cross_entropy | kl_label_smoothing (report 000)
+    label_smoothing: float = 0.0  # label-smoothing epsilon, for both losses
+    kl_weight: float = 0.0  # weight of the KL term in kl_label_smoothing
+    # --- optimisation
+    optimizer: str = "adam"  # sgd | adam | adamw
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.0  # L2 (sgd, adam) or decoupled (adamw) weight decay
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False  # SGD Nesterov momentum
+    scheduler: str = "cosine"  # cosine | plateau | onecycle | warmup_cosine | none
+    cosine_t_max: Optional[int] = None  # cosine half-period in epochs; None: the number of epochs
+    min_lr: float = 0.0  # floor of cosine and plateau schedules (eta_min)
+    plateau_factor: float = 0.1  # ReduceLROnPlateau: multiply the LR by this on a plateau
+    plateau_patience: int = 5  # ReduceLROnPlateau: epochs without validation improvement before a cut
+    warmup_epochs: float = 0.0  # warmup_cosine: linear warm-up length in epochs (fractions allowed)
+    epochs: int = 30  # passes over the training split
+    accumulation_steps: int = 1  # mini-batches per optimizer step (gradient accumulation)
+    grad_clip: Optional[float] = None  # clip the global gradient norm to this; None: no clipping
+    ema_decay: Optional[float] = None  # keep an exponential moving average of the weights for evaluation
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | bf16 | fp16 | fp32
+    # --- run
+    seed: int = 0  # seeds the split, subsets, initialisation, shuffling and augmentation
+    print_every: int = 1  # print a summary line every this many epochs
+    keep_best: bool = False  # keep checkpoint_best.pt (best validation accuracy) and test with it
+    checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps within an epoch; 0: per epoch only
+    tta: str = "none"  # test-time augmentation: none | flip | flip_translate
+    channels_last: bool = False  # use channels_last memory format (faster convolutions on recent GPUs)
+    compile: bool = False  # torch.compile the model (compile time is reported separately)
+    deterministic: bool = False  # ask torch for deterministic kernels (slower on the GPU)
+    sync_batchnorm: bool = False  # under torchrun, convert BatchNorm to SyncBatchNorm
+
+    def validate(self) -> "Config":
+        """Check types and values; raise :class:`ConfigError` naming the field and the fix."""
+        for field in dataclasses.fields(self):
+            _check_type(field.name, getattr(self, field.name), _field_types()[field.name])
+        choices = {
+            "augmentation": AUGMENTATIONS, "normalization": NORMALIZATIONS, "pipeline": PIPELINES,
+            "dataset": DATASETS, "loss": LOSSES, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
+            "precision": PRECISIONS, "tta": TTA_MODES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not valid; choose one of {', '.join(allowed)}")
+        from .models import ARCHITECTURES  # local import: models imports nothing from here
+
+        if self.model not in ARCHITECTURES:
+            raise ConfigError(f"model={self.model!r} is unknown; choose one of {', '.join(sorted(ARCHITECTURES))}")
+        _require(self.lr > 0, "lr", self.lr, "must be > 0 (try 1e-3 for Adam or 0.1 for SGD)")
+        _require(self.epochs >= 1, "epochs", self.epochs, "must be at least 1")
+        _require(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
+        _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be at least 1")
+        _require(self.accumulation_steps >= 1, "accumulation_steps", self.accumulation_steps, "must be at least 1")
+        _require(self.validation_split >= 0, "validation_split", self.validation_split, "must be 0 or more")
+        _require(self.train_limit is None or self.train_limit >= 1, "train_limit", self.train_limit, "must be at least 1, or None")
+        _require(self.eval_limit is None or self.eval_limit >= 1, "eval_limit", self.eval_limit, "must be at least 1, or None")
+        _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be 0 or more")
+        _require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
+        _require(self.kl_weight >= 0, "kl_weight", self.kl_weight, "must be 0 or more")
+        _require(self.min_lr >= 0, "min_lr", self.min_lr, "must be 0 or more")
+        _require(self.print_every >= 1, "print_every", self.print_every, "must be at least 1")
+        _require(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", self.checkpoint_every_steps, "must be 0 or more")
+        _require(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "must be 0 or more")
+        _require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip, "must be > 0, or None")
+        _require(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay", self.ema_decay, "must be in (0, 1), or None")
+        _require(self.num_workers is None or self.num_workers >= 0, "num_workers", self.num_workers, "must be 0 or more, or None")
+        _require(self.cosine_t_max is None or self.cosine_t_max >= 1, "cosine_t_max", self.cosine_t_max, "must be at least 1, or None")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def replace(config: Config, **overrides: Any) -> Config:
+    """A copy of ``config`` with ``overrides``; unknown field names are rejected with the valid ones."""
+    unknown = sorted(set(overrides) - set(field_names()))
+    if unknown:
+        raise ConfigError(
+            f"unknown config field(s): {', '.join(unknown)}. Valid fields: {', '.join(field_names())}"
+        )
+    return dataclasses.replace(config, **overrides)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Rebuild a config saved with :meth:`Config.to_dict` (for example inside a checkpoint)."""
+    return replace(Config(), **values)
+
+
+def parse_value(name: str, text: str) -> Any:
+    """Parse a command-line string for field ``name`` into the field's type ("none" gives None)."""
+    if name not in field_names():
+        raise ConfigError(f"unknown config field: {name}. Valid fields: {', '.join(field_names())}")
+    kind = _field_types()[name]
+    allowed = _allowed_types(kind)
+    if type(None) in allowed and text.lower() in ("none", "null", ""):
+        return None
+    try:
+        if bool in allowed:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if int in allowed:
+            return int(text)
+        if float in allowed:
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a valid {_type_name(kind)}") from None
+    return text
+
+
+def _require(ok: bool, name: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is invalid: it {rule}")
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Config)
+
+
+def _allowed_types(kind: Any) -> tuple:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return typing.get_args(kind)
+    return (kind,)
+
+
+def _type_name(kind: Any) -> str:
+    return " or ".join("None" if t is type(None) else t.__name__ for t in _allowed_types(kind))
+
+
+def _check_type(name: str, value: Any, kind: Any) -> None:
+    allowed = _allowed_types(kind)
+    if value is None and type(None) in allowed:
+        return
+    if isinstance(value, bool):
+        ok = bool in allowed
+    elif isinstance(value, int):
+        ok = int in allowed or float in allowed  # an int is a fine float
+    else:
+        ok = any(t is not type(None) and isinstance(value, t) for t in allowed)
+    if not ok:
+        raise ConfigError(
+            f"{name}={value!r} has type {type(value).__name__}, but {name} must be {_type_name(kind)}"
+        )

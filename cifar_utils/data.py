@@ -1,0 +1,459 @@
+"""Data: three sources behind one function, a decode cache, seeded splits, augmentations, loaders.
+
+Sources (``load_dataset``):
+
+- ``cifar10``: the official dataset through ``torchvision.datasets.CIFAR10`` (downloaded when allowed);
+- ``folder``: an image folder, ``<root>/train/<class>/*`` and ``<root>/test/<class>/*``, any number of
+  classes and any common image format (the layout of the offline JPEG copy, and of a user's own images);
+- ``synthetic``: a tiny, learnable, generated data set for fast tests.
+
+Images are kept as uint8 tensors of shape [N, 3, 32, 32]; an image folder is decoded once and cached next
+to the data (``.cifar_utils_cache.pt``), so later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from . import io
+from .errors import DataError
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FIXED_MEAN = (0.5, 0.5, 0.5)  # the fixed normalisation most reports use
+FIXED_STD = (0.5, 0.5, 0.5)
+IMAGE_SIZE = 32
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+CACHE_NAME = ".cifar_utils_cache.pt"
+CACHE_VERSION = 1
+TORCHVISION_FOLDER = "cifar-10-batches-py"
+
+
+@dataclass
+class ImageSet:
+    """A labelled set of images held in memory."""
+
+    images: torch.Tensor  # uint8 [N, 3, 32, 32]
+    labels: torch.Tensor  # int64 [N]
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor) -> "ImageSet":
+        return ImageSet(self.images[indices], self.labels[indices], self.classes)
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+
+@dataclass
+class CifarData:
+    """The training and test sets of one source."""
+
+    train: ImageSet
+    test: ImageSet
+    source: str  # "cifar10", "folder" or "synthetic"
+    description: str  # where the data came from, for reports
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+
+@dataclass
+class Splits:
+    """Seeded train / validation / test splits and the normalisation to use with them."""
+
+    train: ImageSet
+    validation: ImageSet
+    test: ImageSet
+    mean: tuple[float, float, float]  # per-channel, in [0, 1] pixel units
+    std: tuple[float, float, float]
+    description: str
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+
+# --------------------------------------------------------------------------------------------- sources
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """The data root and where it came from: the argument, then ``$CIFAR10_ROOT``, then ``./data``."""
+    if root is not None:
+        return Path(root).expanduser(), "the data_root argument"
+    if os.environ.get("CIFAR10_ROOT"):
+        return Path(os.environ["CIFAR10_ROOT"]).expanduser(), "the CIFAR10_ROOT environment variable"
+    return Path("data"), "the default ./data"
+
+
+def detect_source(root: Path) -> Optional[str]:
+    """``"cifar10"`` for torchvision's batches, ``"folder"`` for an image folder, else None."""
+    if (root / TORCHVISION_FOLDER).is_dir():
+        return "cifar10"
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return "folder"
+    return None
+
+
+def load_dataset(
+    root: str | os.PathLike | None = None,
+    source: str = "auto",
+    download: bool = False,
+    skip_bad_files: bool = False,
+    synthetic_size: tuple[int, int] = (600, 200),
+    seed: int = 0,
+) -> CifarData:
+    """Load CIFAR-10 (or an image folder, or synthetic data) as uint8 tensors.
+
+    ``source`` is ``"auto"`` (detect from the root), ``"cifar10"``, ``"folder"`` or ``"synthetic"``.
+    Raises :class:`DataError` with where it looked and how to fix it when nothing usable is found.
+    """
+    if source == "synthetic":
+        return synthetic_dataset(*synthetic_size, seed=seed)
+    path, origin = resolve_root(root)
+    found = detect_source(path) if path.is_dir() else None
+    if source == "auto":
+        source = found or ("cifar10" if download else "")
+    if source == "folder":
+        return load_image_folder(path, skip_bad_files=skip_bad_files)
+    if source == "cifar10" and (found == "cifar10" or download):
+        return load_torchvision_cifar10(path, download=download)
+    raise DataError(_not_found_message(path, origin, download))
+
+
+def _not_found_message(path: Path, origin: str, download: bool) -> str:
+    if not path.exists():
+        what = f"{path} (from {origin}) does not exist"
+    elif not path.is_dir():
+        what = f"{path} (from {origin}) is not a folder"
+    elif not any(path.iterdir()):
+        what = f"{path} (from {origin}) is empty"
+    else:
+        what = (f"{path} (from {origin}) holds neither torchvision's CIFAR-10 batches "
+                f"({TORCHVISION_FOLDER}/) nor an image folder (train/<class>/ and test/<class>/)")
+    fix = ("pass --data-root DIR (or set CIFAR10_ROOT) to a folder with train/<class>/*.jpg and "
+           "test/<class>/*.jpg, or to one holding cifar-10-batches-py/")
+    if not download:
+        fix += ", or add --download to fetch the official CIFAR-10 with torchvision"
+    return f"no CIFAR-10 data found: {what}. Fix: {fix}."
+
+
+def load_torchvision_cifar10(root: Path, download: bool = False) -> CifarData:
+    """The official CIFAR-10 through torchvision, downloading it into ``root`` when allowed."""
+    import torchvision
+
+    sets = {}
+    for split in ("train", "test"):
+        try:
+            ds = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download)
+        except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
+            raise DataError(f"torchvision could not read CIFAR-10 in {root}: {err}. "
+                            "Delete the folder and run again with --download.") from None
+        except OSError as err:  # URLError and socket errors: no network
+            raise DataError(f"downloading CIFAR-10 into {root} failed ({err}). Without internet, "
+                            "point --data-root or CIFAR10_ROOT at an offline copy.") from None
+        images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+        sets[split] = ImageSet(images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes))
+    return CifarData(sets["train"], sets["test"], "cifar10", f"official CIFAR-10 (torchvision) in {root}")
+
+
+def load_image_folder(root: Path, skip_bad_files: bool = False) -> CifarData:
+    """An image folder ``root/{train,test}/<class>/*``, decoded once and cached next to the data."""
+    files = {split: _list_images(root / split) for split in ("train", "test")}
+    train_classes, test_classes = list(files["train"]), list(files["test"])
+    if train_classes != test_classes:
+        only_train = sorted(set(train_classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(train_classes))
+        raise DataError(f"the class folders of {root}/train and {root}/test differ: only in train: "
+                        f"{only_train or 'none'}; only in test: {only_test or 'none'}. "
+                        "Both splits need the same class folders.")
+    fingerprint = _fingerprint(files, skip_bad_files)
+    cache = _cache_path(root)
+    cached = _read_cache(cache, fingerprint)
+    if cached is not None:
+        return CifarData(cached["train"], cached["test"], "folder", f"image folder {root}")
+    bad: list[Path] = []
+    resized = [0]
+    sets = {split: _decode_split(files[split], train_classes, skip_bad_files, bad, resized)
+            for split in ("train", "test")}
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {root}, e.g. {bad[0]}", stacklevel=2)
+    if resized[0]:
+        warnings.warn(f"resized {resized[0]} image(s) in {root} to {IMAGE_SIZE}x{IMAGE_SIZE}", stacklevel=2)
+    for split, imageset in sets.items():
+        empty = [c for c, n in zip(imageset.classes, imageset.class_counts()) if n == 0]
+        if empty:
+            raise DataError(f"{root}/{split} has no readable images for class(es) {', '.join(empty)}")
+    _write_cache(cache, fingerprint, sets)
+    return CifarData(sets["train"], sets["test"], "folder", f"image folder {root}")
+
+
+def _list_images(split_dir: Path) -> dict[str, list[Path]]:
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir} is missing: an image folder needs train/<class>/ and test/<class>/")
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{split_dir} has no class folders: put each class's images in {split_dir}/<class>/")
+    files = {}
+    for name in classes:
+        files[name] = sorted(p for p in (split_dir / name).iterdir()
+                             if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        if not files[name]:
+            raise DataError(f"class folder {split_dir / name} has no images "
+                            f"(looked for {', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
+    return files
+
+
+def _decode_split(files: dict[str, list[Path]], classes: list[str], skip_bad_files: bool,
+                  bad: list[Path], resized: list[int]) -> ImageSet:
+    from PIL import Image, UnidentifiedImageError
+
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for path in files[name]:
+            try:
+                with Image.open(path) as img:
+                    img = img.convert("RGB")
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+                if not skip_bad_files:
+                    raise DataError(f"cannot read image {path}: {err}. Remove or replace the file, or pass "
+                                    "--skip-bad-files (skip_bad_files=True) to skip such files.") from None
+                bad.append(path)
+                continue
+            if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+                img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+                resized[0] += 1
+            images.append(np.asarray(img, dtype=np.uint8))
+            labels.append(label)
+    stacked = np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    return ImageSet(torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous(),
+                    torch.tensor(labels, dtype=torch.int64), list(classes))
+
+
+def _fingerprint(files: dict[str, dict[str, list[Path]]], skip_bad_files: bool) -> str:
+    digest = hashlib.sha1(f"v{CACHE_VERSION} skip={skip_bad_files}".encode())
+    for split, by_class in files.items():
+        for name, paths in by_class.items():
+            for p in paths:
+                st = p.stat()
+                digest.update(f"{split}/{name}/{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _cache_path(root: Path) -> Path:
+    """Next to the data when writable; otherwise in ``$CIFAR_UTILS_CACHE`` or ``~/.cache/cifar_utils``."""
+    if os.access(root, os.W_OK):
+        return root / CACHE_NAME
+    folder = Path(os.environ.get("CIFAR_UTILS_CACHE", Path.home() / ".cache" / "cifar_utils"))
+    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
+    return folder / f"{key}{CACHE_NAME}"
+
+
+def _read_cache(path: Path, fingerprint: str) -> Optional[dict[str, ImageSet]]:
+    if not path.exists():
+        return None
+    try:
+        blob = torch.load(path, weights_only=True)
+    except Exception:  # a stale or damaged cache is rebuilt, never trusted
+        return None
+    if blob.get("fingerprint") != fingerprint:
+        return None
+    return {split: ImageSet(blob[split]["images"], blob[split]["labels"], list(blob["classes"]))
+            for split in ("train", "test")}
+
+
+def _write_cache(path: Path, fingerprint: str, sets: dict[str, ImageSet]) -> None:
+    blob = {"fingerprint": fingerprint, "classes": sets["train"].classes,
+            **{s: {"images": v.images, "labels": v.labels} for s, v in sets.items()}}
+    try:
+        io.save_torch(blob, path)
+    except OSError as err:
+        warnings.warn(f"could not write the decode cache {path} ({err}); the next load will decode again",
+                      stacklevel=3)
+
+
+def synthetic_dataset(num_train: int = 600, num_test: int = 200, num_classes: int = 10,
+                      seed: int = 0) -> CifarData:
+    """A small generated data set that a model can learn: each class has its own colour and stripe pattern."""
+    gen = torch.Generator().manual_seed(seed)
+    colours = torch.rand(num_classes, 3, 1, 1, generator=gen) * 0.6 + 0.2
+    ys = torch.arange(IMAGE_SIZE).view(1, IMAGE_SIZE, 1).float()
+    xs = torch.arange(IMAGE_SIZE).view(1, 1, IMAGE_SIZE).float()
+    patterns = torch.stack([torch.sin((xs * math.cos(c) + ys * math.sin(c)) * (0.3 + 0.1 * c))
+                            for c in range(num_classes)])  # [C, 1, 32, 32]
+
+    def make(n: int) -> ImageSet:
+        labels = torch.arange(n) % num_classes
+        labels = labels[torch.randperm(n, generator=gen)]
+        noise = torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen) * 0.1
+        pixels = colours[labels] + 0.2 * patterns[labels] + noise
+        images = (pixels.clamp(0, 1) * 255).round().to(torch.uint8)
+        return ImageSet(images, labels, [f"class{c}" for c in range(num_classes)])
+
+    return CifarData(make(num_train), make(num_test), "synthetic", f"synthetic data (seed {seed})")
+
+
+# ---------------------------------------------------------------------------------------------- splits
+
+
+def make_splits(data: CifarData, validation_split: int = 5000, seed: int = 0,
+                train_limit: Optional[int] = None, eval_limit: Optional[int] = None,
+                normalization: str = "fixed") -> Splits:
+    """Seeded, non-overlapping train/validation splits of the training set, plus the test set.
+
+    ``train_limit`` takes a seeded random subset of the training split; ``eval_limit`` caps the
+    validation and test splits. Normalisation statistics come from the (limited) training split.
+    """
+    n = len(data.train)
+    if validation_split >= n:
+        raise DataError(f"validation_split={validation_split} is not smaller than the training set "
+                        f"({n} images); use a smaller --validation-split")
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=gen)
+    val_idx, train_idx = order[:validation_split], order[validation_split:]
+    if train_limit is not None:
+        if train_limit > len(train_idx):
+            raise DataError(f"train_limit={train_limit} is larger than the training split "
+                            f"({len(train_idx)} images after holding out {validation_split} for validation)")
+        train_idx = train_idx[torch.randperm(len(train_idx), generator=gen)[:train_limit]]
+    test_idx = torch.arange(len(data.test))
+    if eval_limit is not None:
+        val_idx = val_idx[torch.randperm(len(val_idx), generator=gen)[:eval_limit]]
+        test_idx = torch.randperm(len(data.test), generator=gen)[:eval_limit]
+    train = data.train.subset(train_idx)
+    if normalization == "train_stats":
+        mean, std = channel_stats(train.images)
+    else:
+        mean, std = FIXED_MEAN, FIXED_STD
+    return Splits(train, data.train.subset(val_idx), data.test.subset(test_idx), mean, std, data.description)
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 5000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images [N, 3, H, W], in [0, 1] units."""
+    if len(images) == 0:
+        raise DataError("cannot compute normalisation statistics of an empty training split")
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk].to(torch.float64) / 255
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += (x * x).sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+# ------------------------------------------------------------------------------------------ transforms
+
+
+def augmentation_ops(name: str) -> list:
+    """The random transforms of a named augmentation (uint8 tensor in, uint8 tensor out)."""
+    from torchvision.transforms import v2
+
+    ops = {
+        "affine_jitter": lambda: [
+            v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1)),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1),
+            v2.RandomHorizontalFlip(),
+        ],
+        "crop_flip": lambda: [v2.RandomCrop(IMAGE_SIZE, padding=4), v2.RandomHorizontalFlip()],
+        "resized_crop_flip": lambda: [
+            v2.RandomResizedCrop(IMAGE_SIZE, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
+            v2.RandomHorizontalFlip(),
+        ],
+        "none": lambda: [],
+    }
+    if name not in ops:
+        raise DataError(f"unknown augmentation {name!r}; choose one of {', '.join(ops)}")
+    return ops[name]()
+
+
+def build_transform(augmentation: str, mean: Sequence[float], std: Sequence[float]):
+    """uint8 [3, H, W] -> normalised float32 [3, H, W], with ``augmentation`` applied first."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([*augmentation_ops(augmentation), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(list(mean), list(std))])
+
+
+class TensorImageDataset(Dataset):
+    """Items ``(transform(images[i]), labels[i])`` from an :class:`ImageSet`."""
+
+    def __init__(self, imageset: ImageSet, transform):
+        self.imageset, self.transform = imageset, transform
+
+    def __len__(self) -> int:
+        return len(self.imageset)
+
+    def __getitem__(self, index: int):
+        return self.transform(self.imageset.images[index]), self.imageset.labels[index]
+
+
+class ShardedShuffleSampler(Sampler[int]):
+    """Seeded per-epoch shuffling, sharded across ranks, that can start part-way through an epoch.
+
+    Epoch ``e`` is a permutation drawn from ``seed`` and ``e`` alone, so a resumed run sees the same
+    order. With ``num_replicas`` ranks, the permutation is padded to a multiple of the rank count (as
+    ``DistributedSampler`` does) and rank ``r`` takes every ``num_replicas``-th index from ``r``.
+    ``skip`` drops the first indices of this rank's share, to resume mid-epoch.
+    """
+
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def indices(self) -> torch.Tensor:
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=gen)
+        else:
+            order = torch.arange(self.size)
+        total = math.ceil(self.size / self.num_replicas) * self.num_replicas
+        if total > self.size:
+            order = torch.cat([order, order[: total - self.size]])
+        return order[self.rank::self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.skip:].tolist())
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.num_replicas) - self.skip
+
+
+def default_num_workers(device: torch.device) -> int:
+    # On the CPU, workers compete with the model for the same cores; on a GPU they hide augmentation.
+    if device.type != "cuda":
+        return 0
+    return min(8, os.cpu_count() or 1)
+
+
+def make_dataloader(imageset: ImageSet, transform, batch_size: int, device: torch.device,
+                    sampler: Optional[Sampler] = None, num_workers: Optional[int] = None,
+                    generator: Optional[torch.Generator] = None) -> DataLoader:
+    """A DataLoader over ``imageset``; ``sampler`` None means in order (for evaluation).
+
+    ``generator`` seeds the workers without drawing from the global RNG, which keeps a resumed run's
+    augmentation stream identical to an uninterrupted one.
+    """
+    workers = default_num_workers(device) if num_workers is None else num_workers
+    return DataLoader(TensorImageDataset(imageset, transform), batch_size=batch_size, sampler=sampler,
+                      shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
+                      persistent_workers=workers > 0, drop_last=False,
+                      generator=generator or torch.Generator().manual_seed(0))

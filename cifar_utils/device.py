@@ -1,0 +1,78 @@
+"""Device choice, seeding, determinism and mixed precision."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+
+def get_device(preferred: Optional[str] = None) -> torch.device:
+    """``preferred`` if given (clear error if unavailable), else cuda, then mps, then cpu."""
+    if preferred:
+        try:
+            device = torch.device(preferred)
+        except RuntimeError:
+            raise ConfigError(f"device {preferred!r} is not a device name; use cpu, cuda, cuda:1 or mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {preferred!r} was asked for, but no CUDA GPU is available; use --device cpu")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(f"device {preferred!r} was asked for, but MPS is not available; use --device cpu")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def describe_device(device: torch.device) -> str:
+    """A human-readable device name, such as 'cuda (NVIDIA H100 80GB HBM3)' or 'cpu (2 threads)'."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def set_seed(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch (all devices). Called explicitly by every entry point, never at import.
+
+    ``deterministic=True`` also asks for deterministic kernels. On the CPU training is already
+    deterministic; on CUDA the known nondeterministic operations are the backward passes of
+    max-pooling and adaptive average pooling, scatter-add based ops, and cuDNN's autotuned convolution
+    algorithms, which this switch replaces with deterministic ones (or warns where none exists).
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` means bf16 autocast on CUDA (fp16 where bf16 is unsupported) and fp32 elsewhere."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision=fp16 needs a CUDA GPU; use bf16 or fp32 on this device")
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for ``precision`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,0 +1,318 @@
+"""Training engine: one epoch of training, one of validation, and ``fit`` with checkpoints and resume.
+
+Usage::
+
+    history = fit(model, criterion, optimizer, train_loader, val_loader, device, config,
+                  scheduler=scheduler, checkpoint_dir="runs/demo", resume=True)
+
+``fit`` writes ``checkpoint.pt`` (atomically) after every epoch, and every ``checkpoint_every_steps``
+optimizer steps when asked; with ``resume=True`` it continues from that file exactly where it stopped:
+model, optimizer, scheduler, scaler, EMA, RNG and the position in the epoch are all restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import distributed
+from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from .device import autocast
+from .errors import CheckpointError, OutOfMemoryError, TrainingDivergedError, TrainingInterrupted
+from .optim import scheduler_interval
+
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_CHECKPOINT_NAME = "checkpoint_best.pt"
+
+
+@dataclass
+class EpochProgress:
+    """Running totals of a (possibly partial) training epoch; saved in step checkpoints."""
+
+    step: int = 0  # mini-batches done in this epoch
+    loss_sum: float = 0.0  # sum over samples of the loss
+    correct: int = 0  # correctly classified training samples
+    count: int = 0  # samples seen
+    seconds: float = 0.0  # training time spent in this epoch before a resume
+
+    def averages(self) -> tuple[float, float]:
+        loss_sum, correct, count = distributed.all_reduce_sum([self.loss_sum, self.correct, self.count])
+        return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module"):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def train_epoch(model: nn.Module, dataloader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                device: torch.device, accumulation_steps: int = 1, *, precision: str = "fp32",
+                scaler: Optional[torch.amp.GradScaler] = None, grad_clip: Optional[float] = None,
+                scheduler=None, ema=None, channels_last: bool = False, epoch: int = 1,
+                start: Optional[EpochProgress] = None,
+                on_step: Optional[Callable[[EpochProgress], None]] = None,
+                progress: bool = False) -> tuple[float, float]:
+    """Train for one epoch and return ``(average loss, accuracy)`` over its samples.
+
+    The optimizer steps every ``accumulation_steps`` mini-batches, and once more for a shorter remainder
+    at the end of the epoch; each mini-batch's loss is divided by the size of its group, so a step sees
+    the mean gradient. ``scheduler`` (per-step schedules only) and ``ema`` are stepped after every
+    optimizer step, then ``on_step`` is called with the running totals. ``start`` resumes an epoch
+    part-way: the loader must already skip the ``start.step`` mini-batches done. A NaN or infinite loss
+    raises :class:`TrainingDivergedError` before it can reach the weights.
+    """
+    model.train()
+    state = start or EpochProgress()
+    total_batches = state.step + len(dataloader)
+    optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(total=total_batches, initial=state.step, desc=f"epoch {epoch}", leave=False,
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    with bar:
+        for batch_index, (images, labels) in enumerate(dataloader, start=state.step):
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            group_start = batch_index - batch_index % accumulation_steps
+            group_size = min(accumulation_steps, total_batches - group_start)
+            steps_now = batch_index + 1 == group_start + group_size
+            sync = contextlib.nullcontext() if steps_now or not hasattr(model, "no_sync") else model.no_sync()
+            with sync:
+                with autocast(device, precision):
+                    logits = model(images)
+                    loss = criterion(logits, labels)
+                loss_value, correct = torch.stack(
+                    [loss.detach().float(), (logits.argmax(1) == labels).sum().float()]).tolist()
+                if not math.isfinite(loss_value):
+                    raise TrainingDivergedError(epoch, batch_index + 1, loss_value)
+                scaled = loss / group_size
+                (scaler.scale(scaled) if scaler else scaled).backward()
+            if steps_now:
+                _optimizer_step(model, optimizer, scaler, grad_clip)
+                if scheduler is not None:
+                    scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+            state.step = batch_index + 1
+            state.loss_sum += loss_value * len(labels)
+            state.correct += int(correct)
+            state.count += len(labels)
+            bar.update(1)
+            if steps_now and on_step is not None:
+                on_step(state)
+    return state.averages()
+
+
+def _optimizer_step(model, optimizer, scaler, grad_clip) -> None:
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def validate_epoch(model: nn.Module, dataloader, criterion: nn.Module, device: torch.device, *,
+                   precision: str = "fp32", channels_last: bool = False) -> tuple[float, float]:
+    """Evaluate without gradients and return ``(average loss, accuracy)`` (summed over ranks under DDP)."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    count = 0
+    for images, labels in dataloader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = model(images)
+            loss = criterion(logits, labels)
+        loss_sum += loss.double() * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+        count += len(labels)
+    loss_total, correct_total, count_total = distributed.all_reduce_sum([loss_sum.item(), correct.item(), count])
+    return loss_total / max(count_total, 1), correct_total / max(count_total, 1)
+
+
+class _InterruptFlag:
+    """Turns the first Ctrl-C into a request to stop at the next optimizer step; a second one stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "_InterruptFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, train_loader, val_loader,
+        device: torch.device, config, *, scheduler=None, scaler: Optional[torch.amp.GradScaler] = None,
+        ema=None, precision: str = "fp32", checkpoint_dir: Optional[str | Path] = None, resume: bool = False,
+        progress: bool = True, log: Callable[[str], None] = print,
+        extra_state: Optional[dict] = None) -> list[dict]:
+    """Train for ``config.epochs`` epochs and return the history, one dict per epoch.
+
+    Each history row holds ``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``lr``
+    (at the start of the epoch) and ``seconds``. The model evaluated each epoch is the EMA model when
+    ``ema`` is given. ``extra_state`` (classes, normalisation) is stored in every checkpoint.
+    """
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    interval = scheduler_interval(config)
+    eval_model = ema.module if ema is not None else model
+    history: list[dict] = []
+    start_epoch, best_val_acc, partial = 0, -1.0, EpochProgress()
+
+    if resume:
+        if checkpoint_dir is None:
+            raise CheckpointError("resume=True needs a checkpoint directory (out_dir) to resume from")
+        state = load_checkpoint(checkpoint_dir / CHECKPOINT_NAME, map_location=device)
+        _check_same_setup(state, config, checkpoint_dir / CHECKPOINT_NAME)
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        for obj, key in ((scheduler, "scheduler"), (scaler, "scaler"), (ema, "ema")):
+            if obj is not None and state.get(key) is not None:
+                obj.load_state_dict(state[key])
+        history = list(state["history"])
+        start_epoch, best_val_acc = state["epoch"], state.get("best_val_acc", -1.0)
+        partial = EpochProgress(**state["epoch_progress"]) if state.get("step") else EpochProgress()
+        if distributed.world_size() == 1:
+            restore_rng_state(state["rng"])
+        else:  # each rank has its own augmentation stream; reseed it deterministically
+            torch.manual_seed(config.seed + 1000 * start_epoch + distributed.rank())
+        if start_epoch >= config.epochs:
+            log(f"nothing to resume: {checkpoint_dir} already finished {start_epoch} of {config.epochs} epochs")
+            return history
+        log(f"resuming from {checkpoint_dir / CHECKPOINT_NAME}: epoch {start_epoch + 1}, "
+            f"mini-batch {partial.step}")
+
+    def snapshot(epoch_done: int, current: EpochProgress) -> dict:
+        return {
+            "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "ema": ema.state_dict() if ema is not None else None,
+            "epoch": epoch_done, "step": current.step, "epoch_progress": asdict(current),
+            "config": config.to_dict(), "history": list(history), "best_val_acc": best_val_acc,
+            "rng": rng_state(), **(extra_state or {}),
+        }
+
+    def save(name: str, epoch_done: int, current: EpochProgress) -> None:
+        if checkpoint_dir is not None and distributed.is_main_process():
+            save_checkpoint(snapshot(epoch_done, current), checkpoint_dir / name)
+
+    with _InterruptFlag() as interrupt:
+        for epoch in range(start_epoch, config.epochs):
+            current, partial = partial, EpochProgress()
+            _set_epoch(train_loader, epoch, current.step)
+            lr = optimizer.param_groups[0]["lr"]
+            started = time.perf_counter()
+
+            def on_step(running: EpochProgress, epoch=epoch, started=started) -> None:
+                every = config.checkpoint_every_steps * config.accumulation_steps
+                if interrupt.requested or (every and running.step % every == 0):
+                    running_seconds = running.seconds
+                    running.seconds += time.perf_counter() - started
+                    save(CHECKPOINT_NAME, epoch, running)
+                    running.seconds = running_seconds
+                if interrupt.requested:
+                    raise TrainingInterrupted(_interrupt_message(checkpoint_dir, epoch + 1, running.step))
+
+            try:
+                train_loss, train_acc = train_epoch(
+                    model, train_loader, criterion, optimizer, device, config.accumulation_steps,
+                    precision=precision, scaler=scaler, grad_clip=config.grad_clip,
+                    scheduler=scheduler if interval == "step" else None, ema=ema,
+                    channels_last=config.channels_last, epoch=epoch + 1, start=current, on_step=on_step,
+                    progress=progress and distributed.is_main_process())
+                val_loss, val_acc = validate_epoch(eval_model, val_loader, criterion, device,
+                                                   precision=precision, channels_last=config.channels_last)
+            except torch.OutOfMemoryError:
+                raise OutOfMemoryError(_oom_message(config, device, checkpoint_dir)) from None
+            if scheduler is not None and interval == "epoch":
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(val_loss)
+                else:
+                    scheduler.step()
+            seconds = current.seconds + time.perf_counter() - started
+            history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                            "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": seconds})
+            if val_acc > best_val_acc:
+                best_val_acc = val_acc
+                if config.keep_best:
+                    save(BEST_CHECKPOINT_NAME, epoch + 1, EpochProgress())
+            save(CHECKPOINT_NAME, epoch + 1, EpochProgress())
+            if distributed.is_main_process() and ((epoch + 1) % config.print_every == 0 or epoch + 1 == config.epochs):
+                log(format_history_row(history[-1], config.epochs))
+            if interrupt.requested:
+                raise TrainingInterrupted(_interrupt_message(checkpoint_dir, epoch + 2, 0))
+    return history
+
+
+def format_history_row(row: dict, epochs: int) -> str:
+    return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:6.2%}  "
+            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:6.2%}  lr {row['lr']:.2e}  {row['seconds']:.1f} s")
+
+
+def _set_epoch(loader, epoch: int, skip_batches: int) -> None:
+    """Tell the loader (GPU pipeline) or its sampler which epoch to draw and how many batches to skip."""
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch, skip_batches)
+    elif hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch, skip=skip_batches * loader.batch_size)
+    elif skip_batches:
+        raise CheckpointError("this loader cannot resume part-way through an epoch")
+
+
+def _check_same_setup(state: dict, config, path: Path) -> None:
+    saved = state["config"]
+    for key in ("model", "batch_size", "accumulation_steps", "seed", "train_limit", "validation_split"):
+        if saved.get(key) != getattr(config, key):
+            raise CheckpointError(f"{path} was trained with {key}={saved.get(key)!r}, but this run has "
+                                  f"{key}={getattr(config, key)!r}; resume with the same settings or use a new --out")
+
+
+def _interrupt_message(checkpoint_dir: Optional[Path], epoch: int, step: int) -> str:
+    if checkpoint_dir is None:
+        return "training interrupted (no checkpoint directory was given, so nothing was saved)"
+    return (f"training interrupted; a checkpoint was saved in {checkpoint_dir} at epoch {epoch}, "
+            f"mini-batch {step}. Resume with the same command plus --resume (or resume=True in a notebook).")
+
+
+def _oom_message(config, device: torch.device, checkpoint_dir: Optional[Path]) -> str:
+    smaller = max(1, config.batch_size // 2)
+    kept = f" The last checkpoint in {checkpoint_dir} is intact." if checkpoint_dir else ""
+    return (f"{device.type} ran out of memory with batch_size={config.batch_size}. Try --batch-size {smaller}, "
+            f"or keep the effective batch with --batch-size {smaller} --accumulation-steps "
+            f"{config.accumulation_steps * 2}.{kept}")

@@ -1,0 +1,46 @@
+"""User-facing errors.
+
+Every mistake a user can make (a wrong path, a bad preset, a corrupt checkpoint) raises a subclass of
+:class:`CifarUtilsError` whose message says what was wrong and how to fix it. The command line turns
+these into one line on stderr and exit status 2; notebooks show them as a single clear exception.
+"""
+
+
+class CifarUtilsError(Exception):
+    """Base class for errors caused by input the user can fix."""
+
+
+class ConfigError(CifarUtilsError, ValueError):
+    """An unknown preset or field, or an invalid value."""
+
+
+class DataError(CifarUtilsError):
+    """Missing, empty, corrupt or inconsistent data."""
+
+
+class CheckpointError(CifarUtilsError):
+    """A checkpoint that is missing, truncated, corrupt or from another setup."""
+
+
+class OutputExistsError(CifarUtilsError):
+    """An output directory that already holds an earlier run."""
+
+
+class TrainingDivergedError(CifarUtilsError):
+    """The loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, step: int, loss: float):
+        self.epoch, self.step, self.loss = epoch, step, loss
+        super().__init__(
+            f"training diverged: the loss became {loss} at epoch {epoch}, step {step}. "
+            "Try a smaller learning rate, gradient clipping (--grad-clip 1.0) or fp32 precision; "
+            "the last good checkpoint was kept."
+        )
+
+
+class TrainingInterrupted(CifarUtilsError):
+    """Training stopped by Ctrl-C after a checkpoint was saved."""
+
+
+class OutOfMemoryError(CifarUtilsError):
+    """The device ran out of memory."""

@@ -1,0 +1,239 @@
+"""One training run from a config: data, model, fit, final evaluation, and the files of a run.
+
+Usage::
+
+    from cifar_utils import from_preset, train
+    result = train(from_preset("seed003", epochs=2, train_limit=2000), out_dir="runs/demo")
+    result.metrics["test_accuracy"]
+
+A run directory holds ``checkpoint.pt`` (and ``checkpoint_best.pt`` with ``keep_best``), ``metrics.json``
+and ``history.csv``, all written atomically. An existing run is never overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from . import distributed, io
+from .checkpoint import load_checkpoint
+from .config import Config, config_from_dict
+from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset, make_dataloader,
+                   make_splits)
+from .device import describe_device, get_device, resolve_precision, set_seed
+from .engine import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, fit, unwrap
+from .errors import CheckpointError, OutputExistsError
+from .evaluation import Evaluation, evaluate
+from .losses import build_criterion
+from .models import build_model
+from .optim import build_optimizer, build_scheduler
+
+RUN_FILES = (CHECKPOINT_NAME, BEST_CHECKPOINT_NAME, "metrics.json", "history.csv")
+
+
+@dataclass
+class Loaders:
+    train: object
+    validation: object
+    test: object
+
+
+@dataclass
+class RunResult:
+    config: Config
+    out_dir: Path
+    model: nn.Module  # the evaluated model (EMA weights when ema_decay is set)
+    history: list[dict]
+    metrics: dict
+    test: Evaluation
+    splits: Splits
+
+
+def load_splits(config: Config, data: Optional[CifarData] = None) -> Splits:
+    """The seeded splits ``config`` describes (its data source, validation size, limits, normalisation)."""
+    data = data or load_dataset(config.data_root, config.dataset, config.download, config.skip_bad_files,
+                                seed=config.seed)
+    return make_splits(data, config.validation_split, config.seed, config.train_limit, config.eval_limit,
+                       config.normalization)
+
+
+def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loaders:
+    """Per-split loaders: the torchvision DataLoader pipeline or the GPU-resident one; sharded under DDP."""
+    rank, world = distributed.rank(), distributed.world_size()
+    batch, eval_batch = config.batch_size // world, config.eval_batch_size // world
+    if config.pipeline == "gpu":
+        from .gpu_data import make_gpu_loaders
+
+        return Loaders(*make_gpu_loaders(splits, config, device, batch, eval_batch, rank, world))
+    seed_gen = lambda: torch.Generator().manual_seed(config.seed)  # noqa: E731 - keeps loader RNG off the global stream
+    train_sampler = ShardedShuffleSampler(len(splits.train), config.seed, True, world, rank)
+    train = make_dataloader(splits.train, build_transform(config.augmentation, splits.mean, splits.std), batch,
+                            device, train_sampler, config.num_workers, seed_gen())
+    plain = build_transform("none", splits.mean, splits.std)
+    evals = [make_dataloader(s, plain, eval_batch, device,
+                             ShardedShuffleSampler(len(s), shuffle=False, num_replicas=world, rank=rank) if world > 1 else None,
+                             config.num_workers, seed_gen())
+             for s in (splits.validation, splits.test)]
+    return Loaders(train, *evals)
+
+
+def prepare_out_dir(out_dir: Optional[str | Path], preset: str, resume: bool, overwrite: bool) -> Path:
+    """The run directory: a new timestamped one by default; an existing run needs ``resume`` or ``overwrite``."""
+    if out_dir is None:
+        if resume:
+            raise CheckpointError("resume needs the run directory to continue: pass --out DIR (out_dir=...)")
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = Path("runs") / f"{preset}-{stamp}"
+    out_dir = Path(out_dir)
+    existing = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if resume:
+        if not (out_dir / CHECKPOINT_NAME).exists():
+            raise CheckpointError(f"nothing to resume: {out_dir / CHECKPOINT_NAME} does not exist; "
+                                  "drop --resume to start a new run")
+    elif existing and overwrite:
+        if distributed.is_main_process():
+            for name in existing:
+                (out_dir / name).unlink()
+    elif existing:
+        raise OutputExistsError(f"{out_dir} already holds a run ({', '.join(existing)}). Pass --resume to "
+                                "continue it, --overwrite to replace it, or choose another --out.")
+    distributed.barrier()
+    return out_dir
+
+
+def train(config: Config, out_dir: Optional[str | Path] = None, *, device: Optional[str] = None,
+          resume: bool = False, overwrite: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print, data: Optional[CifarData] = None) -> RunResult:
+    """Train ``config`` end to end and write the run's files into ``out_dir``; see the module docstring."""
+    started = time.perf_counter()
+    config.validate()
+    dev = get_device(device)
+    distributed.check_batch_divides(config.batch_size, config.eval_batch_size, distributed.env_info().world_size)
+    if distributed.launched_by_torchrun():
+        info = distributed.setup(dev.type)
+        if dev.type == "cuda":
+            dev = torch.device("cuda", info.local_rank)
+    out = prepare_out_dir(out_dir, config.preset, resume, overwrite)
+    main = distributed.is_main_process()
+    say = log if main else (lambda _msg: None)
+    precision = resolve_precision(config.precision, dev)
+    set_seed(config.seed + distributed.rank(), config.deterministic)
+
+    splits = load_splits(config, data)
+    say(f"device {describe_device(dev)}, precision {precision}, data: {splits.description}")
+    say(f"splits: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test; "
+        f"run directory {out}")
+    loaders = make_loaders(splits, config, dev)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    model = build_model(config, len(splits.classes)).to(dev)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if distributed.world_size() > 1:
+        if config.sync_batchnorm:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    criterion = build_criterion(config)
+    optimizer = build_optimizer(model, config)
+    steps_per_epoch = -(-len(loaders.train) // config.accumulation_steps)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+    scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
+    ema = None
+    if config.ema_decay is not None:
+        ema = torch.optim.swa_utils.AveragedModel(
+            unwrap(model), multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay),
+            use_buffers=True)
+    compile_seconds = 0.0
+    if config.compile:
+        compile_seconds, model = _compile(model)
+    torch.manual_seed(config.seed + distributed.rank())  # per-rank augmentation streams
+
+    extra = {"classes": splits.classes, "mean": list(splits.mean), "std": list(splits.std)}
+    history = fit(model, criterion, optimizer, loaders.train, loaders.validation, dev, config,
+                  scheduler=scheduler, scaler=scaler, ema=ema, precision=precision, checkpoint_dir=out,
+                  resume=resume, progress=progress, log=say, extra_state=extra)
+
+    eval_model = ema.module if ema is not None else unwrap(model)
+    if config.keep_best and (out / BEST_CHECKPOINT_NAME).exists():
+        best = load_checkpoint(out / BEST_CHECKPOINT_NAME, map_location=dev)
+        if ema is not None and best.get("ema") is not None:
+            ema.load_state_dict(best["ema"])
+        else:
+            eval_model.load_state_dict(best["model"])
+        say(f"evaluating the best-validation checkpoint (epoch {best['epoch']})")
+    test_loaders = make_loaders(splits, config, dev) if distributed.world_size() > 1 else loaders
+    kwargs = dict(precision=precision, tta=config.tta, channels_last=config.channels_last)
+    test = evaluate(eval_model, _unsharded(test_loaders.test, splits.test, config, dev, splits), dev, splits.classes, **kwargs)
+    val = evaluate(eval_model, _unsharded(test_loaders.validation, splits.validation, config, dev, splits), dev,
+                   splits.classes, **kwargs)
+    metrics = {
+        "preset": config.preset,
+        "test_accuracy": test.accuracy, "test_loss": test.loss,
+        "validation_accuracy": val.accuracy, "validation_loss": val.loss,
+        "best_validation_accuracy": max((r["val_acc"] for r in history), default=float("nan")),
+        "final_train_accuracy": history[-1]["train_acc"] if history else float("nan"),
+        "per_class_test_accuracy": test.per_class_accuracy,
+        "epochs": len(history),
+        "train_seconds": sum(r["seconds"] for r in history),
+        "compile_seconds": compile_seconds,
+        "total_seconds": time.perf_counter() - started,
+        "data": splits.description,
+        "split_sizes": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
+        "device": describe_device(dev), "precision": precision, "world_size": distributed.world_size(),
+        "torch_version": torch.__version__, "python_version": platform.python_version(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "config": config.to_dict(),
+    }
+    if main:
+        io.save_json(metrics, out / "metrics.json")
+        io.save_csv(history, out / "history.csv")
+        say(f"test accuracy {test.accuracy:.2%} (validation {val.accuracy:.2%}) on {splits.description}; "
+            f"files in {out}")
+    distributed.barrier()
+    return RunResult(config, out, eval_model, history, metrics, test, splits)
+
+
+def _unsharded(loader, imageset, config, device, splits):
+    """Final evaluation reads every image on every rank, so all ranks report the same numbers."""
+    if distributed.world_size() == 1:
+        return loader
+    return make_dataloader(imageset, build_transform("none", splits.mean, splits.std), config.eval_batch_size,
+                           device, None, config.num_workers)
+
+
+def _compile(model: nn.Module) -> tuple[float, nn.Module]:
+    started = time.perf_counter()
+    compiled = torch.compile(model)
+    return time.perf_counter() - started, compiled
+
+
+def evaluate_checkpoint(path: str | Path, data_root: Optional[str] = None, device: Optional[str] = None,
+                        data: Optional[CifarData] = None) -> tuple[Evaluation, Config]:
+    """Evaluate a saved checkpoint on its test split (same seed, limits and normalisation as in training)."""
+    state = load_checkpoint(path)
+    config = config_from_dict(state["config"])
+    if data_root is not None:
+        config = config_from_dict({**state["config"], "data_root": data_root})
+    dev = get_device(device)
+    splits = load_splits(config, data)
+    if list(state.get("classes", splits.classes)) != splits.classes:
+        raise CheckpointError(f"{path} was trained on classes {state['classes']}, but the data has {splits.classes}")
+    model = build_model(config, len(splits.classes)).to(dev)
+    if state.get("ema") is not None:
+        ema = torch.optim.swa_utils.AveragedModel(model, use_buffers=True)
+        ema.load_state_dict(state["ema"])
+        model = ema.module
+    else:
+        model.load_state_dict(state["model"])
+    loader = make_dataloader(splits.test, build_transform("none", splits.mean, splits.std), config.eval_batch_size,
+                             dev, None, config.num_workers)
+    precision = resolve_precision(config.precision, dev)
+    return evaluate(model, loader, dev, splits.classes, precision=precision, tta=config.tta,
+                    channels_last=config.channels_last), config

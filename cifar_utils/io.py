@@ -1,0 +1,94 @@
+"""Atomic file writes: a crash never leaves a half-written file under its final name.
+
+Each writer goes to a temporary file in the destination folder, is flushed and fsync'd, and is then
+renamed over the destination with :func:`os.replace`, which is atomic on POSIX and Windows. Until the
+rename, the previous file (say, the last good checkpoint) stays intact.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it is fsync'd and renamed to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results should get the usual permissions
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not supported on every platform, where it is harmless to skip.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp_path)`` and move the result to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> Path:
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+    return atomic_write(path, write)
+
+
+def save_csv(rows: Sequence[dict], path: str | os.PathLike) -> Path:
+    """Write a list of dicts (same keys) as CSV with a header row."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            if not rows:
+                return
+            writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return atomic_write(path, write)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
