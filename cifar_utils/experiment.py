@@ -133,7 +133,10 @@ def train(config: Config, out_dir: Optional[str | Path] = None, *, device: Optio
         f"run directory {out}")
     loaders = make_loaders(splits, config, dev)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = build_model(config, len(splits.classes)).to(dev)
+    model = build_model(config, len(splits.classes))
+    if hasattr(model, "init_from_data"):  # e.g. a frozen whitening stem fitted to training patches
+        model.init_from_data(splits.train.images, splits.mean, splits.std)
+    model = model.to(dev)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if distributed.world_size() > 1:

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny synthetic data, and a small real subset of the offline JPEG copy.
+
+The JPEG copy is looked for at ``$CIFAR10_JPEG_ARCHIVE``, then ``../shared/data/cifar10-jpeg.tar.gz``
+beside the repository; tests that need it are skipped when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_utils.data import synthetic_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def jpeg_archive() -> Path | None:
+    candidates = [os.environ.get("CIFAR10_JPEG_ARCHIVE"), REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def jpeg_subset_root(tmp_path_factory) -> Path:
+    """An image folder with the first 120 training and 40 test images of each class of the JPEG copy."""
+    archive = jpeg_archive()
+    if archive is None:
+        pytest.skip("the offline CIFAR-10 JPEG copy (../shared/data/cifar10-jpeg.tar.gz) is absent")
+    out = tmp_path_factory.mktemp("jpeg")
+    taken: Counter = Counter()
+    limits = {"train": 120, "test": 40}
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            parts = Path(member.name).parts  # cifar10-jpeg/<split>/<class>/<file>
+            if not member.isfile() or len(parts) != 4:
+                continue
+            split, cls = parts[1], parts[2]
+            if taken[split, cls] < limits.get(split, 0):
+                taken[split, cls] += 1
+                member.name = "/".join(parts[1:])
+                tar.extract(member, out, filter="data")
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    """600 training and 200 test synthetic images of 10 classes."""
+    return synthetic_dataset(600, 200, seed=0)
