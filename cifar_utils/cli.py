@@ -19,6 +19,7 @@ import sys
 from typing import Optional, Sequence
 
 from .config import field_names, parse_value
+from .distributed import env_info
 from .errors import CifarUtilsError, ConfigError, TrainingInterrupted
 from .presets import PRESETS, from_preset
 
@@ -115,7 +116,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"interrupted: {err}", file=sys.stderr)
         return 130
     except CifarUtilsError as err:
-        print(f"error: {err}", file=sys.stderr)
+        rank = env_info().rank
+        # A bad setting fails identically on every torchrun rank: rank 0 alone says so.
+        if rank == 0 or not isinstance(err, ConfigError):
+            print(f"error: {err}" if rank == 0 else f"error (rank {rank}): {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -60,7 +60,7 @@ def check_batch_divides(batch_size: int, eval_batch_size: int, world: int) -> No
 def setup(device_type: str) -> DistInfo:
     """Join the process group torchrun describes: NCCL for CUDA, gloo otherwise."""
     info = env_info()
-    if info.world_size > 1 and not is_initialized():
+    if not is_initialized():  # also with one process, so that a 1-GPU torchrun exercises NCCL
         backend = "nccl" if device_type == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(info.local_rank)

@@ -30,7 +30,7 @@ from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, lo
                    make_splits)
 from .device import describe_device, get_device, resolve_precision, set_seed
 from .engine import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, fit, unwrap
-from .errors import CheckpointError, OutputExistsError
+from .errors import CheckpointError, ConfigError, OutputExistsError
 from .evaluation import Evaluation, evaluate
 from .losses import build_criterion
 from .models import build_model
@@ -112,15 +112,34 @@ def prepare_out_dir(out_dir: Optional[str | Path], preset: str, resume: bool, ov
 def train(config: Config, out_dir: Optional[str | Path] = None, *, device: Optional[str] = None,
           resume: bool = False, overwrite: bool = False, progress: bool = True,
           log: Callable[[str], None] = print, data: Optional[CifarData] = None) -> RunResult:
-    """Train ``config`` end to end and write the run's files into ``out_dir``; see the module docstring."""
+    """Train ``config`` end to end and write the run's files into ``out_dir``; see the module docstring.
+
+    Under ``torchrun`` this joins the process group (NCCL on GPUs, gloo on the CPU), trains with
+    DistributedDataParallel on per-rank shards of ``config.batch_size / world_size`` images, and lets
+    only rank 0 write files and print.
+    """
     started = time.perf_counter()
     config.validate()
     dev = get_device(device)
+    # Checked on every rank before any collective, so a bad launch fails everywhere instead of hanging.
     distributed.check_batch_divides(config.batch_size, config.eval_batch_size, distributed.env_info().world_size)
-    if distributed.launched_by_torchrun():
+    if config.sync_batchnorm and dev.type != "cuda":
+        raise ConfigError("sync_batchnorm=True needs CUDA GPUs (torch's SyncBatchNorm has no CPU kernel); "
+                          "drop it on the CPU, where each rank's BatchNorm uses its own shard")
+    joined = distributed.launched_by_torchrun() and not distributed.is_initialized()
+    if joined:
         info = distributed.setup(dev.type)
         if dev.type == "cuda":
             dev = torch.device("cuda", info.local_rank)
+    try:
+        return _train(config, out_dir, dev, resume, overwrite, progress, log, data, started)
+    finally:
+        if joined:
+            distributed.cleanup()
+
+
+def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: bool, progress: bool,
+           log: Callable[[str], None], data: Optional[CifarData], started: float) -> RunResult:
     out = prepare_out_dir(out_dir, config.preset, resume, overwrite)
     main = distributed.is_main_process()
     say = log if main else (lambda _msg: None)
@@ -139,7 +158,9 @@ def train(config: Config, out_dir: Optional[str | Path] = None, *, device: Optio
     model = model.to(dev)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if distributed.world_size() > 1:
+    if config.sync_batchnorm and not distributed.is_initialized():
+        say("note: sync_batchnorm only matters under torchrun; this single process uses plain BatchNorm")
+    if distributed.is_initialized():
         if config.sync_batchnorm:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -171,10 +192,10 @@ def train(config: Config, out_dir: Optional[str | Path] = None, *, device: Optio
         else:
             eval_model.load_state_dict(best["model"])
         say(f"evaluating the best-validation checkpoint (epoch {best['epoch']})")
-    test_loaders = make_loaders(splits, config, dev) if distributed.world_size() > 1 else loaders
     kwargs = dict(precision=precision, tta=config.tta, channels_last=config.channels_last)
-    test = evaluate(eval_model, _unsharded(test_loaders.test, splits.test, config, dev, splits), dev, splits.classes, **kwargs)
-    val = evaluate(eval_model, _unsharded(test_loaders.validation, splits.validation, config, dev, splits), dev,
+    test = evaluate(eval_model, _full_loader(loaders.test, splits.test, config, dev, splits), dev,
+                    splits.classes, **kwargs)
+    val = evaluate(eval_model, _full_loader(loaders.validation, splits.validation, config, dev, splits), dev,
                    splits.classes, **kwargs)
     metrics = {
         "preset": config.preset,
@@ -203,8 +224,8 @@ def train(config: Config, out_dir: Optional[str | Path] = None, *, device: Optio
     return RunResult(config, out, eval_model, history, metrics, test, splits)
 
 
-def _unsharded(loader, imageset, config, device, splits):
-    """Final evaluation reads every image on every rank, so all ranks report the same numbers."""
+def _full_loader(loader, imageset, config, device, splits):
+    """Final evaluation reads every image on every rank (not a shard), so all ranks report the same numbers."""
     if distributed.world_size() == 1:
         return loader
     return make_dataloader(imageset, build_transform("none", splits.mean, splits.std), config.eval_batch_size,
