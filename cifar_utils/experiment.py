@@ -73,14 +73,13 @@ def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loader
         from .gpu_data import make_gpu_loaders
 
         return Loaders(*make_gpu_loaders(splits, config, device, batch, eval_batch, rank, world))
-    seed_gen = lambda: torch.Generator().manual_seed(config.seed)  # noqa: E731 - keeps loader RNG off the global stream
     train_sampler = ShardedShuffleSampler(len(splits.train), config.seed, True, world, rank)
     train = make_dataloader(splits.train, build_transform(config.augmentation, splits.mean, splits.std), batch,
-                            device, train_sampler, config.num_workers, seed_gen())
+                            device, train_sampler, config.num_workers, torch.Generator().manual_seed(config.seed))
     plain = build_transform("none", splits.mean, splits.std)
     evals = [make_dataloader(s, plain, eval_batch, device,
-                             ShardedShuffleSampler(len(s), shuffle=False, num_replicas=world, rank=rank) if world > 1 else None,
-                             config.num_workers, seed_gen())
+                             ShardedShuffleSampler(len(s), shuffle=False, num_replicas=world, rank=rank)
+                             if world > 1 else None, config.num_workers)
              for s in (splits.validation, splits.test)]
     return Loaders(train, *evals)
 

@@ -1,0 +1,76 @@
+"""Time one training epoch of every preset on a small real subset (the issue-2 CPU check).
+
+Usage::
+
+    python benchmarks/preset_epoch.py --data-root data/cifar10-jpeg [--train-limit 2000] [--device cpu]
+
+Each preset trains for one epoch on ``--train-limit`` training images (seeded subset) and is evaluated
+on ``--eval-limit`` validation and test images. Results go to
+``benchmarks/results/preset-epoch-<device>-<date>.json`` with device, versions and settings. Accuracies
+after one epoch on 2,000 images say nothing about a preset's final accuracy; the times show what a
+CPU user should expect per 2,000 images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+
+from cifar_utils import io
+from cifar_utils.device import describe_device, get_device
+from cifar_utils.errors import CifarUtilsError
+from cifar_utils.experiment import train
+from cifar_utils.models import build_model, count_parameters
+from cifar_utils.presets import PRESETS, from_preset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", default=None, help="default: $CIFAR10_ROOT, then ./data")
+    parser.add_argument("--presets", nargs="*", default=[p for p in PRESETS if p.startswith("seed")])
+    parser.add_argument("--train-limit", type=int, default=2000)
+    parser.add_argument("--eval-limit", type=int, default=500)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/...)")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args()
+
+    device = get_device(args.device)
+    date = datetime.date.today().isoformat()
+    out = Path(args.out or Path(__file__).parent / "results" / f"preset-epoch-{device.type}-{date}.json")
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it or --out to write elsewhere")
+    runs = []
+    for name in args.presets:
+        config = from_preset(name, epochs=1, data_root=args.data_root, train_limit=args.train_limit,
+                             eval_limit=args.eval_limit)
+        with tempfile.TemporaryDirectory() as tmp:
+            result = train(config, Path(tmp) / name, device=args.device, progress=False)
+        runs.append({
+            "preset": name, "parameters": count_parameters(build_model(config)),
+            "train_seconds": result.metrics["train_seconds"], "total_seconds": result.metrics["total_seconds"],
+            "test_accuracy": result.metrics["test_accuracy"], "data": result.metrics["data"],
+            "config": config.to_dict(),
+        })
+        print(f"{name}: {runs[-1]['train_seconds']:.1f} s for one epoch of {args.train_limit} images "
+              f"({runs[-1]['parameters'] / 1e6:.2f} M parameters)")
+    io.save_json({
+        "benchmark": "one epoch per preset", "date": date, "device": describe_device(device),
+        "torch_version": torch.__version__, "python_version": platform.python_version(),
+        "settings": {"train_limit": args.train_limit, "eval_limit": args.eval_limit, "epochs": 1},
+        "note": "measured on the offline JPEG copy of CIFAR-10, not the official data set",
+        "runs": runs,
+    }, out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except CifarUtilsError as err:  # bad data root, preset or value: one line, no traceback
+        raise SystemExit(f"error: {err}")
