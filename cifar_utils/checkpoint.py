@@ -42,15 +42,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"no checkpoint at {path}: train first (python -m cifar_utils train ...) "
                               "or pass the path of an existing checkpoint.pt")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
-        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt and cannot be loaded ({reason}). "
-                              "Delete it and resume from another checkpoint, or train again.") from None
+        state = io.load_torch(path, map_location=map_location)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # torch names the refused class or function as "GLOBAL module.name"
+            raise _corrupt(path, err) from None
+        raise CheckpointError(f"checkpoint {path} holds Python objects other than tensors and plain values, "
+                              "so it was refused: loading it could run code. Use a checkpoint written by "
+                              "cifar_utils, or train again.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise _corrupt(path, err) from None
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path} is not a cifar_utils checkpoint (missing {', '.join(missing)})")
     return state
+
+
+def _corrupt(path: Path, err: Exception) -> CheckpointError:
+    reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+    return CheckpointError(f"checkpoint {path} is truncated or corrupt and cannot be loaded ({reason}). "
+                           "Delete it and resume from another checkpoint, or train again.")
 
 
 def rng_state() -> dict[str, Any]:

@@ -34,7 +34,7 @@ FIXED_STD = (0.5, 0.5, 0.5)
 IMAGE_SIZE = 32
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CACHE_NAME = ".cifar_utils_cache.pt"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 TORCHVISION_FOLDER = "cifar-10-batches-py"
 
 
@@ -183,21 +183,29 @@ def load_image_folder(root: Path, skip_bad_files: bool = False) -> CifarData:
     cache = _cache_path(root)
     cached = _read_cache(cache, fingerprint)
     if cached is not None:
-        return CifarData(cached["train"], cached["test"], "folder", f"image folder {root}")
+        sets, skipped, resized = cached
+        _warn_about_files(root, skipped, resized)  # every load says what it left out, not only the first
+        return CifarData(sets["train"], sets["test"], "folder", f"image folder {root}")
     bad: list[Path] = []
-    resized = [0]
-    sets = {split: _decode_split(files[split], train_classes, skip_bad_files, bad, resized)
+    resized_count = [0]
+    sets = {split: _decode_split(files[split], train_classes, skip_bad_files, bad, resized_count)
             for split in ("train", "test")}
-    if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {root}, e.g. {bad[0]}", stacklevel=2)
-    if resized[0]:
-        warnings.warn(f"resized {resized[0]} image(s) in {root} to {IMAGE_SIZE}x{IMAGE_SIZE}", stacklevel=2)
+    skipped = [str(p) for p in bad]
+    _warn_about_files(root, skipped, resized_count[0])
     for split, imageset in sets.items():
         empty = [c for c, n in zip(imageset.classes, imageset.class_counts()) if n == 0]
         if empty:
             raise DataError(f"{root}/{split} has no readable images for class(es) {', '.join(empty)}")
-    _write_cache(cache, fingerprint, sets)
+    _write_cache(cache, fingerprint, sets, skipped, resized_count[0])
     return CifarData(sets["train"], sets["test"], "folder", f"image folder {root}")
+
+
+def _warn_about_files(root: Path, skipped: list[str], resized: int) -> None:
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable image file(s) in {root}, e.g. {skipped[0]}",
+                      stacklevel=3)
+    if resized:
+        warnings.warn(f"resized {resized} image(s) in {root} to {IMAGE_SIZE}x{IMAGE_SIZE}", stacklevel=3)
 
 
 def _list_images(split_dir: Path) -> dict[str, list[Path]]:
@@ -261,21 +269,24 @@ def _cache_path(root: Path) -> Path:
     return folder / f"{key}{CACHE_NAME}"
 
 
-def _read_cache(path: Path, fingerprint: str) -> Optional[dict[str, ImageSet]]:
+def _read_cache(path: Path, fingerprint: str) -> Optional[tuple[dict[str, ImageSet], list[str], int]]:
+    """The cached sets, the files skipped and the number of images resized; None if absent or stale."""
     if not path.exists():
         return None
     try:
-        blob = torch.load(path, weights_only=True)
+        blob = io.load_torch(path)
     except Exception:  # a stale or damaged cache is rebuilt, never trusted
         return None
     if blob.get("fingerprint") != fingerprint:
         return None
-    return {split: ImageSet(blob[split]["images"], blob[split]["labels"], list(blob["classes"]))
+    sets = {split: ImageSet(blob[split]["images"], blob[split]["labels"], list(blob["classes"]))
             for split in ("train", "test")}
+    return sets, list(blob["skipped"]), int(blob["resized"])
 
 
-def _write_cache(path: Path, fingerprint: str, sets: dict[str, ImageSet]) -> None:
-    blob = {"fingerprint": fingerprint, "classes": sets["train"].classes,
+def _write_cache(path: Path, fingerprint: str, sets: dict[str, ImageSet], skipped: list[str],
+                 resized: int) -> None:
+    blob = {"fingerprint": fingerprint, "classes": sets["train"].classes, "skipped": skipped, "resized": resized,
             **{s: {"images": v.images, "labels": v.labels} for s, v in sets.items()}}
     try:
         io.save_torch(blob, path)

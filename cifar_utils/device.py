@@ -45,9 +45,14 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
     """Seed python, numpy and torch (all devices). Called explicitly by every entry point, never at import.
 
     ``deterministic=True`` also asks for deterministic kernels. On the CPU training is already
-    deterministic; on CUDA the known nondeterministic operations are the backward passes of
-    max-pooling and adaptive average pooling, scatter-add based ops, and cuDNN's autotuned convolution
-    algorithms, which this switch replaces with deterministic ones (or warns where none exists).
+    deterministic. On CUDA, the nondeterministic operations these models use are:
+
+    - convolutions: cuDNN autotunes its algorithm and some backward algorithms add with atomics; the
+      switch turns autotuning off and picks deterministic algorithms;
+    - matrix products in cuBLAS: made deterministic through ``CUBLAS_WORKSPACE_CONFIG``;
+    - the backward pass of adaptive average pooling (every model's global pooling and Block gates) and
+      the cross-entropy (NLL) loss: torch has no deterministic CUDA kernel for these, so it warns and the
+      last bits of the weights can still differ between runs.
     """
     random.seed(seed)
     np.random.seed(seed % 2**32)

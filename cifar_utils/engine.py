@@ -186,7 +186,8 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
 
     Each history row holds ``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``lr``
     (at the start of the epoch) and ``seconds``. The model evaluated each epoch is the EMA model when
-    ``ema`` is given. ``extra_state`` (classes, normalisation) is stored in every checkpoint.
+    ``ema`` is given. ``extra_state`` (classes, normalisation) is stored in every checkpoint. Weights that
+    became NaN or infinite raise :class:`TrainingDivergedError` instead of being checkpointed.
     """
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     interval = scheduler_interval(config)
@@ -242,6 +243,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
             def on_step(running: EpochProgress, epoch=epoch, started=started) -> None:
                 every = config.checkpoint_every_steps * config.accumulation_steps
                 if interrupt.requested or (every and running.step % every == 0):
+                    _check_finite_weights(model, epoch + 1, running.step)
                     running_seconds = running.seconds
                     running.seconds += time.perf_counter() - started
                     save(CHECKPOINT_NAME, epoch, running)
@@ -260,6 +262,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                                                    precision=precision, channels_last=config.channels_last)
             except torch.OutOfMemoryError:
                 raise OutOfMemoryError(_oom_message(config, device, checkpoint_dir)) from None
+            _check_finite_weights(model, epoch + 1, current.step)
             if scheduler is not None and interval == "epoch":
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     scheduler.step(val_loss)
@@ -295,6 +298,20 @@ def _set_epoch(loader, epoch: int, skip_batches: int) -> None:
         raise CheckpointError("this loader cannot resume part-way through an epoch")
 
 
+def _check_finite_weights(model: nn.Module, epoch: int, step: int) -> None:
+    """Raise :class:`TrainingDivergedError` if a weight or buffer is NaN or infinite.
+
+    Called before every checkpoint: an optimizer step can overflow the weights while its loss is still
+    finite, and such weights must not replace the last good checkpoint.
+    """
+    tensors = {name: t for name, t in unwrap(model).state_dict().items() if t.is_floating_point()}
+    finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).tolist()  # one device sync
+    for (name, tensor), ok in zip(tensors.items(), finite):
+        if not ok:
+            value = tensor[~torch.isfinite(tensor)][0].item()
+            raise TrainingDivergedError(epoch, step, value, quantity=f"weight {name}")
+
+
 def _check_same_setup(state: dict, config, path: Path) -> None:
     saved = state["config"]
     for key in ("model", "batch_size", "accumulation_steps", "seed", "train_limit", "validation_split"):
@@ -312,7 +329,10 @@ def _interrupt_message(checkpoint_dir: Optional[Path], epoch: int, step: int) ->
 
 def _oom_message(config, device: torch.device, checkpoint_dir: Optional[Path]) -> str:
     smaller = max(1, config.batch_size // 2)
-    kept = f" The last checkpoint in {checkpoint_dir} is intact." if checkpoint_dir else ""
+    # Resume refuses another batch size (the position in the epoch is counted in batches), so say so.
+    kept = (f" The last checkpoint in {checkpoint_dir} is intact: --resume continues it with the same settings "
+            "once memory is free (other programs on the GPU closed); a smaller batch starts a new run "
+            "(another --out, or --overwrite).") if checkpoint_dir else ""
     return (f"{device.type} ran out of memory with batch_size={config.batch_size}. Try --batch-size {smaller}, "
             f"or keep the effective batch with --batch-size {smaller} --accumulation-steps "
             f"{config.accumulation_steps * 2}.{kept}")

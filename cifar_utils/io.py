@@ -2,7 +2,8 @@
 
 Each writer goes to a temporary file in the destination folder, is flushed and fsync'd, and is then
 renamed over the destination with :func:`os.replace`, which is atomic on POSIX and Windows. Until the
-rename, the previous file (say, the last good checkpoint) stays intact.
+rename, the previous file (say, the last good checkpoint) stays intact. :func:`load_torch` is the
+matching safe reader.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import csv
 import json
 import os
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 import torch
 
@@ -66,6 +68,31 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
 
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_torch(path: str | os.PathLike, map_location=None) -> Any:
+    """``torch.load(path, weights_only=True)`` after checking the file is a complete, uncorrupted archive.
+
+    Raises :class:`zipfile.BadZipFile` for a truncated file or one whose bytes changed since it was
+    written, and :class:`pickle.UnpicklingError` for one holding objects other than tensors and plain
+    values (which could run code).
+    """
+    with open(path, "rb") as f:  # one open file: an atomic replace in between cannot swap what is read
+        check_archive(f)
+        f.seek(0)
+        return torch.load(f, map_location=map_location, weights_only=True)
+
+
+def check_archive(file: BinaryIO) -> None:
+    """Raise :class:`zipfile.BadZipFile` unless every entry of ``file`` passes its CRC-32 check.
+
+    ``torch.load`` reads tensor bytes without checking them, so a flipped byte (a flaky network drive)
+    would otherwise load as silently wrong weights.
+    """
+    with zipfile.ZipFile(file) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise zipfile.BadZipFile(f"{bad} fails its CRC check")
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> Path:
