@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--data-root", default=None)
     evaluate.add_argument("--device", default=None)
+    evaluate.add_argument("--batch-size", type=int, default=None, help="evaluation batch (default: the run's)")
 
     presets = commands.add_parser("presets", help="list the presets (or --fields: the config fields)")
     presets.add_argument("--fields", action="store_true")
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "evaluate":
         from .experiment import evaluate_checkpoint
 
-        result, config = evaluate_checkpoint(args.checkpoint, args.data_root, args.device)
+        result, config = evaluate_checkpoint(args.checkpoint, args.data_root, args.device, batch_size=args.batch_size)
         print(f"test accuracy {result.accuracy:.2%} on {len(result.labels)} images (preset {config.preset})")
         for name, acc in result.per_class_accuracy.items():
             print(f"  {name:<12} {acc:.2%}")

@@ -457,7 +457,7 @@ def default_num_workers(device: torch.device) -> int:
 
 def make_dataloader(imageset: ImageSet, transform, batch_size: int, device: torch.device,
                     sampler: Optional[Sampler] = None, num_workers: Optional[int] = None,
-                    generator: Optional[torch.Generator] = None) -> DataLoader:
+                    generator: Optional[torch.Generator] = None, drop_last: bool = False) -> DataLoader:
     """A DataLoader over ``imageset``; ``sampler`` None means in order (for evaluation).
 
     ``generator`` seeds the workers without drawing from the global RNG, which keeps a resumed run's
@@ -466,5 +466,5 @@ def make_dataloader(imageset: ImageSet, transform, batch_size: int, device: torc
     workers = default_num_workers(device) if num_workers is None else num_workers
     return DataLoader(TensorImageDataset(imageset, transform), batch_size=batch_size, sampler=sampler,
                       shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
-                      persistent_workers=workers > 0, drop_last=False,
+                      persistent_workers=workers > 0, drop_last=drop_last,
                       generator=generator or torch.Generator().manual_seed(0))

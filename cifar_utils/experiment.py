@@ -30,7 +30,7 @@ from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, lo
                    make_splits)
 from .device import describe_device, get_device, resolve_precision, set_seed
 from .engine import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, fit, unwrap
-from .errors import CheckpointError, ConfigError, OutputExistsError
+from .errors import CheckpointError, ConfigError, OutOfMemoryError, OutputExistsError
 from .evaluation import Evaluation, evaluate
 from .losses import build_criterion
 from .models import build_model
@@ -75,7 +75,8 @@ def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loader
         return Loaders(*make_gpu_loaders(splits, config, device, batch, eval_batch, rank, world))
     train_sampler = ShardedShuffleSampler(len(splits.train), config.seed, True, world, rank)
     train = make_dataloader(splits.train, build_transform(config.augmentation, splits.mean, splits.std), batch,
-                            device, train_sampler, config.num_workers, torch.Generator().manual_seed(config.seed))
+                            device, train_sampler, config.num_workers, torch.Generator().manual_seed(config.seed),
+                            drop_last=len(train_sampler) % batch == 1 and len(train_sampler) > 1)  # BatchNorm cannot train on one image
     plain = build_transform("none", splits.mean, splits.std)
     evals = [make_dataloader(s, plain, eval_batch, device,
                              ShardedShuffleSampler(len(s), shuffle=False, num_replicas=world, rank=rank)
@@ -97,6 +98,9 @@ def prepare_out_dir(out_dir: Optional[str | Path], preset: str, resume: bool, ov
         if not (out_dir / CHECKPOINT_NAME).exists():
             raise CheckpointError(f"nothing to resume: {out_dir / CHECKPOINT_NAME} does not exist; "
                                   "drop --resume to start a new run")
+        if distributed.is_main_process():
+            for leftover in out_dir.glob(".*.tmp"):  # temp files of saves that a crash cut short
+                leftover.unlink()
     elif existing and overwrite:
         if distributed.is_main_process():
             for name in existing:
@@ -192,10 +196,16 @@ def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: 
             eval_model.load_state_dict(best["model"])
         say(f"evaluating the best-validation checkpoint (epoch {best['epoch']})")
     kwargs = dict(precision=precision, tta=config.tta, channels_last=config.channels_last)
-    test = evaluate(eval_model, _full_loader(loaders.test, splits.test, config, dev, splits), dev,
-                    splits.classes, **kwargs)
-    val = evaluate(eval_model, _full_loader(loaders.validation, splits.validation, config, dev, splits), dev,
-                   splits.classes, **kwargs)
+    try:
+        test = evaluate(eval_model, _full_loader(loaders.test, splits.test, config, dev, splits), dev,
+                        splits.classes, **kwargs)
+        val = evaluate(eval_model, _full_loader(loaders.validation, splits.validation, config, dev, splits), dev,
+                       splits.classes, **kwargs)
+    except torch.OutOfMemoryError:
+        raise OutOfMemoryError(f"{dev.type} ran out of memory in the final evaluation with "
+                               f"eval_batch_size={config.eval_batch_size}; training finished and {out} holds "
+                               f"its checkpoint. Evaluate it with a smaller batch: python -m cifar_utils "
+                               f"evaluate --checkpoint {out / CHECKPOINT_NAME} --batch-size {max(1, config.eval_batch_size // 2)}") from None
     metrics = {
         "preset": config.preset,
         "test_accuracy": test.accuracy, "test_loss": test.loss,
@@ -238,12 +248,16 @@ def _compile(model: nn.Module) -> tuple[float, nn.Module]:
 
 
 def evaluate_checkpoint(path: str | Path, data_root: Optional[str] = None, device: Optional[str] = None,
-                        data: Optional[CifarData] = None) -> tuple[Evaluation, Config]:
-    """Evaluate a saved checkpoint on its test split (same seed, limits and normalisation as in training)."""
+                        data: Optional[CifarData] = None,
+                        batch_size: Optional[int] = None) -> tuple[Evaluation, Config]:
+    """Evaluate a saved checkpoint on its test split (same seed, limits and normalisation as in training).
+
+    ``data_root`` and ``batch_size`` (the evaluation batch) override what the checkpoint's config says.
+    """
     state = load_checkpoint(path)
-    config = config_from_dict(state["config"])
-    if data_root is not None:
-        config = config_from_dict({**state["config"], "data_root": data_root})
+    overrides = {"data_root": data_root, "eval_batch_size": batch_size}
+    config = config_from_dict({**state["config"], **{k: v for k, v in overrides.items() if v is not None}})
+    config.validate()
     dev = get_device(device)
     splits = load_splits(config, data)
     if list(state.get("classes", splits.classes)) != splits.classes:

@@ -1,0 +1,166 @@
+"""Command line: train writes its files, evaluate prints accuracy, presets lists, bad input exits 2."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from cifar_utils.checkpoint import load_checkpoint
+from cifar_utils.cli import main
+from cifar_utils.config import field_names
+from cifar_utils.presets import PRESETS
+
+HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One epoch of seed003 (ResNet-32) on synthetic data, through the command line (limits keep it quick)."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["train", "--preset", "seed003", "--epochs", "1", "--set", "dataset=synthetic",
+                     "--set", "validation_split=100", "--train-limit", "200", "--batch-size", "100",
+                     "--eval-limit", "100", "--out", str(out), "--no-progress"])
+    return code, out, stdout.getvalue(), stderr.getvalue()
+
+
+def test_train_writes_metrics_history_and_checkpoint(trained_run):
+    code, out, stdout, stderr = trained_run
+    assert code == 0, stderr
+    for name in ("metrics.json", "history.csv", "checkpoint.pt", "checkpoint_best.pt"):  # seed003 keeps the best
+        assert (out / name).is_file(), name
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_accuracy", "validation_accuracy"):
+        assert 0 <= metrics[key] <= 1
+    for key in ("test_loss", "validation_loss"):
+        assert math.isfinite(metrics[key]) and metrics[key] > 0
+    assert metrics["train_seconds"] > 0 and metrics["total_seconds"] >= metrics["train_seconds"]
+    assert metrics["epochs"] == 1 and metrics["preset"] == "seed003"
+    assert metrics["split_sizes"] == {"train": 200, "validation": 100, "test": 100}
+    assert len(metrics["per_class_test_accuracy"]) == 10
+    config = metrics["config"]
+    assert (config["preset"], config["model"], config["epochs"]) == ("seed003", "resnet32", 1)
+    assert (config["dataset"], config["validation_split"]) == ("synthetic", 100)
+    assert (config["train_limit"], config["eval_limit"], config["batch_size"]) == (200, 100, 100)
+    assert f"test accuracy {metrics['test_accuracy']:.2%}" in stdout
+
+    with open(out / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and set(rows[0]) == HISTORY_KEYS
+    assert rows[0]["epoch"] == "1"
+    assert float(rows[0]["val_acc"]) == pytest.approx(metrics["best_validation_accuracy"])
+    assert float(rows[0]["lr"]) == pytest.approx(0.1)
+
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["epoch"] == 1 and state["config"]["preset"] == "seed003"
+    assert state["classes"] == [f"class{i}" for i in range(10)]
+    assert len(state["mean"]) == 3 and state["mean"] != [0.5, 0.5, 0.5]  # train_stats normalisation
+    assert len(state["history"]) == 1
+
+
+def test_evaluate_prints_the_checkpoint_accuracy(trained_run, capsys):
+    code, out, _, _ = trained_run
+    assert code == 0
+    assert main(["evaluate", "--checkpoint", str(out / "checkpoint.pt")]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"test accuracy {metrics['test_accuracy']:.2%} on 100 images" in printed
+    per_class = [line for line in printed.splitlines() if line.startswith("  class")]
+    assert len(per_class) == 10 and all(line.rstrip().endswith("%") for line in per_class)
+
+
+def test_evaluate_a_missing_checkpoint_is_a_clean_error(tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "nope.pt" in err and "Traceback" not in err
+
+
+def test_presets_lists_every_preset(capsys):
+    assert main(["presets"]) == 0
+    printed = capsys.readouterr().out
+    lines = printed.strip().splitlines()
+    assert len(lines) == len(PRESETS)
+    for name, preset in PRESETS.items():
+        line = next(line for line in lines if line.split()[0] == name)
+        assert preset.source in line and preset.description in line
+    assert main(["presets", "--fields"]) == 0
+    fields = capsys.readouterr().out.split()
+    assert fields[:len(field_names())] == field_names()
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "cifar_utils", "presets"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "seed000" in result.stdout and "seed004" in result.stdout
+
+
+def test_train_without_data_prints_one_readable_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CIFAR10_ROOT", raising=False)
+    code = main(["train", "--preset", "seed000", "--epochs", "1", "--train-limit", "2000",
+                 "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in captured.err + captured.out
+    assert "does not exist" in lines[0] and "CIFAR10_ROOT" in lines[0] and "--data-root" in lines[0]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--preset", "seed999"], "seed000"),
+    (["train", "--preset", "seed003", "--set", "epocs=1"], "epochs"),
+    (["train", "--preset", "seed003", "--set", "epochs"], "FIELD=VALUE"),
+    (["train", "--preset", "seed003", "--epochs", "0"], "epochs"),
+])
+def test_bad_input_gives_one_error_line_and_status_2(argv, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+
+
+def test_argparse_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train"])  # --preset is required
+    assert info.value.code == 2
+    assert "--preset" in capsys.readouterr().err
+
+
+def test_training_with_no_validation_split_does_not_crash(tmp_path, capsys):
+    """validation_split=0 passes Config.validate, so it must either train or be refused cleanly, not raise."""
+    out = tmp_path / "run"
+    code = main(["train", "--preset", "seed003", "--epochs", "1", "--set", "dataset=synthetic",
+                 "--set", "model=resnet20", "--validation-split", "0", "--train-limit", "32", "--batch-size", "32",
+                 "--eval-limit", "20", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    if code == 2:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "validation" in lines[0]
+    else:
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert 0 <= metrics["test_accuracy"] <= 1
+
+
+def test_a_last_training_batch_of_one_image_does_not_crash_batchnorm1d(tmp_path, capsys):
+    """seed004's head has BatchNorm1d, which cannot train on one image: 5 images in batches of 4 leave one."""
+    out = tmp_path / "run"
+    code = main(["train", "--preset", "seed004", "--epochs", "1", "--set", "dataset=synthetic",
+                 "--set", "validation_split=100", "--train-limit", "5", "--batch-size", "4", "--eval-limit", "10",
+                 "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert (out / "metrics.json").is_file()

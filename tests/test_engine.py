@@ -1,0 +1,383 @@
+"""Engine: gradient accumulation by hand, train/validate epochs, fit's history, schedulers, optimizers, EMA,
+device choice and seeding."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cifar_utils.checkpoint import load_checkpoint
+from cifar_utils.config import Config
+from cifar_utils.data import make_splits
+from cifar_utils.device import get_device, set_seed
+from cifar_utils.engine import fit, train_epoch, validate_epoch
+from cifar_utils.errors import ConfigError
+from cifar_utils.experiment import make_loaders
+from cifar_utils.models import build_model
+from cifar_utils.optim import build_optimizer, build_scheduler, scheduler_interval
+
+CPU = torch.device("cpu")
+HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+
+
+def tiny_batches(n_batches=7, batch=2, features=4, classes=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(batch, features, generator=gen), torch.randint(0, classes, (batch,), generator=gen))
+            for _ in range(n_batches)]
+
+
+def hand_accumulated_sgd(model: nn.Module, batches, k: int, lr: float):
+    """Plain SGD where each step uses the mean of the per-batch mean gradients of a group of k batches."""
+    model = copy.deepcopy(model)
+    params = list(model.parameters())
+    loss_sum, correct, count, steps = 0.0, 0, 0, 0
+    for start in range(0, len(batches), k):
+        group = batches[start:start + k]
+        total = [torch.zeros_like(p) for p in params]
+        for x, y in group:
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            for acc, g in zip(total, torch.autograd.grad(loss, params)):
+                acc += g
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            count += len(y)
+        with torch.no_grad():
+            for p, g in zip(params, total):
+                p -= lr * g / len(group)
+        steps += 1
+    return model, loss_sum / count, correct / count, steps
+
+
+@pytest.mark.parametrize("k, expected_steps", [(1, 7), (2, 4), (3, 3), (7, 1), (10, 1)])
+def test_gradient_accumulation_matches_hand_computation(k, expected_steps):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    batches = tiny_batches()
+    expected, expected_loss, expected_acc, hand_steps = hand_accumulated_sgd(model, batches, k, lr=0.5)
+    assert hand_steps == expected_steps == math.ceil(len(batches) / k)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    steps = []
+    optimizer.register_step_post_hook(lambda *_: steps.append(1))
+    loss, acc = train_epoch(model, batches, nn.CrossEntropyLoss(), optimizer, CPU, accumulation_steps=k)
+    assert len(steps) == expected_steps
+    for ours, theirs in zip(model.parameters(), expected.parameters()):
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)
+    assert loss == pytest.approx(expected_loss, rel=1e-6)
+    assert acc == pytest.approx(expected_acc) and 0 <= acc <= 1
+    assert model.training
+    if k > 1:  # the hand reference really depends on k, so this test can tell k from 1
+        per_batch, *_ = hand_accumulated_sgd(_initial_linear(), batches, 1, lr=0.5)
+        assert not torch.allclose(per_batch.weight, expected.weight)
+
+
+def _initial_linear():
+    torch.manual_seed(0)
+    return nn.Linear(4, 3)
+
+
+def test_no_gradient_is_left_over_after_an_epoch():
+    model = _initial_linear()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_epoch(model, tiny_batches(5), nn.CrossEntropyLoss(), optimizer, CPU, accumulation_steps=2)
+    assert all(p.grad is None for p in model.parameters())  # the remainder group was stepped and cleared
+
+
+def test_validate_epoch_returns_exact_averages_without_training():
+    model = _initial_linear().train()
+    batches = tiny_batches(3, batch=3) + tiny_batches(1, batch=1, seed=9)
+    before = copy.deepcopy(model.state_dict())
+    loss, acc = validate_epoch(model, batches, nn.CrossEntropyLoss(), CPU)
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x, _ in batches])
+        labels = torch.cat([y for _, y in batches])
+    assert loss == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)  # weighted by batch size
+    assert acc == pytest.approx((logits.argmax(1) == labels).double().mean().item())
+    assert 0 <= acc <= 1 and isinstance(acc, float)
+    assert not model.training
+    assert all(p.grad is None for p in model.parameters())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+def test_gradient_clipping_bounds_the_update():
+    batches = tiny_batches(1)
+    for clip, bounded in ((1e-3, True), (None, False)):
+        model = _initial_linear()
+        start = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        train_epoch(model, batches, nn.CrossEntropyLoss(), optimizer, CPU, grad_clip=clip)
+        moved = (torch.cat([p.detach().flatten() for p in model.parameters()]) - start).norm().item()
+        assert (moved <= 1e-3 * 1.0001) == bounded, (clip, moved)
+
+
+# ---------------------------------------------------------------------------------------------- fit
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.fc = nn.Linear(48, 10)
+
+    def forward(self, x):
+        return self.fc(self.pool(x).flatten(1))
+
+
+def small_setup(synthetic, **overrides):
+    values = dict(epochs=3, lr=0.05, optimizer="adam", scheduler="cosine", batch_size=50, eval_batch_size=100,
+                  validation_split=100, train_limit=200, augmentation="none", print_every=2, num_workers=0)
+    config = Config(**{**values, **overrides}).validate()
+    splits = make_splits(synthetic, config.validation_split, config.seed, config.train_limit, config.eval_limit)
+    loaders = make_loaders(splits, config, CPU)
+    torch.manual_seed(0)
+    model = TinyNet()
+    optimizer = build_optimizer(model, config)
+    steps_per_epoch = -(-len(loaders.train) // config.accumulation_steps)
+    return config, loaders, model, optimizer, build_scheduler(optimizer, config, steps_per_epoch)
+
+
+def test_fit_history_checkpoint_and_log(synthetic, tmp_path):
+    config, loaders, model, optimizer, scheduler = small_setup(synthetic)
+    lines = []
+    history = fit(model, nn.CrossEntropyLoss(), optimizer, loaders.train, loaders.validation, CPU, config,
+                  scheduler=scheduler, checkpoint_dir=tmp_path, progress=False, log=lines.append)
+    assert len(history) == 3
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    for row in history:
+        assert set(row) == HISTORY_KEYS
+        assert 0 <= row["train_acc"] <= 1 and 0 <= row["val_acc"] <= 1
+        assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"]) and row["seconds"] > 0
+    # lr is the learning rate at the start of each epoch, following the cosine schedule over 3 epochs.
+    cosine = [0.05 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+    assert [row["lr"] for row in history] == pytest.approx(cosine)
+    assert scheduler.last_epoch == 3
+    assert history[-1]["train_loss"] < history[0]["train_loss"]  # it learns the synthetic data
+    assert history[-1]["val_acc"] > 0.6  # chance is 0.1
+    # One line every print_every=2 epochs, plus the last one.
+    assert [line.split()[1] for line in lines] == ["2/3", "3/3"]
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 3 and state["history"] == history
+    assert state["config"]["epochs"] == 3
+    for key in ("model", "optimizer", "scheduler"):
+        assert state[key] is not None
+    torch.testing.assert_close(state["model"]["fc.weight"], model.fc.weight.detach())
+
+
+def test_fit_steps_plateau_with_the_validation_loss(synthetic):
+    config, loaders, model, optimizer, _ = small_setup(synthetic, scheduler="plateau", epochs=2)
+    seen = []
+
+    class SpyPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
+        def step(self, metrics, *args, **kwargs):
+            seen.append(metrics)
+            return super().step(metrics, *args, **kwargs)
+
+    history = fit(model, nn.CrossEntropyLoss(), optimizer, loaders.train, loaders.validation, CPU, config,
+                  scheduler=SpyPlateau(optimizer), progress=False, log=lambda _: None)
+    assert seen == [row["val_loss"] for row in history]
+
+
+def test_fit_steps_per_step_schedules_once_per_optimizer_step(synthetic):
+    # 200 images / batch 50 = 4 mini-batches; accumulation 3 -> 2 optimizer steps per epoch.
+    config, loaders, model, optimizer, scheduler = small_setup(synthetic, scheduler="onecycle", epochs=2,
+                                                               accumulation_steps=3)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.total_steps == 4
+    fit(model, nn.CrossEntropyLoss(), optimizer, loaders.train, loaders.validation, CPU, config,
+        scheduler=scheduler, progress=False, log=lambda _: None)
+    assert scheduler.last_epoch == 4
+
+
+def test_fit_evaluates_the_ema_model(synthetic):
+    config, loaders, model, optimizer, scheduler = small_setup(synthetic, epochs=1, ema_decay=0.9)
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.9), use_buffers=True)
+    history = fit(model, nn.CrossEntropyLoss(), optimizer, loaders.train, loaders.validation, CPU, config,
+                  scheduler=scheduler, ema=ema, progress=False, log=lambda _: None)
+    ema_loss, _ = validate_epoch(ema.module, loaders.validation, nn.CrossEntropyLoss(), CPU)
+    live_loss, _ = validate_epoch(model, loaders.validation, nn.CrossEntropyLoss(), CPU)
+    assert history[0]["val_loss"] == pytest.approx(ema_loss, rel=1e-9)
+    assert ema_loss != pytest.approx(live_loss, rel=1e-6)
+    assert int(ema.n_averaged) == 4
+
+
+def test_ema_is_an_exponential_average_of_the_weights_after_each_step():
+    model = _initial_linear()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    snapshots = []
+    optimizer.register_step_post_hook(lambda *_: snapshots.append([p.detach().clone() for p in model.parameters()]))
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.8), use_buffers=True)
+    train_epoch(model, tiny_batches(5), nn.CrossEntropyLoss(), optimizer, CPU, ema=ema)
+    assert len(snapshots) == 5 and int(ema.n_averaged) == 5
+    expected = snapshots[0]
+    for snap in snapshots[1:]:
+        expected = [0.8 * e + 0.2 * s for e, s in zip(expected, snap)]
+    for ours, theirs in zip(ema.module.parameters(), expected):
+        torch.testing.assert_close(ours, theirs)
+    assert not torch.allclose(ema.module.weight, model.weight)
+
+
+# --------------------------------------------------------------------------------------- schedulers
+
+
+def _lrs_over(scheduler, optimizer, steps):
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    return lrs
+
+
+def _optimizer(lr=0.1):
+    return torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def test_cosine_schedule():
+    optimizer = _optimizer(0.1)
+    config = Config(lr=0.1, epochs=4, scheduler="cosine", min_lr=0.01)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch=10)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and scheduler.T_max == 4
+    expected = [0.01 + 0.09 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(5)]
+    assert _lrs_over(scheduler, optimizer, 4) == pytest.approx(expected)
+    assert scheduler_interval(config) == "epoch"
+    assert build_scheduler(_optimizer(), Config(scheduler="cosine", cosine_t_max=100, epochs=40), 5).T_max == 100
+
+
+def test_plateau_schedule_cuts_after_patience():
+    optimizer = _optimizer(0.1)
+    config = Config(lr=0.1, scheduler="plateau", plateau_patience=1, plateau_factor=0.5, min_lr=0.03)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch=10)
+    lrs = []
+    for loss in (1.0, 0.9, 0.9, 0.9, 0.95, 0.99, 1.0, 1.0):
+        scheduler.step(loss)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.03, 0.03, 0.03])  # floored at min_lr
+    assert scheduler_interval(config) == "epoch"
+
+
+def test_onecycle_schedule_spans_all_optimizer_steps():
+    optimizer = _optimizer(0.1)
+    config = Config(lr=0.2, epochs=3, scheduler="onecycle")
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch=5)
+    assert scheduler.total_steps == 15
+    lrs = _lrs_over(scheduler, optimizer, 14)
+    assert max(lrs) == pytest.approx(0.2, rel=0.05)
+    assert lrs.index(max(lrs)) in (3, 4)  # warm-up for 30% of the run
+    assert lrs[:4] == sorted(lrs[:4]) and lrs[4:] == sorted(lrs[4:], reverse=True)
+    assert lrs[0] == pytest.approx(0.2 / 25) and lrs[-1] < 1e-5
+    assert scheduler_interval(config) == "step"
+
+
+def test_warmup_cosine_schedule():
+    optimizer = _optimizer(0.1)
+    config = Config(lr=0.1, epochs=3, scheduler="warmup_cosine", warmup_epochs=1.0, min_lr=0.001)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch=4)
+    lrs = _lrs_over(scheduler, optimizer, 12)
+    expected = [0.025, 0.05, 0.075, 0.1]
+    for step in range(4, 13):
+        progress = (step - 4) / 8
+        expected.append(0.001 + (0.1 - 0.001) * 0.5 * (1 + math.cos(math.pi * progress)))
+    assert lrs == pytest.approx(expected)
+    assert scheduler_interval(config) == "step"
+    no_warmup = build_scheduler(_optimizer(0.1), Config(lr=0.1, epochs=2, scheduler="warmup_cosine"), 3)
+    assert no_warmup.get_last_lr()[0] == pytest.approx(0.1)
+
+
+def test_no_scheduler():
+    assert build_scheduler(_optimizer(), Config(scheduler="none"), 10) is None
+
+
+# --------------------------------------------------------------------------------------- optimizers
+
+
+def test_optimizers_from_config():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    model[0].weight.requires_grad_(False)
+    sgd = build_optimizer(model, Config(optimizer="sgd", lr=0.05, momentum=0.8, nesterov=True, weight_decay=1e-4))
+    assert type(sgd) is torch.optim.SGD
+    group = sgd.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.05, 0.8, True, 1e-4)
+    assert len(group["params"]) == 3  # the frozen weight is left out
+    adam = build_optimizer(model, Config(optimizer="adam", lr=1e-3, weight_decay=1e-5))
+    assert type(adam) is torch.optim.Adam
+    assert (adam.param_groups[0]["lr"], adam.param_groups[0]["weight_decay"]) == (1e-3, 1e-5)
+    adamw = build_optimizer(model, Config(optimizer="adamw", lr=2e-3, weight_decay=1e-2))
+    assert type(adamw) is torch.optim.AdamW
+    assert (adamw.param_groups[0]["lr"], adamw.param_groups[0]["weight_decay"]) == (2e-3, 1e-2)
+
+
+def test_preset_optimizers():
+    from cifar_utils.presets import from_preset
+
+    model = nn.Linear(2, 2)
+    assert type(build_optimizer(model, from_preset("seed000"))) is torch.optim.Adam
+    assert type(build_optimizer(model, from_preset("seed001"))) is torch.optim.AdamW
+    sgd = build_optimizer(model, from_preset("seed003"))
+    assert type(sgd) is torch.optim.SGD and sgd.param_groups[0]["momentum"] == 0.9
+    assert sgd.param_groups[0]["weight_decay"] == 1e-4
+
+
+# ------------------------------------------------------------------------------------ device and seed
+
+
+def test_get_device_falls_back_to_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert get_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert get_device() == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert get_device() == torch.device("cuda")
+
+
+def test_get_device_honours_and_checks_a_preference(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert get_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        get_device("cuda")
+    with pytest.raises(ConfigError, match="not a device name"):
+        get_device("gpu0")
+
+
+def test_set_seed_makes_every_generator_reproducible():
+    def draws():
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random()
+
+    set_seed(7)
+    first = draws()
+    set_seed(7)
+    assert draws() == first
+    set_seed(8)
+    assert draws() != first
+    set_seed(7)
+    a = build_model("resnet20").state_dict()
+    set_seed(7)
+    b = build_model("resnet20").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_importing_the_package_does_not_seed():
+    code = "\n".join([
+        "import importlib, pkgutil, torch",
+        "torch.manual_seed(123); expected = torch.rand(4); torch.manual_seed(123)",
+        "import cifar_utils",
+        "for m in pkgutil.iter_modules(cifar_utils.__path__):",
+        "    if m.name == '__main__': continue",
+        "    try: importlib.import_module('cifar_utils.' + m.name)",
+        "    except ModuleNotFoundError as err:",  # an optional third-party dependency that is not installed
+        "        if (err.name or '').startswith('cifar_utils'): raise",
+        "assert torch.equal(torch.rand(4), expected), 'importing cifar_utils changed the RNG state'",
+    ])
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -1,0 +1,126 @@
+"""Evaluation: confusion matrix, per-class accuracy, most-confused pairs, sklearn report, TTA views."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cifar_utils.evaluation import _views, evaluate, predict
+
+CPU = torch.device("cpu")
+CLASSES = ["a", "b", "c"]
+LABELS = [0, 0, 1, 1, 2, 2, 2]
+PREDICTED = [0, 1, 1, 1, 2, 0, 0]
+
+
+def hand_example():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.rand(len(LABELS), 3, generator=gen)  # in [0, 1): the +3 below decides the argmax
+    logits[torch.arange(len(LABELS)), torch.tensor(PREDICTED)] += 3.0
+    return logits, torch.tensor(LABELS)
+
+
+def report_line(report: str, name: str) -> list[str]:
+    return next(line.split() for line in report.splitlines() if line.split()[:1] == [name])
+
+
+def test_evaluate_on_hand_made_logits():
+    logits, labels = hand_example()
+    result = evaluate(None, None, CPU, CLASSES, logits_and_labels=(logits, labels))
+    assert result.predictions.tolist() == PREDICTED
+    assert result.labels.tolist() == LABELS
+    # rows: true class, columns: predicted class
+    assert result.confusion.tolist() == [[1, 1, 0], [0, 2, 0], [2, 0, 1]]
+    assert result.confusion.dtype == torch.int64
+    assert result.accuracy == pytest.approx(4 / 7)
+    assert result.per_class_accuracy == pytest.approx({"a": 0.5, "b": 1.0, "c": 1 / 3})
+    assert list(result.per_class_accuracy) == CLASSES
+    assert result.loss == pytest.approx(F.cross_entropy(logits, labels).item())
+    torch.testing.assert_close(result.probabilities, logits.softmax(1))
+    torch.testing.assert_close(result.probabilities.sum(1), torch.ones(7))
+    assert result.classes == CLASSES
+
+
+def test_most_confused_pairs():
+    result = evaluate(None, None, CPU, CLASSES, logits_and_labels=hand_example())
+    assert result.most_confused() == [("c", "a", 2), ("a", "b", 1)]
+    assert result.most_confused(top=1) == [("c", "a", 2)]
+
+
+def test_sklearn_classification_report():
+    report = evaluate(None, None, CPU, CLASSES, logits_and_labels=hand_example()).report
+    assert isinstance(report, str)
+    # precision, recall, f1, support
+    assert report_line(report, "a") == ["a", "0.3333", "0.5000", "0.4000", "2"]
+    assert report_line(report, "b") == ["b", "0.6667", "1.0000", "0.8000", "2"]
+    assert report_line(report, "c") == ["c", "1.0000", "0.3333", "0.5000", "3"]
+    assert report_line(report, "accuracy")[1] == "0.5714"
+
+
+def test_a_class_without_examples():
+    logits, labels = hand_example()
+    logits = torch.cat([logits, torch.zeros(7, 1)], dim=1)
+    result = evaluate(None, None, CPU, CLASSES + ["d"], logits_and_labels=(logits, labels))
+    assert result.confusion.shape == (4, 4)
+    assert result.per_class_accuracy["d"] == 0.0
+    assert result.accuracy == pytest.approx(4 / 7)
+    assert report_line(result.report, "d")[-1] == "0"
+
+
+class Affine(nn.Module):
+    """A tiny model that is not mirror-symmetric, so test-time views change its output."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 4)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_evaluate_runs_the_model():
+    torch.manual_seed(0)
+    model = Affine()
+    batches = [(torch.randn(5, 3, 8, 8), torch.randint(0, 4, (5,))) for _ in range(3)]
+    result = evaluate(model, batches, CPU, ["w", "x", "y", "z"])
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x, _ in batches])
+    labels = torch.cat([y for _, y in batches])
+    assert result.predictions.tolist() == logits.argmax(1).tolist()
+    assert result.accuracy == pytest.approx((logits.argmax(1) == labels).double().mean().item())
+    assert result.confusion.sum() == 15
+    assert result.loss == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
+    assert not model.training
+
+
+def test_tta_views():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    none = _views(x, "none")
+    assert len(none) == 1 and torch.equal(none[0], x)
+    flip = _views(x, "flip")
+    assert len(flip) == 2 and torch.equal(flip[1], x.flip(-1))
+    views = _views(x, "flip_translate")
+    assert len(views) == 6
+    assert all(v.shape == x.shape for v in views)
+    assert torch.equal(views[2][..., 2:, 2:], x[..., :-2, :-2])  # shifted by 2 pixels one way
+    assert torch.equal(views[4][..., :-2, :-2], x[..., 2:, 2:])  # and the other
+    assert torch.equal(views[3][..., 2:, 2:], x.flip(-1)[..., :-2, :-2])
+    assert len({v.sum().item() for v in views[2:]}) > 1  # the padded views are not all the same
+
+
+@pytest.mark.parametrize("tta", ["none", "flip", "flip_translate"])
+def test_predict_averages_logits_over_views(tta):
+    torch.manual_seed(0)
+    model = Affine()
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    logits, labels = predict(model, [(x, y)], CPU, tta=tta)
+    with torch.no_grad():
+        expected = torch.stack([model(v) for v in _views(x, tta)]).mean(0)
+    torch.testing.assert_close(logits, expected)
+    assert torch.equal(labels, y)
+    assert logits.shape == (4, 4) and logits.dtype == torch.float32
+    if tta != "none":
+        with torch.no_grad():
+            assert not torch.allclose(logits, model(x))
