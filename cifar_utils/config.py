@@ -45,6 +45,9 @@ class Config:
     train_limit: Optional[int] = None  # seeded random subset of the training split, for quick runs
     eval_limit: Optional[int] = None  # seeded random subset of the validation and test splits
     augmentation: str = "crop_flip"  # affine_jitter | crop_flip | resized_crop_flip | none
+    crop_padding: int = 4  # crop_flip: shift by up to this many pixels (zero fill); other than 4 needs pipeline=gpu
+    alternating_flip: bool = False  # gpu pipeline: flip each image on every other epoch (random start) instead of at random
+    cutout: int = 0  # gpu pipeline: blank a random square of this side in each training image; 0: off
     normalization: str = "fixed"  # fixed: mean=std=0.5; train_stats: per-channel statistics of the training split
     pipeline: str = "torchvision"  # torchvision DataLoader, or gpu: whole uint8 dataset on the device
     batch_size: int = 128  # training mini-batch size (the optimizer steps every accumulation_steps of them)
@@ -103,7 +106,8 @@ class Config:
         _require(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
         _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be at least 1")
         _require(self.accumulation_steps >= 1, "accumulation_steps", self.accumulation_steps, "must be at least 1")
-        _require(self.validation_split >= 0, "validation_split", self.validation_split, "must be 0 or more")
+        _require(self.validation_split >= 1, "validation_split", self.validation_split,
+                 "must be at least 1: validation images are held out of the training set (never the test set)")
         _require(self.train_limit is None or self.train_limit >= 1, "train_limit", self.train_limit, "must be at least 1, or None")
         _require(self.eval_limit is None or self.eval_limit >= 1, "eval_limit", self.eval_limit, "must be at least 1, or None")
         _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be 0 or more")
@@ -117,7 +121,23 @@ class Config:
         _require(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay", self.ema_decay, "must be in (0, 1), or None")
         _require(self.num_workers is None or self.num_workers >= 0, "num_workers", self.num_workers, "must be 0 or more, or None")
         _require(self.cosine_t_max is None or self.cosine_t_max >= 1, "cosine_t_max", self.cosine_t_max, "must be at least 1, or None")
+        _require(0 <= self.crop_padding <= 16, "crop_padding", self.crop_padding, "must be between 0 and 16")
+        _require(0 <= self.cutout <= 32, "cutout", self.cutout, "must be between 0 and 32 (pixels)")
+        self._check_gpu_only_augmentations()
         return self
+
+    def _check_gpu_only_augmentations(self) -> None:
+        """The torchvision pipeline has none of the GPU pipeline's extra augmentation settings."""
+        if self.pipeline != "gpu":
+            used = [(name, value) for name, value, default in (
+                ("crop_padding", self.crop_padding, 4), ("alternating_flip", self.alternating_flip, False),
+                ("cutout", self.cutout, 0)) if value != default]
+            if used:
+                name, value = used[0]
+                raise ConfigError(f"{name}={value!r} needs pipeline='gpu' (the torchvision pipeline does not support it); "
+                                  f"add --pipeline gpu or leave {name} at its default")
+        if self.alternating_flip and self.augmentation == "none":
+            raise ConfigError("alternating_flip=True needs an augmentation that flips; augmentation='none' has no flip")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -387,3 +387,9 @@ def summarize(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) ->
         for h in hooks:
             h.remove()
     return rows
+
+
+# The fast presets' architectures live in fast_models, which builds on the classes above.
+from . import fast_models  # noqa: E402
+
+ARCHITECTURES.update(fast_models.ARCHITECTURES)

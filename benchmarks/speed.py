@@ -1,0 +1,436 @@
+"""Speed benchmark: airbench94, our ``fast`` preset, and ``seed002`` with both data pipelines, side by side.
+
+Everything runs in this one process, on one device and one copy of the data::
+
+    python benchmarks/speed.py --device cuda --data-root /data/cifar10-jpeg        # the real benchmark (GPU)
+    python benchmarks/speed.py --device cpu --quick --data-root /tmp/cifar10-jpeg   # a few minutes' smoke test
+    python benchmarks/speed.py --table benchmarks/results/cpu-2026-11-22-quick.json  # print a results table
+
+It measures, with ``--runs`` runs each (seeds 0, 1, ...) after one untimed warm-up run:
+
+1. airbench94 from the pip package ``airbench`` (CUDA only; skipped with a message elsewhere), trained on
+   the same images: they are written to ``<work dir>/cifar10/{train,test}.pt`` in airbench's format, so it
+   never downloads;
+2. ``fast`` at each epoch budget of ``--fast-epochs``; the smallest budget whose mean test accuracy reaches
+   airbench94's mean gives the time to reach airbench's accuracy;
+3. ``seed002`` for ``--seed002-epochs`` epochs with the torchvision DataLoader pipeline and with the GPU one;
+4. ``fast_best`` (``--fast-best-runs`` runs), to report what it reaches.
+
+Training seconds are the engine's per-epoch times (training plus the small per-epoch validation), without
+model construction, data loading, the whitening fit, compilation warm-up or the final evaluation; the
+warm-up run's time is reported separately. The results go to ``benchmarks/results/<device>-<date>.json``
+(``-quick`` added in quick mode), written atomically; an existing file is kept unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere, without installing the package
+    sys.path.insert(0, str(REPO))
+
+from cifar_utils import io  # noqa: E402
+from cifar_utils.data import CifarData, load_dataset  # noqa: E402
+from cifar_utils.device import describe_device, get_device  # noqa: E402
+from cifar_utils.errors import CifarUtilsError, ConfigError, OutputExistsError  # noqa: E402
+from cifar_utils.experiment import train  # noqa: E402
+from cifar_utils.gpu_data import GpuEvalLoader  # noqa: E402
+from cifar_utils.models import branch_weight_entropy, collect_branch_weights  # noqa: E402
+from cifar_utils.presets import PRESETS, from_preset  # noqa: E402
+
+RESULTS_DIR = REPO / "benchmarks" / "results"
+AIRBENCH_TTA_LEVEL = 2  # airbench94's own setting: mirror and translate
+ENTROPY_IMAGES = 1000  # test images whose Block weights give the mean branch entropy
+
+# Full-size settings, and the quick mode's tiny ones (CPU smoke test; the numbers mean nothing for speed).
+FULL = dict(runs=5, fast_epochs="8,10,12,14", seed002_epochs=2, fast_best_runs=1, validation_split=1000,
+            fast={}, seed002={}, fast_best={})
+QUICK = dict(runs=5, fast_epochs="1,2", seed002_epochs=1, fast_best_runs=1, validation_split=64,
+             # a handful of steps: a short EMA horizon, or the averaged weights would still be the initial ones
+             fast=dict(train_limit=128, eval_limit=32, batch_size=32, eval_batch_size=32, warmup_epochs=0.5,
+                       ema_decay=0.5),
+             seed002=dict(train_limit=32, eval_limit=16, batch_size=16, eval_batch_size=16),
+             fast_best=dict(train_limit=32, eval_limit=16, batch_size=16, eval_batch_size=16, warmup_epochs=0.5,
+                            ema_decay=0.5))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: the best available)")
+    parser.add_argument("--data-root", default=None,
+                        help="the CIFAR-10 copy (default: $CIFAR10_ROOT, then ./data)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny subsets and budgets: checks the benchmark end to end in minutes on a CPU")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per variant (default 5)")
+    parser.add_argument("--fast-epochs", default=None,
+                        help="comma-separated epoch budgets for `fast` (default 8,10,12,14; quick: 1,2)")
+    parser.add_argument("--seed002-epochs", type=int, default=None, help="epochs of seed002 (default 2; quick: 1)")
+    parser.add_argument("--fast-best-runs", type=int, default=None, help="runs of fast_best (default 1; 0 skips it)")
+    parser.add_argument("--validation-split", type=int, default=None,
+                        help="images held out for the per-epoch validation of our presets (default 1000)")
+    parser.add_argument("--compile", action="store_true", help="also time `fast` with torch.compile")
+    parser.add_argument("--skip-airbench", action="store_true", help="leave airbench94 out")
+    parser.add_argument("--out", default=None, help="results file (default benchmarks/results/<device>-<date>.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing results file")
+    parser.add_argument("--work-dir", default=None, help="scratch folder for runs and airbench's data (default: temp)")
+    parser.add_argument("--table", metavar="RESULTS_JSON", default=None,
+                        help="only print the Markdown table of an existing results file")
+    return parser
+
+
+# ------------------------------------------------------------------------------------------- statistics
+
+
+def mean_std(values: list[float]) -> dict:
+    """Mean and sample standard deviation (None for a single value)."""
+    clean = [v for v in values if v is not None and not math.isnan(v)]
+    if not clean:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(clean), "std": statistics.stdev(clean) if len(clean) > 1 else None,
+            "n": len(clean)}
+
+
+def summarize_runs(runs: list[dict], warmup_seconds: float, settings: dict) -> dict:
+    summary = {
+        "settings": settings,
+        "warmup_seconds": warmup_seconds,
+        "test_accuracy": mean_std([r["test_accuracy"] for r in runs]),
+        "train_seconds": mean_std([r["train_seconds"] for r in runs]),
+        "seconds_per_epoch": mean_std([r["train_seconds"] / r["epochs"] for r in runs]),
+    }
+    if runs and "branch_entropy_nats" in runs[0]:
+        summary["branch_entropy_nats"] = mean_std([r["branch_entropy_nats"] for r in runs])
+        summary["uniform_entropy_nats"] = runs[0]["uniform_entropy_nats"]
+    return {**summary, "runs": runs}
+
+
+# --------------------------------------------------------------------------------------------- devices
+
+
+def device_slug(device: torch.device) -> str:
+    """A file-name-safe device name: 'cpu', or the GPU's name such as 'nvidia-h100-80gb-hbm3'."""
+    if device.type == "cuda":
+        return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+    return device.type
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def working_directory(path: Path) -> Iterator[None]:
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+# -------------------------------------------------------------------------------------------- airbench
+
+
+def write_airbench_data(data: CifarData, folder: Path) -> None:
+    """``train.pt`` and ``test.pt`` as airbench reads them: images uint8 [N, 32, 32, 3], labels int64 [N]."""
+    for name, imageset in (("train.pt", data.train), ("test.pt", data.test)):
+        io.save_torch({"images": imageset.images.permute(0, 2, 3, 1).contiguous(), "labels": imageset.labels,
+                       "classes": list(imageset.classes)}, folder / name)
+
+
+def run_airbench(data: CifarData, device: torch.device, runs: int, work_dir: Path, say: Callable) -> dict:
+    """airbench94 with its own defaults; timed from the call to ``train94`` to its return."""
+    if device.type != "cuda":
+        message = f"airbench94 needs a CUDA GPU (it calls torch.cuda directly); skipped on {device.type}"
+        say(message)
+        return {"skipped": message}
+    try:
+        import airbench
+    except ImportError:
+        raise ConfigError("airbench is not installed: `pip install airbench` (benchmark only), "
+                          "or pass --skip-airbench") from None
+    if device.index not in (None, 0):
+        raise ConfigError("airbench94 always uses cuda:0; run the benchmark with --device cuda")
+    write_airbench_data(data, work_dir / "cifar10")
+    with working_directory(work_dir):  # airbench94 reads its test set from the relative path ./cifar10
+        started = time.perf_counter()
+        airbench.warmup94(verbose=False)
+        synchronize(device)
+        warmup_seconds = time.perf_counter() - started
+        test_loader = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
+        results = []
+        for run in range(runs):
+            torch.manual_seed(run)  # airbench draws from the global generator
+            synchronize(device)
+            started = time.perf_counter()
+            model = airbench.train94(verbose=False)
+            synchronize(device)
+            seconds = time.perf_counter() - started
+            accuracy = airbench.evaluate(model, test_loader, tta_level=AIRBENCH_TTA_LEVEL)
+            results.append({"seed": run, "test_accuracy": accuracy, "train_seconds": seconds, "epochs": 9.9})
+            say(f"[airbench94] run {run + 1}/{runs}: test {accuracy:.2%}, {seconds:.2f} s")
+    settings = {"package_version": getattr(airbench, "__version__", _package_version("airbench")),
+                "train_images": len(data.train), "tta_level": AIRBENCH_TTA_LEVEL,
+                "timing": "wall time of train94() after cuda synchronize; includes building the network "
+                          "and loading test.pt, excludes the final evaluation"}
+    return summarize_runs(results, warmup_seconds, settings)
+
+
+def _package_version(name: str) -> Optional[str]:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------ our presets
+
+
+def branch_entropy(model: torch.nn.Module, splits, device: torch.device) -> dict:
+    """Mean entropy (nats) of the Blocks' branch weights on the first test images, with the uniform maximum."""
+    loader = GpuEvalLoader(splits.test, splits.mean, splits.std, ENTROPY_IMAGES, device)
+    images, _ = next(iter(loader))
+    weights = collect_branch_weights(model, images)
+    if not weights:
+        return {}
+    branches = weights[0].shape[1]
+    return {"branch_entropy_nats": branch_weight_entropy(weights), "uniform_entropy_nats": math.log(branches),
+            "mean_branch_weights": [[round(v, 4) for v in a.mean(0).tolist()] for a in weights]}
+
+
+def run_preset(label: str, preset: str, overrides: dict, data: CifarData, device: torch.device, runs: int,
+               work_dir: Path, say: Callable) -> dict:
+    """One untimed warm-up run (1 epoch), then ``runs`` (at least 1) timed runs of ``preset`` with ``overrides``."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=work_dir))
+    quiet = lambda _message: None  # noqa: E731 - the benchmark prints its own one line per run
+
+    started = time.perf_counter()
+    train(from_preset(preset, **{**overrides, "epochs": 1, "seed": 10_000}), folder / "warmup", device=str(device),
+          progress=False, log=quiet, data=data)
+    warmup_seconds = time.perf_counter() - started
+    results = []
+    for run in range(runs):
+        config = from_preset(preset, **{**overrides, "seed": run})
+        result = train(config, folder / f"run{run}", device=str(device), progress=False, log=quiet, data=data)
+        seconds = [row["seconds"] for row in result.history]
+        record = {"seed": run, "test_accuracy": result.metrics["test_accuracy"],
+                  "train_seconds": result.metrics["train_seconds"], "epochs": len(seconds),
+                  "epoch_seconds": seconds, "compile_seconds": result.metrics["compile_seconds"],
+                  "total_seconds": result.metrics["total_seconds"],
+                  "final_train_loss": result.history[-1]["train_loss"],
+                  **branch_entropy(result.model, result.splits, device)}
+        results.append(record)
+        say(f"[{label}] run {run + 1}/{runs}: test {record['test_accuracy']:.2%}, {record['train_seconds']:.2f} s")
+    sizes = {"train": len(result.splits.train), "validation": len(result.splits.validation),
+             "test": len(result.splits.test)}
+    settings = {"preset": preset, "overrides": overrides, "split_sizes": sizes, "precision": result.metrics["precision"]}
+    return summarize_runs(results, warmup_seconds, settings)
+
+
+# ------------------------------------------------------------------------------------------ comparisons
+
+
+def compare(results: dict) -> dict:
+    """The issue's targets, computed from the measured means (None where a part was skipped)."""
+    out: dict = {}
+    airbench = results.get("airbench94", {})
+    reference = airbench.get("test_accuracy", {}).get("mean")
+    reference_seconds = airbench.get("train_seconds", {}).get("mean")
+    reached = [(summary["train_seconds"]["mean"], budget) for budget, summary in results.get("fast", {}).items()
+               if reference is not None and summary["test_accuracy"]["mean"] is not None
+               and summary["test_accuracy"]["mean"] >= reference]
+    if reference is None:
+        out["fast_time_to_airbench_accuracy"] = {"value": None, "reason": "airbench94 was skipped"}
+    elif not reached:
+        out["fast_time_to_airbench_accuracy"] = {
+            "value": None, "reason": f"no `fast` budget reached airbench94's mean accuracy {reference:.4f}"}
+    else:
+        seconds, budget = min(reached)
+        out["fast_time_to_airbench_accuracy"] = {
+            "value": seconds, "budget": budget, "airbench_accuracy": reference, "airbench_seconds": reference_seconds,
+            "ratio_to_airbench": seconds / reference_seconds, "target": "at most 2x airbench94 (stretch: 1x)"}
+    torchvision, gpu = results.get("seed002_torchvision"), results.get("seed002_gpu")
+    if torchvision and gpu:
+        out["seed002_epoch_speedup"] = {
+            "value": torchvision["seconds_per_epoch"]["mean"] / gpu["seconds_per_epoch"]["mean"],
+            "target": "at least 10x"}
+        out["seed002_accuracy_gap"] = {
+            "value": gpu["test_accuracy"]["mean"] - torchvision["test_accuracy"]["mean"],
+            "target": "within +-0.005 (gpu minus torchvision)"}
+    best = results.get("fast_best")
+    if best and best["runs"]:
+        out["fast_best"] = {"test_accuracy": best["test_accuracy"]["mean"], "train_seconds": best["train_seconds"]["mean"],
+                            "target": "96% within 300 s of training"}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def _pct(stat: dict) -> str:
+    if stat["mean"] is None:
+        return "-"
+    return f"{stat['mean']:.2%}" + (f" ± {stat['std']:.2%}" if stat["std"] is not None else "")
+
+
+def _sec(stat: dict) -> str:
+    if stat["mean"] is None:
+        return "-"
+    return f"{stat['mean']:.2f}" + (f" ± {stat['std']:.2f}" if stat["std"] is not None else "")
+
+
+def markdown_table(report: dict) -> str:
+    """The results as a Markdown table, headed by where and how they were measured."""
+    mode = "CPU quick mode: tiny subsets, not meaningful as speed or accuracy numbers" if report["quick"] else "full"
+    lines = [f"Measured {report['date'][:10]} on {report['device']} (torch {report['torch_version']}, "
+             f"CUDA {report['cuda_version'] or 'none'}) on {report['data']['description']}; {mode}.",
+             f"Command: `{report['command']}`", "",
+             "| variant | runs | test accuracy | training s | s / epoch | warm-up s | branch entropy (nats) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = []
+    for name, summary in report["results"].items():
+        if name == "fast":
+            rows += [(f"fast, {budget}", s) for budget, s in summary.items()]
+        else:
+            rows.append((name, summary))
+    for name, summary in rows:
+        if "skipped" in summary:
+            lines.append(f"| {name} | - | skipped: {summary['skipped']} | | | | |")
+            continue
+        entropy = "-"
+        if "branch_entropy_nats" in summary:
+            entropy = f"{summary['branch_entropy_nats']['mean']:.3f} of {summary['uniform_entropy_nats']:.3f}"
+        lines.append(f"| {name} | {summary['test_accuracy']['n']} | {_pct(summary['test_accuracy'])} | "
+                     f"{_sec(summary['train_seconds'])} | {_sec(summary['seconds_per_epoch'])} | "
+                     f"{summary['warmup_seconds']:.1f} | {entropy} |")
+    lines.append("")
+    for name, item in report["comparisons"].items():
+        lines.append(f"- {name}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                              for k, v in item.items()))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def results_path(args: argparse.Namespace, device: torch.device, date: str) -> Path:
+    if args.out:
+        return Path(args.out)
+    return RESULTS_DIR / f"{device_slug(device)}-{date}{'-quick' if args.quick else ''}.json"
+
+
+def run_benchmark(args: argparse.Namespace) -> Path:
+    mode = QUICK if args.quick else FULL
+    runs = args.runs if args.runs is not None else mode["runs"]
+    try:
+        fast_epochs = [int(e) for e in (args.fast_epochs or mode["fast_epochs"]).split(",")]
+    except ValueError:
+        raise ConfigError(f"--fast-epochs expects comma-separated whole numbers such as 8,10,12; "
+                          f"got {args.fast_epochs!r}") from None
+    seed002_epochs = args.seed002_epochs or mode["seed002_epochs"]
+    fast_best_runs = mode["fast_best_runs"] if args.fast_best_runs is None else args.fast_best_runs
+    validation_split = mode["validation_split"] if args.validation_split is None else args.validation_split
+    if runs < 1 or min(fast_epochs) < 1 or seed002_epochs < 1 or fast_best_runs < 0:
+        raise ConfigError("--runs, --fast-epochs and --seed002-epochs must be at least 1, --fast-best-runs 0 or more")
+    device = get_device(args.device)
+    now = datetime.datetime.now()
+    out_path = results_path(args, device, now.strftime("%Y-%m-%d"))
+    if out_path.exists() and not args.overwrite:
+        raise OutputExistsError(f"{out_path} already exists; pass --overwrite to replace it, or --out another file")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # for every variant alike (airbench sets it when imported)
+    say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+
+    data = load_dataset(args.data_root)
+    say(f"device {describe_device(device)}; data {data.description} ({len(data.train)} train, {len(data.test)} test)")
+    common = {"data_root": args.data_root, "validation_split": validation_split}
+    results: dict = {}
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as scratch:
+        work_dir = Path(scratch)
+        if args.skip_airbench:
+            results["airbench94"] = {"skipped": "--skip-airbench"}
+        else:
+            results["airbench94"] = run_airbench(data, device, runs, work_dir, say)
+        results["fast"] = {}
+        for epochs in fast_epochs:
+            overrides = {**common, **mode["fast"], "epochs": epochs}
+            results["fast"][f"epochs={epochs}"] = run_preset(f"fast-{epochs}ep", "fast", overrides, data, device,
+                                                             runs, work_dir, say)
+        if args.compile:
+            overrides = {**common, **mode["fast"], "compile": True}
+            results["fast_compiled"] = run_preset("fast-compiled", "fast", overrides, data, device, runs, work_dir, say)
+        for pipeline in ("torchvision", "gpu"):
+            overrides = {**common, **mode["seed002"], "epochs": seed002_epochs, "pipeline": pipeline}
+            results[f"seed002_{pipeline}"] = run_preset(f"seed002-{pipeline}", "seed002", overrides, data, device,
+                                                        runs, work_dir, say)
+        if fast_best_runs:
+            overrides = {**common, **mode["fast_best"]}
+            if args.quick:
+                overrides["epochs"] = 1
+            results["fast_best"] = run_preset("fast_best", "fast_best", overrides, data, device, fast_best_runs,
+                                              work_dir, say)
+
+    report = {
+        "benchmark": "benchmarks/speed.py",
+        "command": " ".join(["python", "benchmarks/speed.py", *sys.argv[1:]]),
+        "date": now.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "device": describe_device(device),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda if device.type == "cuda" else None,
+        "cudnn_version": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "data": {"description": data.description, "train_images": len(data.train), "test_images": len(data.test)},
+        "settings": {"runs": runs, "fast_epochs": fast_epochs, "seed002_epochs": seed002_epochs,
+                     "fast_best_runs": fast_best_runs, "validation_split": validation_split,
+                     "cudnn_benchmark": device.type == "cuda",
+                     "presets": {name: PRESETS[name].overrides for name in ("fast", "fast_best", "seed002")}},
+        "results": results,
+        "comparisons": compare(results),
+    }
+    io.save_json(report, out_path)
+    print(markdown_table(report))
+    say(f"results written to {out_path}")
+    return out_path
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.table:
+            import json
+
+            if not Path(args.table).is_file():
+                raise ConfigError(f"no results file at {args.table}")
+            print(markdown_table(json.loads(Path(args.table).read_text())))
+            return 0
+        run_benchmark(args)
+    except CifarUtilsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
