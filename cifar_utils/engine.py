@@ -13,7 +13,6 @@ model, optimizer, scheduler, scaler, EMA, RNG and the position in the epoch are 
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import sys
 import threading
@@ -34,6 +33,9 @@ from .optim import scheduler_interval
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_CHECKPOINT_NAME = "checkpoint_best.pt"
+# Mini-batches between reads of the running loss on a GPU: reading it waits for the device to finish,
+# which leaves it idle while the host queues the next step.
+ACCELERATOR_READ_BACK_EVERY = 32
 
 
 @dataclass
@@ -45,6 +47,33 @@ class EpochProgress:
     correct: int = 0  # correctly classified training samples
     count: int = 0  # samples seen
     seconds: float = 0.0  # training time spent in this epoch before a resume
+
+    def __post_init__(self) -> None:
+        self._sums: Optional[torch.Tensor] = None  # [loss sum, correct] not yet read back from the device
+        self._first_bad: Optional[torch.Tensor] = None  # [mini-batch number, loss] of the first non-finite loss
+
+    def record(self, loss: torch.Tensor, correct: torch.Tensor, count: int, batch_number: int) -> None:
+        """Add one mini-batch's mean loss and correct count, on the device and without waiting for it."""
+        loss = loss.detach().to(torch.float32 if loss.device.type == "mps" else torch.float64)
+        if self._sums is None:
+            self._sums = torch.zeros(2, dtype=loss.dtype, device=loss.device)
+            self._first_bad = torch.tensor([-1.0, 0.0], dtype=loss.dtype, device=loss.device)
+        self._sums += torch.stack([loss * count, correct.to(loss.dtype)])
+        first = ~torch.isfinite(loss) & (self._first_bad[0] < 0)
+        self._first_bad = torch.where(first, torch.stack([torch.full_like(loss, batch_number), loss]),
+                                      self._first_bad)
+        self.step, self.count = batch_number, self.count + count
+
+    def read_back(self, epoch: int) -> None:
+        """Fold the device sums into the fields (one host-device sync); raise at a non-finite loss."""
+        if self._sums is None:
+            return
+        (loss_sum, correct), (bad_batch, bad_loss) = torch.stack([self._sums, self._first_bad]).tolist()
+        self._sums = self._first_bad = None
+        if bad_batch >= 0:
+            raise TrainingDivergedError(epoch, int(bad_batch), bad_loss)
+        self.loss_sum += loss_sum
+        self.correct += int(correct)
 
     def averages(self) -> tuple[float, float]:
         loss_sum, correct, count = distributed.all_reduce_sum([self.loss_sum, self.correct, self.count])
@@ -68,15 +97,20 @@ def train_epoch(model: nn.Module, dataloader, criterion: nn.Module, optimizer: t
                 scheduler=None, ema=None, channels_last: bool = False, epoch: int = 1,
                 start: Optional[EpochProgress] = None,
                 on_step: Optional[Callable[[EpochProgress], None]] = None,
-                progress: bool = False) -> tuple[float, float]:
+                progress: bool = False, read_back_every: int = 1) -> tuple[float, float]:
     """Train for one epoch and return ``(average loss, accuracy)`` over its samples.
 
     The optimizer steps every ``accumulation_steps`` mini-batches, and once more for a shorter remainder
     at the end of the epoch; each mini-batch's loss is divided by the size of its group, so a step sees
     the mean gradient. ``scheduler`` (per-step schedules only) and ``ema`` are stepped after every
     optimizer step, then ``on_step`` is called with the running totals. ``start`` resumes an epoch
-    part-way: the loader must already skip the ``start.step`` mini-batches done. A NaN or infinite loss
-    raises :class:`TrainingDivergedError` before it can reach the weights.
+    part-way: the loader must already skip the ``start.step`` mini-batches done.
+
+    Losses and correct counts are summed on the device and read back every ``read_back_every``
+    mini-batches. With 1 (the CPU default) a NaN or infinite loss raises :class:`TrainingDivergedError`
+    before its update can reach the weights; larger values let a GPU run ahead of the host, and the error
+    still names the exact mini-batch (``fit`` checks the weights before every checkpoint, so a diverged
+    update is never saved).
     """
     model.train()
     state = start or EpochProgress()
@@ -98,10 +132,9 @@ def train_epoch(model: nn.Module, dataloader, criterion: nn.Module, optimizer: t
                 with autocast(device, precision):
                     logits = model(images)
                     loss = criterion(logits, labels)
-                loss_value, correct = torch.stack(
-                    [loss.detach().float(), (logits.argmax(1) == labels).sum().float()]).tolist()
-                if not math.isfinite(loss_value):
-                    raise TrainingDivergedError(epoch, batch_index + 1, loss_value)
+                state.record(loss, (logits.argmax(1) == labels).sum(), len(labels), batch_index + 1)
+                if (batch_index + 1) % read_back_every == 0:
+                    state.read_back(epoch)
                 scaled = loss / group_size
                 (scaler.scale(scaled) if scaler else scaled).backward()
             if steps_now:
@@ -110,13 +143,10 @@ def train_epoch(model: nn.Module, dataloader, criterion: nn.Module, optimizer: t
                     scheduler.step()
                 if ema is not None:
                     ema.update_parameters(model)
-            state.step = batch_index + 1
-            state.loss_sum += loss_value * len(labels)
-            state.correct += int(correct)
-            state.count += len(labels)
             bar.update(1)
             if steps_now and on_step is not None:
                 on_step(state)
+    state.read_back(epoch)
     return state.averages()
 
 
@@ -243,6 +273,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
             def on_step(running: EpochProgress, epoch=epoch, started=started) -> None:
                 every = config.checkpoint_every_steps * config.accumulation_steps
                 if interrupt.requested or (every and running.step % every == 0):
+                    running.read_back(epoch + 1)
                     _check_finite_weights(model, epoch + 1, running.step)
                     running_seconds = running.seconds
                     running.seconds += time.perf_counter() - started
@@ -257,7 +288,8 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                     precision=precision, scaler=scaler, grad_clip=config.grad_clip,
                     scheduler=scheduler if interval == "step" else None, ema=ema,
                     channels_last=config.channels_last, epoch=epoch + 1, start=current, on_step=on_step,
-                    progress=progress and distributed.is_main_process())
+                    progress=progress and distributed.is_main_process(),
+                    read_back_every=1 if device.type == "cpu" else ACCELERATOR_READ_BACK_EVERY)
                 val_loss, val_acc = validate_epoch(eval_model, val_loader, criterion, device,
                                                    precision=precision, channels_last=config.channels_last)
             except torch.OutOfMemoryError:

@@ -381,3 +381,43 @@ def test_importing_the_package_does_not_seed():
     ])
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_deferred_read_back_still_names_the_first_non_finite_mini_batch():
+    """With read_back_every > 1 (the GPU setting) the loss is read late, but the error names the exact batch."""
+    from cifar_utils.engine import train_epoch
+    from cifar_utils.errors import TrainingDivergedError
+
+    class PoisonAt(torch.nn.Module):
+        def __init__(self, bad_call: int):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+            self.calls, self.bad_call = 0, bad_call
+
+        def forward(self, x):
+            self.calls += 1
+            out = self.linear(x)
+            return out * float("nan") if self.calls == self.bad_call else out
+
+    data = [(torch.randn(2, 4), torch.tensor([0, 1])) for _ in range(6)]
+    model = PoisonAt(bad_call=3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TrainingDivergedError) as info:
+        train_epoch(model, data, torch.nn.CrossEntropyLoss(), optimizer, torch.device("cpu"), epoch=2,
+                    read_back_every=4)
+    assert (info.value.epoch, info.value.step) == (2, 3)
+    assert model.calls == 4  # read back after the 4th mini-batch, not at the end of the epoch
+
+
+def test_deferred_read_back_gives_the_same_averages():
+    from cifar_utils.engine import train_epoch
+
+    results = []
+    for every in (1, 3):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        data = [(torch.randn(5, 4), torch.randint(0, 3, (5,))) for _ in range(7)]
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        results.append(train_epoch(model, data, torch.nn.CrossEntropyLoss(), optimizer, torch.device("cpu"),
+                                   read_back_every=every))
+    assert results[0] == pytest.approx(results[1], rel=1e-12)
