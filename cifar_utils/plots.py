@@ -1,0 +1,311 @@
+"""Plots for the report: training curves, confusion heatmap, sample predictions, per-class accuracy,
+learning-rate comparisons, sample images, augmentations and the Blocks' branch weights.
+
+Every function returns a :class:`matplotlib.figure.Figure` and, given ``save_to``, also writes it as a
+PNG atomically (:func:`cifar_utils.io.save_figure`). The figures are built without pyplot, so a
+notebook shows each one exactly once (when it is the cell's last expression) and scripts do not pile
+up open figures. Images are uint8 tensors [N, 3, H, W], as :class:`cifar_utils.data.ImageSet` holds them.
+
+Usage::
+
+    from cifar_utils import plots
+    plots.plot_history(result.history, save_to="figures/curves.png")
+    plots.plot_confusion(evaluation.confusion, evaluation.classes, normalize=True)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import matplotlib
+
+# Headless scripts and CI have no display: pick Agg there, but never override a notebook's inline backend
+# or a backend the user chose.
+if ("ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND")
+        and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))):
+    matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402 - after the backend choice
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from . import io  # noqa: E402
+
+PathLike = Union[str, os.PathLike]
+GRID_DPI = 80  # image grids: 32x32 images gain nothing from more pixels, and notebooks stay small
+PLOT_DPI = 90  # line plots and heatmaps, as shown in notebooks
+WRONG_COLOUR = "tab:red"
+RIGHT_COLOUR = "tab:green"
+
+
+def _finish(fig: Figure, save_to: Optional[PathLike], dpi: int = 110, layout: bool = True) -> Figure:
+    if layout:
+        fig.tight_layout()
+    if save_to is not None:
+        io.save_figure(fig, Path(save_to), dpi=dpi)
+    return fig
+
+
+def show_inline() -> None:
+    """In IPython, display returned figures inline (they are built without pyplot, which would do it)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.run_line_magic("matplotlib", "inline")
+
+
+def _as_hwc(image: torch.Tensor) -> np.ndarray:
+    """uint8 [3, H, W] tensor -> [H, W, 3] array for imshow."""
+    return image.detach().cpu().permute(1, 2, 0).numpy()
+
+
+def _show_image(ax, image: torch.Tensor, title: str = "", colour: str = "black") -> None:
+    ax.imshow(_as_hwc(image), interpolation="nearest")
+    ax.set_title(title, fontsize=8, color=colour)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _history_column(history: Sequence[Mapping], key: str) -> list[float]:
+    return [float(row[key]) for row in history]
+
+
+def _epoch_axes(axes, epochs: Sequence[float]) -> None:
+    """Whole-number epoch ticks (every epoch when there are few), a grid, and no offset notation."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        if len(set(epochs)) <= 12:
+            ax.set_xticks(sorted(set(epochs)))
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+# ------------------------------------------------------------------------------------ training curves
+
+
+def plot_history(history: Sequence[Mapping], title: Optional[str] = None,
+                 save_to: Optional[PathLike] = None) -> Figure:
+    """Loss and accuracy per epoch, training and validation, from a history (list of dicts with
+    ``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``; accuracies in [0, 1])."""
+    if not history:
+        raise ValueError("the history is empty: nothing to plot")
+    epochs = _history_column(history, "epoch")
+    fig = Figure(figsize=(10, 3.6), dpi=PLOT_DPI)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for split, style in (("train", "-o"), ("val", "--s")):
+        name = "training" if split == "train" else "validation"
+        loss_ax.plot(epochs, _history_column(history, f"{split}_loss"), style, label=name, markersize=4)
+        acc_ax.plot(epochs, [100 * v for v in _history_column(history, f"{split}_acc")], style, label=name,
+                    markersize=4)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    _epoch_axes((loss_ax, acc_ax), epochs)
+    for ax in (loss_ax, acc_ax):
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, save_to)
+
+
+def plot_runs(histories: Mapping[str, Sequence[Mapping]], title: Optional[str] = None,
+              save_to: Optional[PathLike] = None) -> Figure:
+    """Several runs' curves on one figure (say, one per learning rate): validation loss and accuracy
+    (solid) and training accuracy (dotted), one colour per run. ``histories`` maps a label to a history."""
+    if not histories:
+        raise ValueError("no runs to plot")
+    fig = Figure(figsize=(10, 3.6), dpi=PLOT_DPI)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    colours = matplotlib.colormaps["viridis"](np.linspace(0, 0.85, len(histories)))
+    all_epochs: list[float] = []
+    for colour, (label, history) in zip(colours, histories.items()):
+        if not history:
+            continue
+        epochs = _history_column(history, "epoch")
+        all_epochs += epochs
+        loss_ax.plot(epochs, _history_column(history, "val_loss"), "-o", color=colour, label=label, markersize=4)
+        acc_ax.plot(epochs, [100 * v for v in _history_column(history, "val_acc")], "-o", color=colour,
+                    label=f"{label} validation", markersize=4)
+        acc_ax.plot(epochs, [100 * v for v in _history_column(history, "train_acc")], ":x", color=colour,
+                    label=f"{label} training", markersize=4)
+    loss_ax.set(xlabel="epoch", ylabel="validation loss", title="Validation loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    _epoch_axes((loss_ax, acc_ax), all_epochs)
+    loss_ax.legend(fontsize=8)
+    acc_ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, save_to)
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+def plot_confusion(confusion: torch.Tensor | np.ndarray, classes: Sequence[str], normalize: bool = True,
+                   title: Optional[str] = None, save_to: Optional[PathLike] = None) -> Figure:
+    """Confusion heatmap; rows are true classes, columns predictions. ``normalize`` divides each row by
+    its total, so a cell reads "fraction of this class predicted as that one"; otherwise counts."""
+    import seaborn as sns
+
+    matrix = np.asarray(confusion, dtype=np.float64)
+    if normalize:
+        matrix = matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None)
+    fig = Figure(figsize=(7.5, 6.2), dpi=PLOT_DPI)
+    ax = fig.subplots()
+    sns.heatmap(matrix, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", square=True, ax=ax,
+                xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 7},
+                vmin=0, vmax=1 if normalize else None,
+                cbar_kws={"label": "fraction of the true class" if normalize else "images"})
+    ax.set(xlabel="predicted class", ylabel="true class",
+           title=title or ("Confusion matrix (row-normalised)" if normalize else "Confusion matrix (counts)"))
+    ax.tick_params(axis="x", rotation=45)
+    ax.tick_params(axis="y", rotation=0)
+    return _finish(fig, save_to)
+
+
+def plot_per_class_accuracy(per_class_accuracy: Mapping[str, float], title: Optional[str] = None,
+                            save_to: Optional[PathLike] = None) -> Figure:
+    """Horizontal bars of each class's accuracy (recall, in [0, 1]), with the mean as a dashed line."""
+    names = list(per_class_accuracy)
+    values = [100 * float(per_class_accuracy[n]) for n in names]
+    fig = Figure(figsize=(7, 0.35 * len(names) + 1.2), dpi=PLOT_DPI)
+    ax = fig.subplots()
+    bars = ax.barh(names, values, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{v:.1f}%" for v in values], padding=3, fontsize=8)
+    ax.axvline(float(np.mean(values)), color="black", linestyle="--", linewidth=1, label="mean")
+    ax.invert_yaxis()  # first class on top, as in the tables
+    ax.set(xlim=(0, 110), xlabel="accuracy (%)", title=title or "Per-class accuracy")
+    ax.legend(loc="lower right", fontsize=8)
+    return _finish(fig, save_to)
+
+
+def pick_examples(labels: torch.Tensor, predictions: torch.Tensor, count: int = 16,
+                  wrong_fraction: float = 0.5, seed: int = 0) -> torch.Tensor:
+    """Indices of ``count`` seeded examples, about ``wrong_fraction`` of them misclassified (fewer when
+    there are not enough mistakes), wrong ones first."""
+    gen = torch.Generator().manual_seed(seed)
+    wrong = torch.nonzero(labels != predictions).flatten()
+    right = torch.nonzero(labels == predictions).flatten()
+    n_wrong = min(len(wrong), round(count * wrong_fraction))
+    n_right = min(len(right), count - n_wrong)
+    n_wrong = min(len(wrong), count - n_right)  # top up with mistakes when few are right
+    wrong = wrong[torch.randperm(len(wrong), generator=gen)[:n_wrong]]
+    right = right[torch.randperm(len(right), generator=gen)[:n_right]]
+    return torch.cat([wrong, right])
+
+
+def plot_predictions(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor,
+                     classes: Sequence[str], count: int = 16, wrong_fraction: float = 0.5, columns: int = 8,
+                     seed: int = 0, save_to: Optional[PathLike] = None) -> Figure:
+    """A grid of sample predictions: each image titled "predicted / true", wrong ones in red with a red
+    frame. ``images`` uint8 [N, 3, H, W]; ``labels`` and ``predictions`` int [N] in the same order."""
+    if not (len(images) == len(labels) == len(predictions)):
+        raise ValueError(f"images ({len(images)}), labels ({len(labels)}) and predictions "
+                         f"({len(predictions)}) must have the same length and order")
+    chosen = pick_examples(labels, predictions, count, wrong_fraction, seed)
+    rows = max(1, -(-len(chosen) // columns))
+    fig = Figure(figsize=(1.3 * columns, 1.8 * rows + 0.4), dpi=GRID_DPI)
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, index in zip(axes, chosen.tolist()):
+        true, predicted = int(labels[index]), int(predictions[index])
+        wrong = true != predicted
+        ax.axis("on")
+        _show_image(ax, images[index], f"{classes[predicted]}\n/ {classes[true]}",
+                    WRONG_COLOUR if wrong else RIGHT_COLOUR)
+        for spine in ax.spines.values():
+            spine.set(color=WRONG_COLOUR if wrong else "none", linewidth=2.5)
+    fig.suptitle("Sample predictions (predicted / true; wrong ones in red)", fontsize=10)
+    return _finish(fig, save_to)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def plot_class_samples(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], per_class: int = 8,
+                       seed: int = 0, save_to: Optional[PathLike] = None) -> Figure:
+    """A grid with one row per class and ``per_class`` seeded random images of it.
+    ``images`` uint8 [N, 3, H, W]; ``labels`` int [N]."""
+    gen = torch.Generator().manual_seed(seed)
+    # At 64 dpi each 32x32 image is shown at about its own resolution: the grid stays small in a notebook.
+    fig = Figure(figsize=(0.5 * per_class + 1.3, 0.6 * len(classes)), dpi=64)
+    axes = np.atleast_2d(fig.subplots(len(classes), per_class, gridspec_kw={"wspace": 0.05, "hspace": 0.05}))
+    for row, name in enumerate(classes):
+        members = torch.nonzero(labels == row).flatten()
+        members = members[torch.randperm(len(members), generator=gen)[:per_class]]
+        for col in range(per_class):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if col < len(members):
+                ax.imshow(_as_hwc(images[members[col]]), interpolation="nearest")
+        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    return _finish(fig, save_to, dpi=100, layout=False)
+
+
+def plot_augmentations(images: torch.Tensor, augmentations: Sequence[str] = ("affine_jitter", "crop_flip",
+                                                                              "resized_crop_flip"),
+                       seed: int = 0, save_to: Optional[PathLike] = None) -> Figure:
+    """Before/after: the first row shows ``images`` (uint8 [N, 3, H, W]) as they are, each further row
+    the same images through one named augmentation (:func:`cifar_utils.data.augmentation_ops`).
+    Seeded, and the global random state is left as it was."""
+    from torchvision.transforms import v2
+
+    from .data import augmentation_ops
+
+    rows = ["original", *augmentations]
+    fig = Figure(figsize=(0.8 * len(images) + 1.6, 0.8 * len(rows)), dpi=GRID_DPI)
+    axes = np.atleast_2d(fig.subplots(len(rows), len(images), gridspec_kw={"wspace": 0.05, "hspace": 0.05}))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for row, name in enumerate(rows):
+            transform = v2.Compose(augmentation_ops(name)) if name != "original" else (lambda image: image)
+            for col, image in enumerate(images):
+                _show_image(axes[row, col], transform(image))
+            axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    return _finish(fig, save_to, dpi=100, layout=False)
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+def plot_branch_weights(weights: Sequence[torch.Tensor], branch_labels: Optional[Sequence[str]] = None,
+                        images: Optional[torch.Tensor] = None, count: int = 4, title: Optional[str] = None,
+                        save_to: Optional[PathLike] = None) -> Figure:
+    """The Blocks' branch weights ``a`` for the first ``count`` images: one heatmap per image, a row per
+    Block and a column per branch, as :func:`cifar_utils.models.collect_branch_weights` returns them
+    (a list over Blocks of [B, K]). ``branch_labels`` name the columns (say "3x3"); ``images`` (uint8
+    [B, 3, H, W]) are shown above their heatmaps."""
+    import seaborn as sns
+
+    if not weights:
+        raise ValueError("no branch weights: the model has no coursework Blocks")
+    widest = max(w.shape[1] for w in weights)
+    count = min(count, weights[0].shape[0])
+    # Blocks may have different K; pad with NaN so seaborn leaves those cells blank.
+    table = torch.full((count, len(weights), widest), float("nan"))
+    for block, a in enumerate(weights):
+        table[:, block, : a.shape[1]] = a[:count].float()
+    has_images = images is not None
+    fig = Figure(figsize=(2.3 * count + 0.8, 0.32 * len(weights) + (3.2 if has_images else 1.6)), dpi=PLOT_DPI)
+    grid = fig.add_gridspec(2 if has_images else 1, count, height_ratios=[1, 3] if has_images else None)
+    for i in range(count):
+        if has_images:
+            _show_image(fig.add_subplot(grid[0, i]), images[i], f"image {i}")
+        ax = fig.add_subplot(grid[-1, i])
+        sns.heatmap(table[i].numpy(), ax=ax, vmin=0, vmax=1, cmap="viridis", annot=True, fmt=".2f",
+                    annot_kws={"fontsize": 6}, cbar=i == count - 1,
+                    yticklabels=[f"Block {b + 1}" for b in range(len(weights))] if i == 0 else False,
+                    xticklabels=list(branch_labels) if branch_labels else [f"branch {k + 1}" for k in range(widest)])
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title or "Branch weights a per Block (each row sums to 1 with the softmax gate)", fontsize=10)
+    return _finish(fig, save_to)

@@ -1,0 +1,548 @@
+"""The report: the notebooks' shared set-up, train-or-reuse for 03, evaluation of a run for 04, and
+``run_report``, which executes notebooks 01 to 05 in order through papermill.
+
+Two profiles:
+
+- **full** (default): each notebook's own parameters, which is hours of training; meant for a GPU.
+- **smoke** (``CIFAR_UTILS_SMOKE=1``, or ``python -m cifar_utils report --smoke``): every training run
+  caps at one epoch on a few hundred images (:data:`SMOKE_PROFILE`), so the whole report runs in
+  minutes on a 2-core CPU. CI runs the notebooks this way under nbval.
+
+Notebooks share state only through files. Set ``CIFAR_UTILS_OUTPUT=DIR`` to send their figures to
+``DIR/figures`` and their runs to ``DIR/runs`` instead of the repository's ``figures/`` and ``runs/``.
+
+Usage::
+
+    python -m cifar_utils report --smoke           # executes notebooks/*.ipynb in place
+    from cifar_utils.report import run_report
+    run_report(smoke=True, data_root="data/cifar10-jpeg", output_dir="/tmp/report")
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+import torch
+
+from . import io
+from .config import Config
+from .data import resolve_root
+from .device import describe_device, get_device
+from .errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError
+from .presets import PRESETS, from_preset
+
+SMOKE_ENV = "CIFAR_UTILS_SMOKE"
+OUTPUT_ENV = "CIFAR_UTILS_OUTPUT"
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"  # present in a clone, not in a wheel
+NOTEBOOKS = ("01_data.ipynb", "02_model.ipynb", "03_train.ipynb", "04_evaluate.ipynb", "05_lr_comparison.ipynb")
+SMOKE_PROFILE = {"epochs": 1, "train_limit": 200, "eval_limit": 100}  # caps of every smoke training run
+TRAIN_RUN_NAME = "03_train"  # 03's run directory under the runs folder; 04 evaluates it
+# Settings that do not change what a run computes, ignored when deciding whether a finished run matches.
+NOT_RESULT_FIELDS = ("print_every", "num_workers", "checkpoint_every_steps")
+# The kernel's own start-up warnings (such as "running over TCP without encryption") would otherwise land in
+# the output of a notebook that runs another one (05 runs 03).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+# Papermill metadata (timings, absolute input/output paths) that should not be committed.
+VOLATILE_METADATA = ("papermill", "execution", "widgets")
+
+
+# ------------------------------------------------------------------------------------ notebook set-up
+
+
+def smoke_mode() -> bool:
+    """True when ``$CIFAR_UTILS_SMOKE`` is 1/true/yes/on."""
+    return os.environ.get(SMOKE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class NotebookSetup:
+    """What every notebook needs to know about where and how it runs."""
+
+    smoke: bool  # the smoke profile (tiny subsets, one epoch) is on
+    device: torch.device  # GPU when available, else CPU
+    in_colab: bool  # running in Google Colab (which may download the official CIFAR-10)
+    figures_dir: Path  # where the report's PNGs go
+    runs_dir: Path  # where training runs go (separate folders for the two profiles)
+
+
+def notebook_setup(log: Callable[[str], None] = print) -> NotebookSetup:
+    """Read the profile and output folder from the environment, pick the device, and say all of it."""
+    smoke = smoke_mode()
+    output = Path(os.environ.get(OUTPUT_ENV) or ".")
+    setup = NotebookSetup(smoke=smoke, device=get_device(), in_colab="google.colab" in sys.modules,
+                          figures_dir=output / "figures", runs_dir=output / "runs" / f"report-{'smoke' if smoke else 'full'}")
+    if smoke:
+        profile = (f"smoke ({SMOKE_ENV}=1): at most {SMOKE_PROFILE['epochs']} epoch on {SMOKE_PROFILE['train_limit']} "
+                   f"training images, {SMOKE_PROFILE['eval_limit']} validation and test images")
+    else:
+        profile = "full (each notebook's own settings; set CIFAR_UTILS_SMOKE=1 for a quick check)"
+    from .plots import show_inline
+
+    show_inline()
+    root, origin = resolve_root(None)
+    log(f"device: {describe_device(setup.device)}")
+    log(f"profile: {profile}")
+    log(f"data root: {root} (from {origin}){'; Colab downloads the official CIFAR-10' if setup.in_colab else ''}")
+    return setup
+
+
+def data_copy_note(description: str) -> str:
+    """Which copy of the data a number was measured on, for conclusions."""
+    if "cifar10-jpeg" in description:
+        return "the offline JPEG copy of CIFAR-10 (not the official data set)"
+    if description.startswith("official"):
+        return "the official CIFAR-10"
+    if description.startswith("image folder"):
+        return f"an {description}, not the official CIFAR-10"
+    return description
+
+
+def notebook_config(preset: str, *, smoke: bool, epochs: Optional[int] = None, lr: Optional[float] = None,
+                    batch_size: Optional[int] = None, seed: int = 0, data_root: Optional[str] = None,
+                    train_limit: Optional[int] = None, eval_limit: Optional[int] = None,
+                    download: bool = False) -> Config:
+    """The validated config of a notebook run: ``preset`` with the values that are not None.
+
+    In the smoke profile, epochs are capped at 1 and ``train_limit``/``eval_limit`` default to the
+    :data:`SMOKE_PROFILE` sizes. Wrong names, types or values raise :class:`ConfigError`.
+    """
+    if not isinstance(preset, str):
+        raise ConfigError(f"preset={preset!r} has type {type(preset).__name__}, but preset must be a str "
+                          f"(one of {', '.join(PRESETS)})")
+    overrides: dict[str, Any] = {"seed": seed, "data_root": data_root, "download": download}
+    for name, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
+                        ("train_limit", train_limit), ("eval_limit", eval_limit)):
+        if value is not None:
+            overrides[name] = value
+    if smoke:
+        for name in ("train_limit", "eval_limit"):
+            overrides.setdefault(name, SMOKE_PROFILE[name])
+        epochs_asked = overrides.get("epochs")
+        if isinstance(epochs_asked, int) and not isinstance(epochs_asked, bool):
+            overrides["epochs"] = min(epochs_asked, SMOKE_PROFILE["epochs"])
+        elif epochs_asked is None:
+            overrides["epochs"] = SMOKE_PROFILE["epochs"]
+    if isinstance(data_root, os.PathLike):  # a Path is fine; other wrong types fail validation below
+        overrides["data_root"] = os.fspath(data_root)
+    return from_preset(preset, **overrides)
+
+
+def describe_config(config: Config) -> str:
+    """One line with the settings a reader of the report wants to see."""
+    limits = (f"{config.train_limit or 'all'} training images, {config.eval_limit or 'all'} validation/test images")
+    return (f"preset {config.preset} (model {config.model}): {config.epochs} epoch(s), {config.optimizer} "
+            f"lr {config.lr:g}, batch {config.batch_size}, {config.scheduler} schedule, {config.loss} loss, "
+            f"augmentation {config.augmentation}, seed {config.seed}; {limits}")
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Plain-text table of dicts with the same keys: deterministic output for nbval-checked cells."""
+    if not rows:
+        return "(no rows)"
+    columns = list(rows[0])
+    cells = [[f"{row[c]:,}" if isinstance(row[c], int) and not isinstance(row[c], bool) else str(row[c])
+              for c in columns] for row in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(row[c], (int, float)) and not isinstance(row[c], bool) for row in rows) for c in columns]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if right else v.ljust(w) for v, w, right in zip(values, widths, numeric)).rstrip()
+
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(values) for values in cells)])
+
+
+def model_summaries(presets: Optional[Sequence[str]] = None) -> dict[str, list[dict]]:
+    """Each preset's model, layer by layer (:func:`cifar_utils.models.summarize`), built one at a time."""
+    from .models import build_model, summarize
+
+    summaries = {}
+    for name in presets or list(PRESETS):
+        torch.manual_seed(0)
+        model = build_model(from_preset(name), 10)
+        summaries[name] = summarize(model)
+        del model  # the largest preset model holds over 150 M parameters
+    return summaries
+
+
+def preset_overview(summaries: Mapping[str, Sequence[Mapping]]) -> list[dict]:
+    """One row per preset: source report, architecture, Block count and parameters."""
+    rows = []
+    for name, layers in summaries.items():
+        config = from_preset(name)
+        blocks = sum(1 for layer in layers if layer["type"] == "Block")
+        rows.append({"preset": name, "source": PRESETS[name].source.split(";")[0], "model": config.model,
+                     "Blocks": blocks, "parameters": sum(layer["parameters"] for layer in layers)})
+    return rows
+
+
+# --------------------------------------------------------------------------------------- run folders
+
+
+@dataclass
+class RunRecord:
+    """A finished training run as read back from its folder."""
+
+    out_dir: Path
+    history: list[dict]  # one row per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds
+    metrics: dict  # the run's metrics.json
+    reused: bool = False  # True when an earlier run was reused instead of trained again
+
+
+def read_run(out_dir: str | os.PathLike) -> RunRecord:
+    """Read ``metrics.json`` and ``history.csv`` of a finished run (clear error when they are missing)."""
+    out_dir = Path(out_dir)
+    metrics_path, history_path = out_dir / "metrics.json", out_dir / "history.csv"
+    if not metrics_path.is_file() or not history_path.is_file():
+        raise CheckpointError(f"{out_dir} holds no finished run (metrics.json and history.csv are written when "
+                              "training ends): run 03_train.ipynb (or `python -m cifar_utils train --out "
+                              f"{out_dir}`) first")
+    metrics = json.loads(metrics_path.read_text())
+    with open(history_path, newline="") as f:
+        history = [{key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
+                   for row in csv.DictReader(f)]
+    return RunRecord(out_dir, history, metrics)
+
+
+def config_differences(saved: Mapping[str, Any], config: Config) -> list[str]:
+    """``field: saved -> wanted`` for each result-relevant field where a saved config differs."""
+    wanted = config.to_dict()
+    return [f"{name}: {saved.get(name)!r} -> {value!r}" for name, value in wanted.items()
+            if name not in NOT_RESULT_FIELDS and saved.get(name) != value]
+
+
+def reusable_run(config: Config, out_dir: str | os.PathLike, overwrite: bool = False) -> Optional[RunRecord]:
+    """The finished run in ``out_dir`` if it was trained with ``config``; None when there is none (or
+    ``overwrite`` asks to replace it). A run with other settings, or an unfinished one, raises
+    :class:`OutputExistsError`: a run is never replaced without ``overwrite=True``."""
+    out_dir = Path(out_dir)
+    if overwrite:
+        return None
+    if (out_dir / "metrics.json").is_file():
+        record = read_run(out_dir)
+        differences = config_differences(record.metrics.get("config", {}), config)
+        if differences:
+            raise OutputExistsError(
+                f"{out_dir} already holds a run with other settings ({'; '.join(differences)}). Set "
+                "overwrite=True to replace it, or choose another out_dir to keep both.")
+        record.reused = True
+        return record
+    if (out_dir / "checkpoint.pt").is_file():
+        raise OutputExistsError(
+            f"{out_dir} holds an unfinished run (a checkpoint but no metrics.json). Set resume=True to "
+            "continue it, overwrite=True to start again, or choose another out_dir.")
+    return None
+
+
+def _require_type(name: str, value: Any, kinds: tuple, what: str) -> None:
+    if isinstance(value, bool) and bool not in kinds:
+        ok = False
+    else:
+        ok = isinstance(value, kinds)
+    if not ok:
+        raise ConfigError(f"{name}={value!r} has type {type(value).__name__}, but {name} must be {what}")
+
+
+def train_or_reuse(config: Config, out_dir: str | os.PathLike, *, device: Optional[str] = None,
+                   overwrite: bool = False, resume: bool = False, progress: bool = False,
+                   log: Callable[[str], None] = print) -> RunRecord:
+    """Train ``config`` into ``out_dir``, or reuse the finished run there when it has the same settings.
+
+    ``overwrite=True`` replaces an earlier run (and says so); ``resume=True`` continues an interrupted
+    one from its checkpoint. Anything else already in ``out_dir`` stops with a clear error.
+    """
+    _require_type("out_dir", out_dir, (str, os.PathLike), "a path (str)")
+    _require_type("device", device, (str, type(None)), "a str such as 'cpu' or 'cuda', or None")
+    for name, value in (("overwrite", overwrite), ("resume", resume), ("progress", progress)):
+        _require_type(name, value, (bool,), "True or False")
+    if overwrite and resume:
+        raise ConfigError("overwrite=True and resume=True contradict each other: choose one")
+    out_dir = Path(out_dir)
+    if not resume:
+        earlier = reusable_run(config, out_dir, overwrite)
+        if earlier is not None:
+            log(f"reusing the finished run in {out_dir}: it has the same settings "
+                f"(set overwrite=True to train again)")
+            return earlier
+        if overwrite and any((out_dir / name).exists() for name in ("metrics.json", "checkpoint.pt")):
+            log(f"overwrite=True: replacing the earlier run in {out_dir}")
+    from .experiment import train
+
+    result = train(config, out_dir, device=device, resume=resume, overwrite=overwrite, progress=progress, log=log)
+    return RunRecord(result.out_dir, result.history, result.metrics)
+
+
+# -------------------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class RunEvaluation:
+    """A run's checkpoint evaluated on its test split, with the raw test images for plots."""
+
+    checkpoint: Path
+    config: Config
+    evaluation: Any  # cifar_utils.evaluation.Evaluation
+    images: torch.Tensor  # uint8 [N, 3, 32, 32] test images, in the order of evaluation.labels
+    data_description: str
+
+
+def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
+                 device: Optional[str] = None) -> RunEvaluation:
+    """Evaluate the checkpoint 03 wrote into ``run_dir`` (the best-validation one when the run kept it)."""
+    from .checkpoint import load_checkpoint
+    from .config import config_from_dict
+    from .data import load_dataset
+    from .experiment import evaluate_checkpoint, load_splits
+
+    run_dir = Path(run_dir)
+    latest, best = run_dir / "checkpoint.pt", run_dir / "checkpoint_best.pt"
+    if not latest.is_file():
+        raise CheckpointError(f"no checkpoint in {run_dir}: run 03_train.ipynb first (it writes "
+                              f"{latest}), or set run_dir to the folder of an earlier run")
+    if (run_dir / "metrics.json").is_file():
+        saved = json.loads((run_dir / "metrics.json").read_text())["config"]
+    else:  # an interrupted run: its checkpoint still says how it was trained
+        saved = load_checkpoint(latest)["config"]
+    config = config_from_dict({**saved, **({"data_root": data_root} if data_root is not None else {})})
+    checkpoint = best if config.keep_best and best.is_file() else latest
+    data = load_dataset(config.data_root, config.dataset, config.download, config.skip_bad_files, seed=config.seed)
+    evaluation, config = evaluate_checkpoint(checkpoint, config.data_root, device, data=data)
+    images = load_splits(config, data).test.images
+    return RunEvaluation(checkpoint, config, evaluation, images, data.description)
+
+
+# ------------------------------------------------------------------------------------------ papermill
+
+
+def import_papermill():
+    """papermill, or a :class:`CifarUtilsError` that says how to install it."""
+    try:
+        import papermill
+    except ImportError:
+        raise CifarUtilsError("running the notebooks needs papermill, which is not installed. Install it with "
+                              "`pip install papermill ipykernel` (or `pip install -e \".[notebooks]\"`, or "
+                              "`pip install -r requirements.txt`)") from None
+    return papermill
+
+
+def clean_notebook(path: str | os.PathLike) -> None:
+    """Drop papermill's timings and absolute paths and any widget state, so the file can be committed."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for key in VOLATILE_METADATA:
+        nb.metadata.pop(key, None)
+    for cell in nb.cells:
+        for key in VOLATILE_METADATA:
+            cell.metadata.pop(key, None)
+    io.atomic_write(path, lambda tmp: nbformat.write(nb, str(tmp)))
+
+
+def notebook_parameters(path: str | os.PathLike) -> dict[str, Any]:
+    """The default values of a notebook's ``parameters`` cell (literals only)."""
+    papermill = import_papermill()
+    values = {}
+    for name, info in papermill.inspect_notebook(str(path)).items():
+        try:
+            values[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            values[name] = info["default"]
+    return values
+
+
+class NotebookFailed(CifarUtilsError):
+    """A notebook stopped with an exception; the executed copy with the error is kept."""
+
+
+def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, parameters: Optional[dict] = None,
+                     *, clean: bool = False, cwd: Optional[str | os.PathLike] = None,
+                     failed_dir: Optional[str | os.PathLike] = None) -> Path:
+    """Run ``notebook`` through papermill into ``output`` (written only when complete).
+
+    On an exception in a cell, the executed copy is kept as ``<name>.failed.ipynb`` in ``failed_dir``
+    (default: beside ``output``) and :class:`NotebookFailed` names the cell's error. ``clean`` strips
+    volatile metadata. The kernel starts in ``cwd`` (default: the notebook's folder).
+    """
+    papermill = import_papermill()
+    notebook, output = Path(notebook), Path(output)
+    if not notebook.is_file():
+        raise CifarUtilsError(f"notebook {notebook} not found: the report notebooks ship with the repository "
+                              "(git clone it; a pip-installed package does not include them)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".papermill-") as scratch:
+        executed = Path(scratch) / notebook.name
+        try:
+            papermill.execute_notebook(str(notebook), str(executed), parameters=parameters or {},
+                                       cwd=str(cwd or notebook.parent), progress_bar=False, log_output=False,
+                                       extra_arguments=KERNEL_ARGUMENTS)
+        except papermill.PapermillExecutionError as err:
+            failed = Path(failed_dir or output.parent) / f"{output.stem}.failed{output.suffix}"
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(executed), failed)
+            raise NotebookFailed(f"{notebook.name} stopped at cell {err.exec_count}: {err.ename}: {err.evalue} "
+                                 f"(the executed notebook is at {failed})") from None
+        if clean:
+            clean_notebook(executed)
+        io.atomic_write(output, lambda tmp: shutil.copyfile(executed, tmp))
+    return output
+
+
+# ---------------------------------------------------------------------------------- the whole report
+
+
+@contextmanager
+def environment(**values: Optional[str]) -> Iterator[None]:
+    """Set (or, for None, leave alone) environment variables for the kernels started inside."""
+    before = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is not None:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@dataclass
+class PlannedTraining:
+    """One training run of the full profile, for the time estimate."""
+
+    notebook: str
+    config: Config
+    runs: int = 1  # how many times it runs (one per learning rate in 05)
+
+
+def full_profile_trainings(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[PlannedTraining]:
+    """The training runs of the full profile, from the defaults in 03's and 05's parameters cells."""
+    train_params = notebook_parameters(notebooks_dir / "03_train.ipynb")
+    sweep_params = notebook_parameters(notebooks_dir / "05_lr_comparison.ipynb")
+    train_config = notebook_config(train_params["preset"], smoke=False, epochs=train_params.get("epochs"),
+                                   lr=train_params.get("lr"), batch_size=train_params.get("batch_size"))
+    sweep_config = notebook_config(sweep_params["preset"], smoke=False, epochs=sweep_params.get("epochs"),
+                                   batch_size=sweep_params.get("batch_size"))
+    return [PlannedTraining("03_train.ipynb", train_config),
+            PlannedTraining("05_lr_comparison.ipynb", sweep_config, runs=len(sweep_params["learning_rates"]))]
+
+
+def seconds_per_image(model_name: str, device: torch.device, batch_size: int = 16,
+                      steps: int = 2) -> tuple[float, float]:
+    """Measured (training, evaluation) seconds per image of ``model_name`` on ``device``: a few SGD steps
+    and forward passes on random images, after one warm-up step."""
+    from .models import build_model
+
+    model = build_model(model_name, 10).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    images = torch.randn(batch_size, 3, 32, 32, device=device)
+    labels = torch.randint(0, 10, (batch_size,), device=device)
+
+    def train_step() -> None:
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    model.train()
+    train_step()  # warm-up: allocations and kernel selection
+    started = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    train_seconds = (time.perf_counter() - started) / (steps * batch_size)
+    model.eval()
+    with torch.no_grad():
+        model(images)
+        started = time.perf_counter()
+        for _ in range(steps):
+            model(images)
+    return train_seconds, (time.perf_counter() - started) / (steps * batch_size)
+
+
+def estimate_seconds(plan: Sequence[PlannedTraining], per_image: Mapping[str, tuple[float, float]],
+                     train_images: int = 45_000, validation_images: int = 5_000, test_images: int = 10_000) -> float:
+    """Seconds the planned trainings take, given (train, eval) seconds per image for each model: every
+    epoch trains on ``train_images`` and validates; the end evaluates validation and test once more."""
+    total = 0.0
+    for item in plan:
+        train_s, eval_s = per_image[item.config.model]
+        trained = min(train_images, item.config.train_limit or train_images)
+        per_run = (item.config.epochs * (trained * train_s + validation_images * eval_s)
+                   + (validation_images + test_images) * eval_s)
+        total += item.runs * per_run
+    return total
+
+
+def full_profile_warning(device: torch.device, notebooks_dir: Path = NOTEBOOKS_DIR,
+                         measure: Callable[[str, torch.device], tuple[float, float]] = seconds_per_image) -> str:
+    """The warning printed before a full-profile report on a machine without a GPU, with an estimate
+    measured on this machine."""
+    plan = full_profile_trainings(notebooks_dir)
+    per_image = {item.config.model: measure(item.config.model, device) for item in plan}
+    seconds = estimate_seconds(plan, per_image)
+    runs = "; ".join(f"{item.notebook}: {item.runs} x {item.config.preset} for {item.config.epochs} epochs"
+                     for item in plan)
+    return (f"WARNING: no GPU found, so the full report trains on {describe_device(device)}. It trains {runs}, "
+            f"which on this machine would take about {format_duration(seconds)} (measured from a few training "
+            "steps). Stop now (Ctrl-C) and use `python -m cifar_utils report --smoke` for a quick run, or run "
+            "the report on a GPU.")
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "an unknown time"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} minutes"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{seconds / 86400:.1f} days"
+
+
+def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir: Optional[str] = None, *,
+               notebooks: Sequence[str] = NOTEBOOKS, notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
+               log: Callable[[str], None] = print) -> list[Path]:
+    """Execute the report notebooks in order through papermill; return the executed notebooks' paths.
+
+    Without ``output_dir`` the notebooks are replaced in place by their executed versions (each only when
+    it ran to the end), figures go to ``figures/`` and runs to ``runs/``; with it, all three go under
+    ``output_dir``. ``smoke`` selects the tiny profile; ``data_root`` sets ``CIFAR10_ROOT`` for the kernels.
+    A notebook that fails stops the report with :class:`NotebookFailed`.
+    """
+    import_papermill()
+    notebooks_dir = Path(notebooks_dir)
+    unknown = [name for name in notebooks if not (notebooks_dir / name).is_file()]
+    if unknown:
+        raise CifarUtilsError(f"notebook(s) {', '.join(unknown)} not found in {notebooks_dir}: the report runs "
+                              "from a clone of the repository")
+    device = get_device()
+    if not smoke and device.type != "cuda":
+        log(full_profile_warning(device, notebooks_dir))
+    out = Path(output_dir).resolve() if output_dir else None
+    root = Path(data_root).expanduser().resolve() if data_root else None
+    executed = []
+    with environment(**{SMOKE_ENV: "1" if smoke else "0", OUTPUT_ENV: str(out) if out else None,
+                        "CIFAR10_ROOT": str(root) if root else None}):
+        for name in notebooks:
+            started = time.perf_counter()
+            target = (out / name) if out else notebooks_dir / name
+            log(f"running {name} ({'smoke' if smoke else 'full'} profile) ...")
+            # A failed copy never goes into notebooks/, where nbval would collect it.
+            execute_notebook(notebooks_dir / name, target, clean=True,
+                             failed_dir=(out or notebooks_dir.parent) / "runs" / "report-failed")
+            log(f"  {name} done in {format_duration(time.perf_counter() - started)}: {target}")
+            executed.append(target)
+    return executed

@@ -1,0 +1,314 @@
+"""The report: notebook format rules, smoke settings, train-or-reuse, papermill runs of 03 and 05.
+
+The papermill tests start real Jupyter kernels. Those that train need the full offline JPEG copy (the
+notebooks hold out a 5,000-image validation split): ``$CIFAR10_ROOT``, else ``data/cifar10-jpeg``;
+without it they are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from cifar_utils import report, sweep
+from cifar_utils.data import detect_source
+from cifar_utils.errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError
+from cifar_utils.presets import from_preset
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = [REPO / "notebooks" / name for name in report.NOTEBOOKS]
+TRAIN_PARAMETERS = ("preset", "epochs", "lr", "batch_size", "seed", "data_root", "out_dir", "train_limit",
+                    "eval_limit", "progress")
+
+
+@pytest.fixture(scope="module")
+def full_data_root() -> Path:
+    candidates = [os.environ.get("CIFAR10_ROOT"), REPO / "data" / "cifar10-jpeg"]
+    for candidate in candidates:
+        if candidate:
+            root = Path(candidate) if Path(candidate).is_absolute() else REPO / candidate
+            if root.is_dir() and detect_source(root):
+                return root.resolve()
+    pytest.skip("the extracted offline CIFAR-10 copy is absent: set CIFAR10_ROOT (e.g. data/cifar10-jpeg)")
+
+
+@pytest.fixture
+def smoke_env(monkeypatch, tmp_path):
+    """Kernels started by the test run the smoke profile and write figures and runs under tmp_path."""
+    monkeypatch.setenv(report.SMOKE_ENV, "1")
+    monkeypatch.setenv(report.OUTPUT_ENV, str(tmp_path / "report"))
+    return tmp_path / "report"
+
+
+def tiny_config(**overrides):
+    values = dict(dataset="synthetic", validation_split=100, train_limit=64, eval_limit=32, epochs=1,
+                  batch_size=32, eval_batch_size=64)
+    return from_preset("seed003", **{**values, **overrides})
+
+
+# ----------------------------------------------------------------------------------- notebook format
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_format(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec["name"] == "python3" and nb.metadata.kernelspec["language"] == "python"
+    assert nb.metadata.language_info["name"] == "python"
+    assert "widgets" not in nb.metadata and "papermill" not in nb.metadata
+    first = nb.cells[0]
+    assert first.cell_type == "markdown"
+    assert f"colab.research.google.com/github/YOUR-ORG/cifar-coursework-kit/blob/main/notebooks/{path.name}" in first.source
+    assert "smoke profile" in first.source and "JPEG copy" in first.source  # says where saved numbers come from
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert "google.colab" in code[0].source and "%pip install" in code[0].source
+    assert "report.notebook_setup()" in code[1].source  # prints the device
+    counts = [cell.execution_count for cell in code]
+    assert counts == list(range(1, len(code) + 1)), "outputs must be saved executed, in order"
+    for cell in code:
+        assert "papermill" not in cell.metadata and "execution" not in cell.metadata
+        for output in cell.outputs:
+            assert output.output_type != "error", f"{path.name} was saved with an error"
+            assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {})
+            assert "\r" not in output.get("text", ""), "progress-bar output was saved"
+
+
+def test_train_notebook_parameters_cell():
+    nb = nbformat.read(REPO / "notebooks" / "03_train.ipynb", as_version=4)
+    tagged = [cell for cell in nb.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    names = set(report.notebook_parameters(REPO / "notebooks" / "03_train.ipynb"))
+    assert set(TRAIN_PARAMETERS) <= names
+
+
+# -------------------------------------------------------------------------------- profile and config
+
+
+def test_smoke_mode_reads_the_environment(monkeypatch):
+    monkeypatch.setenv(report.SMOKE_ENV, "1")
+    assert report.smoke_mode()
+    monkeypatch.setenv(report.SMOKE_ENV, "0")
+    assert not report.smoke_mode()
+    monkeypatch.delenv(report.SMOKE_ENV)
+    assert not report.smoke_mode()
+
+
+def test_notebook_config_smoke_caps_and_defaults():
+    smoke = report.notebook_config("seed000", smoke=True, epochs=40)
+    assert (smoke.epochs, smoke.train_limit, smoke.eval_limit) == (1, report.SMOKE_PROFILE["train_limit"],
+                                                                   report.SMOKE_PROFILE["eval_limit"])
+    explicit = report.notebook_config("seed000", smoke=True, train_limit=64)
+    assert explicit.train_limit == 64
+    full = report.notebook_config("seed000", smoke=False)
+    assert (full.epochs, full.train_limit, full.lr) == (40, None, 1e-3)  # the preset's own values
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"preset": "seed999"}, "unknown preset 'seed999'"),
+    ({"preset": 3}, "preset=3 has type int"),
+    ({"lr": -0.1}, "lr=-0.1 is invalid"),
+    ({"epochs": "3"}, "epochs='3' has type str"),
+])
+def test_notebook_config_rejects_bad_values(kwargs, message):
+    kwargs = {"preset": "seed000", **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        report.notebook_config(kwargs.pop("preset"), smoke=False, **kwargs)
+
+
+def test_setup_uses_the_output_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv(report.OUTPUT_ENV, str(tmp_path))
+    monkeypatch.setenv(report.SMOKE_ENV, "1")
+    lines = []
+    setup = report.notebook_setup(log=lines.append)
+    assert setup.figures_dir == tmp_path / "figures" and setup.runs_dir == tmp_path / "runs" / "report-smoke"
+    assert lines[0].startswith("device: ") and "smoke" in lines[1]
+
+
+def test_format_table_is_aligned():
+    text = report.format_table([{"name": "a", "parameters": 1234}, {"name": "bbb", "parameters": 5}])
+    assert text.splitlines() == ["name  parameters", "----  ----------", "a          1,234", "bbb            5"]
+
+
+# ----------------------------------------------------------------------------------- train or reuse
+
+
+def test_train_or_reuse_never_replaces_a_run_silently(tmp_path):
+    run_dir = tmp_path / "run"
+    first = report.train_or_reuse(tiny_config(), run_dir, device="cpu")
+    assert not first.reused and (run_dir / "metrics.json").is_file()
+    stamp = (run_dir / "metrics.json").stat().st_mtime_ns
+
+    lines = []
+    again = report.train_or_reuse(tiny_config(), run_dir, device="cpu", log=lines.append)
+    assert again.reused and "reusing" in lines[0]
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == stamp  # not trained again
+    assert again.history == pytest.approx(first.history)
+
+    with pytest.raises(OutputExistsError, match=r"other settings \(lr: 0\.1 -> 0\.05\).*overwrite=True"):
+        report.train_or_reuse(tiny_config(lr=0.05), run_dir, device="cpu")
+
+    lines = []
+    replaced = report.train_or_reuse(tiny_config(lr=0.05), run_dir, device="cpu", overwrite=True, log=lines.append)
+    assert not replaced.reused and replaced.metrics["config"]["lr"] == 0.05
+    assert any("overwrite=True: replacing" in line for line in lines)
+
+
+def test_train_or_reuse_refuses_an_unfinished_run_and_bad_flags(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"partial")
+    with pytest.raises(OutputExistsError, match="unfinished run.*resume=True"):
+        report.train_or_reuse(tiny_config(), tmp_path)
+    with pytest.raises(ConfigError, match="progress='yes' has type str"):
+        report.train_or_reuse(tiny_config(), tmp_path, progress="yes")
+    with pytest.raises(ConfigError, match="contradict"):
+        report.train_or_reuse(tiny_config(), tmp_path, overwrite=True, resume=True)
+
+
+def test_evaluate_run_without_a_checkpoint_says_to_run_03(tmp_path):
+    with pytest.raises(CheckpointError, match="run 03_train.ipynb first"):
+        report.evaluate_run(tmp_path / "nothing-here")
+
+
+def test_read_run_needs_a_finished_run(tmp_path):
+    with pytest.raises(CheckpointError, match="no finished run"):
+        report.read_run(tmp_path)
+
+
+# ----------------------------------------------------------------------------------- sweep arguments
+
+
+@pytest.mark.parametrize("learning_rates, base, message", [
+    ([], {}, "non-empty list"),
+    ("0.1", {}, "non-empty list"),
+    ([0.1, -1.0], {}, "learning rate -1.0"),
+    ([0.1, 0.1], {}, "repeats"),
+    ([0.1], {"learning_rate": 0.1}, "unknown parameter.*learning_rate"),
+    ([0.1], {"lr": 0.1}, "set by the sweep"),
+    ([0.1], {"preset": "seed999"}, "unknown preset"),
+])
+def test_sweep_rejects_bad_arguments_before_running(learning_rates, base, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        sweep.run_lr_sweep(learning_rates, base, tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing ran
+
+
+def test_sweep_stops_before_running_when_a_folder_holds_other_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv(report.SMOKE_ENV, "1")
+    run_dir = tmp_path / sweep.run_dir_name(0.1)
+    run_dir.mkdir()
+    config = report.notebook_config("seed003", smoke=True, lr=0.1, epochs=1, seed=1)
+    (run_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict()}))
+    (run_dir / "history.csv").write_text("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n")
+    with pytest.raises(OutputExistsError, match="seed: 1 -> 0"):
+        sweep.run_lr_sweep([0.1, 0.01], {"preset": "seed003"}, tmp_path)
+    assert not (tmp_path / sweep.run_dir_name(0.01)).exists()
+
+
+def test_sweep_table_reports_failed_runs():
+    failed = sweep.SweepRun(0.5, None, Path("x"), Path("x/03_train.failed.ipynb"), None, "diverged")
+    (row,) = sweep.sweep_table([failed])
+    assert row["learning_rate"] == 0.5 and row["status"] == "failed: diverged"
+    assert set(row) == {"learning_rate", "epochs", "best_val_acc", "final_val_acc", "test_acc", "train_seconds", "status"}
+
+
+# ------------------------------------------------------------------------------------ report command
+
+
+def test_report_without_papermill_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "papermill", None)  # makes `import papermill` fail
+    with pytest.raises(CifarUtilsError, match="pip install papermill"):
+        report.run_report(smoke=True)
+
+
+def test_full_profile_warning_estimates_the_time():
+    measured = []
+
+    def fake_measure(model, device):
+        measured.append(model)
+        return 0.05, 0.01  # seconds per image: training, evaluation
+
+    text = report.full_profile_warning(torch.device("cpu"), measure=fake_measure)
+    assert text.startswith("WARNING: no GPU found") and "--smoke" in text
+    assert sorted(measured) == ["seed000_net", "seed004_net"]
+    plan = report.full_profile_trainings()
+    expected = report.estimate_seconds(plan, {"seed000_net": (0.05, 0.01), "seed004_net": (0.05, 0.01)})
+    assert f"about {report.format_duration(expected)}" in text
+    # 03: 40 epochs; 05: 3 rates x 30 epochs; each epoch 45,000 training and 5,000 validation images.
+    per_epoch = 45_000 * 0.05 + 5_000 * 0.01
+    assert expected == pytest.approx((40 + 3 * 30) * per_epoch + 4 * 15_000 * 0.01)
+
+
+def test_format_duration():
+    assert [report.format_duration(s) for s in (30, 600, 36_000, 400_000)] == ["30 s", "10 minutes", "10 hours",
+                                                                                "4.6 days"]
+
+
+# ----------------------------------------------------------------------------- papermill (real kernels)
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"preset": "seed999"}, "unknown preset 'seed999'; choose one of seed000"),
+    ({"lr": -0.1}, "lr=-0.1 is invalid: it must be > 0"),
+    ({"epochs": "three"}, "epochs='three' has type str, but epochs must be int"),
+])
+def test_train_notebook_with_a_wrong_parameter_fails_clearly(parameters, message, smoke_env, tmp_path):
+    with pytest.raises(report.NotebookFailed, match="ConfigError") as failure:
+        report.execute_notebook(REPO / "notebooks" / "03_train.ipynb", tmp_path / "03_train.ipynb", parameters)
+    assert message in str(failure.value)
+    executed = nbformat.read(tmp_path / "03_train.failed.ipynb", as_version=4)
+    errors = [out for cell in executed.cells if cell.cell_type == "code" for out in cell.outputs
+              if out.output_type == "error"]
+    assert len(errors) == 1 and errors[0].ename == "ConfigError" and message in errors[0].evalue
+    assert not (tmp_path / "03_train.ipynb").exists()  # only the .failed copy
+
+
+def test_lr_comparison_notebook_with_two_rates(full_data_root, smoke_env, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    parameters = {"learning_rates": [0.05, 0.01], "preset": "seed003", "train_limit": 64, "eval_limit": 32,
+                  "data_root": str(full_data_root), "out_dir": str(sweep_dir)}
+    report.execute_notebook(REPO / "notebooks" / "05_lr_comparison.ipynb", tmp_path / "05.ipynb", parameters)
+
+    with open(sweep_dir / sweep.TABLE_NAME, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [float(row["learning_rate"]) for row in table] == [0.05, 0.01]
+    for row in table:
+        assert row["status"] == "ok" and int(row["epochs"]) == 1
+        assert all(0 <= float(row[key]) <= 1 for key in ("best_val_acc", "final_val_acc", "test_acc"))
+        assert float(row["train_seconds"]) > 0
+    for lr in (0.05, 0.01):
+        run_dir = sweep_dir / sweep.run_dir_name(lr)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["config"]["lr"] == lr and metrics["split_sizes"]["train"] == 64
+        executed = nbformat.read(run_dir / "03_train.ipynb", as_version=4)
+        assert executed.metadata.papermill["parameters"]["lr"] == lr  # kept as the run's record
+        assert (run_dir / "training_curves.png").is_file()  # not over the report's figure
+    assert (smoke_env / "figures" / "lr_comparison.png").is_file()
+    assert not (smoke_env / "figures" / "training_curves.png").exists()
+
+    # The same sweep again reuses the finished runs instead of training them again.
+    lines = []
+    again = sweep.run_lr_sweep([0.05, 0.01], {"preset": "seed003", "epochs": 30, "train_limit": 64, "eval_limit": 32,
+                                              "data_root": str(full_data_root)}, sweep_dir, log=lines.append)
+    assert [run.reused for run in again] == [True, True] and all("reusing" in line for line in lines)
+
+
+def test_report_runs_a_notebook_into_an_output_folder(full_data_root, tmp_path, monkeypatch):
+    monkeypatch.delenv(report.OUTPUT_ENV, raising=False)
+    smoke_before = os.environ.get(report.SMOKE_ENV)
+    out = tmp_path / "out"
+    lines = []
+    executed = report.run_report(smoke=True, data_root=str(full_data_root), output_dir=str(out),
+                                 notebooks=("01_data.ipynb",), log=lines.append)
+    assert executed == [out / "01_data.ipynb"]
+    nb = nbformat.read(executed[0], as_version=4)
+    assert "papermill" not in nb.metadata
+    assert all("papermill" not in cell.metadata and "execution" not in cell.metadata for cell in nb.cells)
+    assert (out / "figures" / "class_samples.png").is_file() and (out / "figures" / "augmentations.png").is_file()
+    assert any("01_data.ipynb done" in line for line in lines)
+    assert os.environ.get(report.SMOKE_ENV) == smoke_before and report.OUTPUT_ENV not in os.environ  # restored
