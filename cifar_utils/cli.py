@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="run notebooks 01-05 through papermill")
     report.add_argument("--smoke", action="store_true", help="tiny profile: a few hundred images, one epoch")
     report.add_argument("--data-root", default=None)
-    report.add_argument("--output-dir", default=None, help="where executed notebooks go (default: in place)")
+    report.add_argument("--output-dir", default=None, help="where the executed notebooks, figures and runs go (default: notebooks in place, figures/ and runs/)")
     return parser
 
 

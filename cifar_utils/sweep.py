@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -60,17 +61,18 @@ def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, 
                  overwrite: bool = False, resume: bool = False, log: Callable[[str], None] = print) -> list[SweepRun]:
     """Execute ``notebook`` (03) once per learning rate with ``base_parameters``; return the runs in order.
 
-    ``devices`` lists where runs go, round-robin (``["cuda:0", "cuda:1"]``); None or one device runs them
-    one after another on it. Runs are independent, so :func:`_run_one` is the unit a parallel version
-    would hand to one worker per device. ``overwrite`` retrains runs that exist; ``resume`` continues
-    interrupted ones. The table is also written to ``<out_dir>/comparison.csv``.
+    ``devices`` lists where runs go, round-robin (``["cuda:0", "cuda:1"]``); each device runs its share one
+    after another, and different devices run at the same time. None means every visible GPU when there are
+    several (:func:`parallel_devices`), else the best available device, one run after another.
+    ``overwrite`` retrains runs that exist; ``resume`` continues interrupted ones. The table is also
+    written to ``<out_dir>/comparison.csv``.
     """
     learning_rates = _check_learning_rates(learning_rates)
     notebook, out_dir = Path(notebook), Path(out_dir)
     defaults = _check_parameters(notebook, base_parameters)
     if overwrite and resume:
         raise ConfigError("overwrite=True and resume=True contradict each other: choose one")
-    devices = list(devices) if devices else [None]
+    devices = list(devices) if devices else parallel_devices()
     base_parameters = dict(base_parameters)
     if isinstance(base_parameters.get("data_root"), (str, os.PathLike)):  # the runs' kernels start elsewhere
         base_parameters["data_root"] = os.fspath(Path(base_parameters["data_root"]).expanduser().resolve())
@@ -84,18 +86,37 @@ def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, 
         unfinished = (run_dir / "checkpoint.pt").is_file() and not (run_dir / "metrics.json").is_file()
         earlier = None if resume and unfinished else reusable_run(config, run_dir, overwrite)
         planned.append((lr, devices[index % len(devices)], run_dir, earlier, resume and unfinished))
-    runs = []
-    for lr, device, run_dir, earlier, continue_run in planned:
-        if earlier is not None:
-            log(f"lr {lr:g}: reusing the finished run in {run_dir} (same settings; overwrite=True trains again)")
-            runs.append(SweepRun(lr, device, run_dir, run_dir / notebook.name, earlier))
-            continue
-        runs.append(_run_one(notebook, lr, device, run_dir, base_parameters,
-                             {"overwrite": overwrite, "resume": continue_run}, log))
+    def run_share(device: Optional[str]) -> dict[float, SweepRun]:
+        """Run this device's share of the plan, one after another."""
+        done = {}
+        for lr, run_device, run_dir, earlier, continue_run in planned:
+            if run_device != device:
+                continue
+            if earlier is not None:
+                log(f"lr {lr:g}: reusing the finished run in {run_dir} (same settings; overwrite=True trains again)")
+                done[lr] = SweepRun(lr, device, run_dir, run_dir / notebook.name, earlier)
+            else:
+                done[lr] = _run_one(notebook, lr, device, run_dir, base_parameters,
+                                    {"overwrite": overwrite, "resume": continue_run}, log)
+        return done
+
+    # One thread per device is enough: each run executes in its own kernel process.
+    used = list(dict.fromkeys(device for _, device, *_ in planned))
+    with ThreadPoolExecutor(max_workers=len(used)) as pool:
+        finished = {lr: run for share in pool.map(run_share, used) for lr, run in share.items()}
+    runs = [finished[lr] for lr in learning_rates]
     io.save_csv(sweep_table(runs), out_dir / TABLE_NAME)
     if all(run.record is None for run in runs):
         raise CifarUtilsError(f"every run of the sweep failed; the first: {runs[0].error}")
     return runs
+
+
+def parallel_devices() -> list[Optional[str]]:
+    """Every visible GPU (``cuda:0``, ``cuda:1``, ...) when there are several; else ``[None]``, the best device."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [f"cuda:{i}" for i in range(count)] if count > 1 else [None]
 
 
 def _run_one(notebook: Path, lr: float, device: Optional[str], run_dir: Path, base_parameters: Mapping[str, Any],
