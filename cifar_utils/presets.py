@@ -21,6 +21,13 @@ class Preset:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
+# What the fast presets share: the GPU pipeline and the training recipe of fast small CIFAR networks.
+FAST_RECIPE = dict(
+    pipeline="gpu", augmentation="crop_flip", alternating_flip=True, normalization="train_stats", batch_size=1024,
+    eval_batch_size=1000, label_smoothing=0.2, optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=1.3e-3,
+    scheduler="warmup_cosine", min_lr=0.0, tta="flip_translate", channels_last=True, precision="auto",
+)
+
 PRESETS: dict[str, Preset] = {
     "seed000": Preset(
         description="11 residual Blocks, LeakyReLU, KL + label-smoothing loss, Adam, cosine, accumulation 5",
@@ -80,11 +87,8 @@ PRESETS: dict[str, Preset] = {
             # Chosen by reasoning, not measured (no GPU yet): airbench94's layout, epochs ~ its 9.9 plus a margin
             # for the recipe parts a single param group cannot have (BN-bias learning-rate boost, lookahead).
             # lr / (1 - momentum) and lr * weight_decay / (1 - momentum) match airbench94's tuned step sizes.
-            model="fast_net", pipeline="gpu", augmentation="crop_flip", crop_padding=2, alternating_flip=True,
-            normalization="train_stats", batch_size=1024, eval_batch_size=1000, label_smoothing=0.2,
-            optimizer="sgd", lr=1.0, momentum=0.9, nesterov=True, weight_decay=1.3e-3, scheduler="warmup_cosine",
-            warmup_epochs=2.0, min_lr=0.0, epochs=12, ema_decay=0.99, tta="flip_translate", channels_last=True,
-            precision="auto", print_every=4,
+            **FAST_RECIPE, model="fast_net", crop_padding=2, lr=1.0, warmup_epochs=2.0, epochs=12, ema_decay=0.99,
+            print_every=4,
         ),
     ),
     "fast_best": Preset(
@@ -93,11 +97,8 @@ PRESETS: dict[str, Preset] = {
         reported="not yet measured on a GPU; see benchmarks/README.md",
         overrides=dict(
             # Estimated (not measured) at 1-3 s per epoch on an H100, so 80 epochs stay inside 5 minutes.
-            model="fast_best_net", pipeline="gpu", augmentation="crop_flip", crop_padding=4, alternating_flip=True,
-            cutout=12, normalization="train_stats", batch_size=1024, eval_batch_size=1000, label_smoothing=0.2,
-            optimizer="sgd", lr=0.8, momentum=0.9, nesterov=True, weight_decay=1.3e-3, scheduler="warmup_cosine",
-            warmup_epochs=3.0, min_lr=0.0, epochs=80, ema_decay=0.995, tta="flip_translate", channels_last=True,
-            precision="auto", print_every=10,
+            **FAST_RECIPE, model="fast_best_net", crop_padding=4, cutout=12, lr=0.8, warmup_epochs=3.0, epochs=80,
+            ema_decay=0.995, print_every=10,
         ),
     ),
 }
