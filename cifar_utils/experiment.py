@@ -24,7 +24,7 @@ from torch import nn
 
 from . import distributed, io
 from .checkpoint import load_checkpoint
-from .config import Config, config_from_dict
+from .config import Config, config_from_dict, replace
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset, make_dataloader,
                    make_splits)
 from .device import autocast, describe_device, get_device, resolve_precision, set_seed
@@ -262,30 +262,58 @@ def _compile(model: nn.Module, example: torch.Tensor, device: torch.device,
     return time.perf_counter() - started, compiled
 
 
-def evaluate_checkpoint(path: str | Path, data_root: Optional[str] = None, device: Optional[str] = None,
-                        data: Optional[CifarData] = None,
-                        batch_size: Optional[int] = None) -> tuple[Evaluation, Config]:
-    """Evaluate a saved checkpoint on its test split (same seed, limits and normalisation as in training).
+@dataclass
+class TrainedModel:
+    """A checkpoint's network, ready to predict, with what it needs to read images."""
 
-    ``data_root`` and ``batch_size`` (the evaluation batch) override what the checkpoint's config says.
-    """
+    model: nn.Module  # in eval mode, on ``device``; the EMA weights when the run kept an average
+    config: Config
+    classes: list[str]
+    mean: tuple[float, ...]  # the normalisation it was trained with, in [0, 1] pixel units
+    std: tuple[float, ...]
+    device: torch.device
+
+
+def load_model(path: str | Path, device: Optional[str] = None) -> TrainedModel:
+    """Rebuild the network saved in checkpoint ``path`` (clear :class:`CheckpointError` if unusable)."""
     state = load_checkpoint(path)
-    overrides = {"data_root": data_root, "eval_batch_size": batch_size}
-    config = config_from_dict({**state["config"], **{k: v for k, v in overrides.items() if v is not None}})
-    config.validate()
+    if "classes" not in state:
+        raise CheckpointError(f"{path} does not record its classes; it was not written by cifar_utils.train")
+    config = config_from_dict(state["config"])
     dev = get_device(device)
-    splits = load_splits(config, data)
-    if list(state.get("classes", splits.classes)) != splits.classes:
-        raise CheckpointError(f"{path} was trained on classes {state['classes']}, but the data has {splits.classes}")
-    model = build_model(config, len(splits.classes)).to(dev)
+    model = build_model(config, len(state["classes"]))
     if state.get("ema") is not None:
         ema = torch.optim.swa_utils.AveragedModel(model, use_buffers=True)
         ema.load_state_dict(state["ema"])
         model = ema.module
     else:
         model.load_state_dict(state["model"])
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return TrainedModel(model.to(dev).eval(), config, list(state["classes"]), tuple(state["mean"]),
+                        tuple(state["std"]), dev)
+
+
+def evaluate_model(trained: TrainedModel, data_root: Optional[str] = None, data: Optional[CifarData] = None,
+                   batch_size: Optional[int] = None) -> tuple[Evaluation, Config]:
+    """Evaluate a loaded network on its run's test split (same seed, limits and normalisation as in training).
+
+    ``data_root`` and ``batch_size`` (the evaluation batch) override what the run's config says.
+    """
+    overrides = {"data_root": data_root, "eval_batch_size": batch_size}
+    config = replace(trained.config, **{k: v for k, v in overrides.items() if v is not None}).validate()
+    splits = load_splits(config, data)
+    if trained.classes != splits.classes:
+        raise CheckpointError(f"the network was trained on classes {trained.classes}, but the data has {splits.classes}")
     loader = make_dataloader(splits.test, build_transform("none", splits.mean, splits.std), config.eval_batch_size,
-                             dev, None, config.num_workers)
-    precision = resolve_precision(config.precision, dev)
-    return evaluate(model, loader, dev, splits.classes, precision=precision, tta=config.tta,
+                             trained.device, None, config.num_workers)
+    precision = resolve_precision(config.precision, trained.device)
+    return evaluate(trained.model, loader, trained.device, splits.classes, precision=precision, tta=config.tta,
                     channels_last=config.channels_last), config
+
+
+def evaluate_checkpoint(path: str | Path, data_root: Optional[str] = None, device: Optional[str] = None,
+                        data: Optional[CifarData] = None,
+                        batch_size: Optional[int] = None) -> tuple[Evaluation, Config]:
+    """Evaluate checkpoint ``path`` on its run's test split; see :func:`evaluate_model`."""
+    return evaluate_model(load_model(path, device), data_root, data, batch_size)

@@ -295,6 +295,7 @@ class RunEvaluation:
     evaluation: Any  # cifar_utils.evaluation.Evaluation
     images: torch.Tensor  # uint8 [N, 3, 32, 32] test images, in the order of evaluation.labels
     data_description: str
+    trained: Any  # cifar_utils.experiment.TrainedModel: the evaluated network
 
 
 def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
@@ -303,7 +304,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
     from .checkpoint import load_checkpoint
     from .config import config_from_dict
     from .data import load_dataset
-    from .experiment import evaluate_checkpoint, load_splits
+    from .experiment import evaluate_model, load_model, load_splits
 
     run_dir = Path(run_dir)
     latest, best = run_dir / "checkpoint.pt", run_dir / "checkpoint_best.pt"
@@ -317,9 +318,23 @@ def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
     config = config_from_dict({**saved, **({"data_root": data_root} if data_root is not None else {})})
     checkpoint = best if config.keep_best and best.is_file() else latest
     data = load_dataset(config.data_root, config.dataset, config.download, config.skip_bad_files, seed=config.seed)
-    evaluation, config = evaluate_checkpoint(checkpoint, config.data_root, device, data=data)
+    trained = load_model(checkpoint, device)
+    evaluation, config = evaluate_model(trained, config.data_root, data)
     images = load_splits(config, data).test.images
-    return RunEvaluation(checkpoint, config, evaluation, images, data.description)
+    return RunEvaluation(checkpoint, config, evaluation, images, data.description, trained)
+
+
+def trained_branch_weights(result: RunEvaluation, batch_size: int = 500) -> list[torch.Tensor]:
+    """The trained Blocks' weights ``a`` on every test image of ``result``: one [N, K] tensor per Block,
+    on the CPU (an empty list for a network without Blocks, such as ResNet-32)."""
+    from .data import build_transform
+    from .models import collect_branch_weights
+
+    trained = result.trained
+    normalise = build_transform("none", trained.mean, trained.std)
+    per_batch = [collect_branch_weights(trained.model, normalise(result.images[start:start + batch_size]).to(trained.device))
+                 for start in range(0, len(result.images), batch_size)]
+    return [torch.cat(blocks) for blocks in zip(*per_batch)]
 
 
 # ------------------------------------------------------------------------------------------ papermill
