@@ -2,7 +2,7 @@
 
 Usage::
 
-    from cifar_utils.config import Config, from_preset
+    from cifar_utils.presets import from_preset
     config = from_preset("seed003", epochs=5, lr=0.05)   # unknown names are rejected
     config.validate()
 
@@ -110,6 +110,11 @@ class Config:
                  "must be at least 1: validation images are held out of the training set (never the test set)")
         _require(self.train_limit is None or self.train_limit >= 1, "train_limit", self.train_limit, "must be at least 1, or None")
         _require(self.eval_limit is None or self.eval_limit >= 1, "eval_limit", self.eval_limit, "must be at least 1, or None")
+        _require(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
+        _require(not self.nesterov or self.momentum > 0, "nesterov", self.nesterov,
+                 "needs momentum > 0 (Nesterov momentum with momentum=0 is undefined)")
+        _require(0 < self.plateau_factor < 1, "plateau_factor", self.plateau_factor, "must be in (0, 1)")
+        _require(self.plateau_patience >= 0, "plateau_patience", self.plateau_patience, "must be 0 or more")
         _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be 0 or more")
         _require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
         _require(self.kl_weight >= 0, "kl_weight", self.kl_weight, "must be 0 or more")

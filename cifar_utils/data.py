@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import io
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FIXED_MEAN = (0.5, 0.5, 0.5)  # the fixed normalisation most reports use
@@ -388,7 +388,7 @@ def augmentation_ops(name: str) -> list:
         "none": lambda: [],
     }
     if name not in ops:
-        raise DataError(f"unknown augmentation {name!r}; choose one of {', '.join(ops)}")
+        raise ConfigError(f"unknown augmentation {name!r}; choose one of {', '.join(ops)}")
     return ops[name]()
 
 
@@ -460,8 +460,9 @@ def make_dataloader(imageset: ImageSet, transform, batch_size: int, device: torc
                     generator: Optional[torch.Generator] = None, drop_last: bool = False) -> DataLoader:
     """A DataLoader over ``imageset``; ``sampler`` None means in order (for evaluation).
 
-    ``generator`` seeds the workers without drawing from the global RNG, which keeps a resumed run's
-    augmentation stream identical to an uninterrupted one.
+    ``generator`` seeds the workers without drawing from the global RNG, so that with no workers (the CPU
+    default) a resumed run's augmentations equal an uninterrupted run's. Worker processes draw their
+    seeds when first started, so with workers a resumed run sees the same order, other augmentations.
     """
     workers = default_num_workers(device) if num_workers is None else num_workers
     return DataLoader(TensorImageDataset(imageset, transform), batch_size=batch_size, sampler=sampler,

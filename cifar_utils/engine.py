@@ -54,7 +54,7 @@ class EpochProgress:
 
     def record(self, loss: torch.Tensor, correct: torch.Tensor, count: int, batch_number: int) -> None:
         """Add one mini-batch's mean loss and correct count, on the device and without waiting for it."""
-        loss = loss.detach().to(torch.float32 if loss.device.type == "mps" else torch.float64)
+        loss = loss.detach().to(accumulator_dtype(loss.device))
         if self._sums is None:
             self._sums = torch.zeros(2, dtype=loss.dtype, device=loss.device)
             self._first_bad = torch.tensor([-1.0, 0.0], dtype=loss.dtype, device=loss.device)
@@ -78,6 +78,11 @@ class EpochProgress:
     def averages(self) -> tuple[float, float]:
         loss_sum, correct, count = distributed.all_reduce_sum([self.loss_sum, self.correct, self.count])
         return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """float64 for running sums, except on Apple's MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -168,7 +173,7 @@ def validate_epoch(model: nn.Module, dataloader, criterion: nn.Module, device: t
                    precision: str = "fp32", channels_last: bool = False) -> tuple[float, float]:
     """Evaluate without gradients and return ``(average loss, accuracy)`` (summed over ranks under DDP)."""
     model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    loss_sum = torch.zeros((), device=device, dtype=accumulator_dtype(device))
     correct = torch.zeros((), device=device, dtype=torch.int64)
     count = 0
     for images, labels in dataloader:
@@ -179,7 +184,7 @@ def validate_epoch(model: nn.Module, dataloader, criterion: nn.Module, device: t
         with autocast(device, precision):
             logits = model(images)
             loss = criterion(logits, labels)
-        loss_sum += loss.double() * len(labels)
+        loss_sum += loss.to(loss_sum.dtype) * len(labels)
         correct += (logits.argmax(1) == labels).sum()
         count += len(labels)
     loss_total, correct_total, count_total = distributed.all_reduce_sum([loss_sum.item(), correct.item(), count])
@@ -344,9 +349,17 @@ def _check_finite_weights(model: nn.Module, epoch: int, step: int) -> None:
             raise TrainingDivergedError(epoch, step, value, quantity=f"weight {name}")
 
 
+# Settings a resumed run must share with its checkpoint: they fix the data order, the batches and the model.
+RESUME_KEYS = ("model", "batch_size", "accumulation_steps", "seed", "train_limit", "validation_split", "pipeline",
+               "scheduler", "cosine_t_max")
+
+
 def _check_same_setup(state: dict, config, path: Path) -> None:
     saved = state["config"]
-    for key in ("model", "batch_size", "accumulation_steps", "seed", "train_limit", "validation_split"):
+    keys = list(RESUME_KEYS)
+    if config.scheduler in ("onecycle", "warmup_cosine") or (config.scheduler == "cosine" and not config.cosine_t_max):
+        keys.append("epochs")  # these schedules are sized for the run's length; more epochs would restart them
+    for key in keys:
         if saved.get(key) != getattr(config, key):
             raise CheckpointError(f"{path} was trained with {key}={saved.get(key)!r}, but this run has "
                                   f"{key}={getattr(config, key)!r}; resume with the same settings or use a new --out")

@@ -72,7 +72,7 @@ def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, 
     defaults = _check_parameters(notebook, base_parameters)
     if overwrite and resume:
         raise ConfigError("overwrite=True and resume=True contradict each other: choose one")
-    devices = list(devices) if devices else parallel_devices()
+    devices = _check_devices(devices) if devices else parallel_devices()
     base_parameters = dict(base_parameters)
     if isinstance(base_parameters.get("data_root"), (str, os.PathLike)):  # the runs' kernels start elsewhere
         base_parameters["data_root"] = os.fspath(Path(base_parameters["data_root"]).expanduser().resolve())
@@ -138,6 +138,21 @@ def _run_one(notebook: Path, lr: float, device: Optional[str], run_dir: Path, ba
     log(f"lr {lr:g}: best validation accuracy {record.metrics['best_validation_accuracy']:.2%}, "
         f"test accuracy {record.metrics['test_accuracy']:.2%}")
     return SweepRun(lr, device, run_dir, executed, record)
+
+
+def _check_devices(devices: Sequence[Optional[str]]) -> list[Optional[str]]:
+    """A list of device names; a single string (papermill's ``-p`` passes one) is refused, not split."""
+    import torch
+
+    if isinstance(devices, (str, bytes)) or not isinstance(devices, Sequence):
+        raise ConfigError(f"devices={devices!r} must be a list such as ['cuda:0', 'cuda:1'] "
+                          "(with papermill: -y 'devices: [\"cuda:0\", \"cuda:1\"]')")
+    for device in devices:
+        try:
+            torch.device(device) if device is not None else None
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"{device!r} in devices is not a device name; use cpu, cuda, cuda:1 or mps") from None
+    return list(devices)
 
 
 def _check_learning_rates(learning_rates: Sequence[float]) -> list[float]:

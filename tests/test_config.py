@@ -151,3 +151,16 @@ def test_parsed_values_pass_validation():
     config = from_preset("seed004", **overrides)
     values = (config.epochs, config.lr, config.train_limit, config.grad_clip, config.download)
     assert values == (2, 0.01, None, 1.0, False)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"momentum": -0.1}, "momentum"), ({"momentum": 1.0}, "momentum"),
+    ({"nesterov": True, "momentum": 0.0}, "nesterov"), ({"plateau_factor": 1.0}, "plateau_factor"),
+    ({"plateau_patience": -1}, "plateau_patience"),
+])
+def test_optimizer_and_scheduler_values_torch_would_reject_are_caught_early(overrides, field):
+    from cifar_utils.errors import ConfigError
+    from cifar_utils.presets import from_preset
+
+    with pytest.raises(ConfigError, match=field):
+        from_preset("seed003", **overrides)

@@ -17,7 +17,7 @@ from cifar_utils.config import AUGMENTATIONS, Config
 from cifar_utils.data import (CACHE_NAME, FIXED_MEAN, FIXED_STD, CifarData, ImageSet, ShardedShuffleSampler,
                               augmentation_ops, build_transform, channel_stats, default_num_workers, load_dataset,
                               load_image_folder, make_dataloader, make_splits, resolve_root, synthetic_dataset)
-from cifar_utils.errors import DataError
+from cifar_utils.errors import ConfigError, DataError
 
 RED, GREEN, BLUE = (200, 10, 30), (10, 200, 30), (20, 40, 220)
 
@@ -444,7 +444,7 @@ def test_augmentation_parameters_follow_the_reports():
     assert isinstance(resized, v2.RandomResizedCrop)
     assert tuple(resized.scale) == (0.8, 1.0) and tuple(resized.ratio) == (0.9, 1.1)
     assert augmentation_ops("none") == []
-    with pytest.raises(DataError, match="crop_flip"):
+    with pytest.raises(ConfigError, match="crop_flip"):
         augmentation_ops("mixup")
 
 

@@ -421,3 +421,28 @@ def test_deferred_read_back_gives_the_same_averages():
         results.append(train_epoch(model, data, torch.nn.CrossEntropyLoss(), optimizer, torch.device("cpu"),
                                    read_back_every=every))
     assert results[0] == pytest.approx(results[1], rel=1e-12)
+
+
+@pytest.mark.parametrize("scheduler, extra, refused", [
+    ("cosine", {}, True),  # T_max = epochs: more epochs would restart the schedule
+    ("onecycle", {}, True),
+    ("cosine", {"cosine_t_max": 10}, False),  # a fixed period, as seed000 has
+    ("none", {}, False),
+])
+def test_raising_epochs_on_resume_is_refused_only_for_schedules_sized_by_the_run(tmp_path, scheduler, extra, refused):
+    from cifar_utils.data import synthetic_dataset
+    from cifar_utils.errors import CheckpointError
+    from cifar_utils.experiment import train
+    from cifar_utils.presets import from_preset
+
+    data = synthetic_dataset(48, 16)
+    settings = dict(model="resnet20", batch_size=16, eval_batch_size=16, validation_split=16, scheduler=scheduler,
+                    augmentation="none", **extra)
+    train(from_preset("seed003", epochs=1, **settings), tmp_path, data=data, progress=False, log=lambda _: None)
+    longer = from_preset("seed003", epochs=2, **settings)
+    if refused:
+        with pytest.raises(CheckpointError, match="epochs=1"):
+            train(longer, tmp_path, data=data, progress=False, resume=True, log=lambda _: None)
+    else:
+        result = train(longer, tmp_path, data=data, progress=False, resume=True, log=lambda _: None)
+        assert len(result.history) == 2

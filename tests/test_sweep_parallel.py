@@ -62,3 +62,9 @@ def test_round_robin_assignment_and_result_order(monkeypatch, tmp_path):
 
 def test_default_devices_without_several_gpus_is_one_sequential_device():
     assert sweep.parallel_devices() == [None]
+
+
+@pytest.mark.parametrize("devices", ['["cuda:0", "cuda:1"]', ["cuda:0", "not a device"]])
+def test_devices_that_are_not_a_list_of_device_names_are_refused(tmp_path, devices):
+    with pytest.raises(sweep.ConfigError, match="devices"):
+        sweep.run_lr_sweep([0.1], {"preset": "seed004"}, tmp_path, devices=devices, log=lambda _: None)
