@@ -83,6 +83,15 @@ def all_reduce_sum(values: Sequence[float]) -> list[float]:
     return tensor.tolist()
 
 
+def broadcast_from_main(value):
+    """Rank 0's ``value`` on every rank (unchanged in a single process); it must be picklable."""
+    if not is_initialized():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 def barrier() -> None:
     if is_initialized():
         dist.barrier()

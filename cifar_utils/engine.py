@@ -243,6 +243,8 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
         history = list(state["history"])
         start_epoch, best_val_acc = state["epoch"], state.get("best_val_acc", -1.0)
         partial = EpochProgress(**state["epoch_progress"]) if state.get("step") else EpochProgress()
+        if distributed.rank() != 0:  # the saved partial sums are rank 0's; counting them on every rank inflates them
+            partial = EpochProgress(step=partial.step, seconds=partial.seconds)
         if distributed.world_size() == 1:
             restore_rng_state(state["rng"])
         else:  # each rank has its own augmentation stream; reseed it deterministically

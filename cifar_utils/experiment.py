@@ -89,8 +89,7 @@ def prepare_out_dir(out_dir: Optional[str | Path], preset: str, resume: bool, ov
     if out_dir is None:
         if resume:
             raise CheckpointError("resume needs the run directory to continue: pass --out DIR (out_dir=...)")
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out_dir = Path("runs") / f"{preset}-{stamp}"
+        out_dir = distributed.broadcast_from_main(_new_run_dir(preset) if distributed.is_main_process() else None)
     out_dir = Path(out_dir)
     existing = [name for name in RUN_FILES if (out_dir / name).exists()]
     if resume:
@@ -109,6 +108,19 @@ def prepare_out_dir(out_dir: Optional[str | Path], preset: str, resume: bool, ov
                                 "continue it, --overwrite to replace it, or choose another --out.")
     distributed.barrier()
     return out_dir
+
+
+def _new_run_dir(preset: str) -> Path:
+    """``runs/<preset>-<time>``, created now; a suffix keeps two runs started in the same second apart."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 100):
+        candidate = Path("runs") / (f"{preset}-{stamp}" + (f"-{attempt}" if attempt > 1 else ""))
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+    raise OutputExistsError(f"could not create a new run directory for {preset} under runs/; pass --out DIR")
 
 
 def train(config: Config, out_dir: Optional[str | Path] = None, *, device: Optional[str] = None,
@@ -135,6 +147,10 @@ def train(config: Config, out_dir: Optional[str | Path] = None, *, device: Optio
             dev = torch.device("cuda", info.local_rank)
     try:
         return _train(config, out_dir, dev, resume, overwrite, progress, log, data, started)
+    except torch.OutOfMemoryError:  # outside the training loop: moving data, compiling, evaluating
+        raise OutOfMemoryError(f"{dev.type} ran out of memory outside the training loop (loading the data set onto "
+                               f"the device, compiling or evaluating). Try a smaller --batch-size, "
+                               f"--set eval_batch_size=N, or --pipeline torchvision to keep the data on the host.") from None
     finally:
         if joined:
             distributed.cleanup()
@@ -191,6 +207,7 @@ def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: 
                   scheduler=scheduler, scaler=scaler, ema=ema, precision=precision, checkpoint_dir=out,
                   resume=resume, progress=progress, log=say, extra_state=extra)
 
+    distributed.barrier()  # rank 0 has written the last checkpoints before any rank reads them
     eval_model = ema.module if ema is not None else unwrap(model)
     if config.keep_best and (out / BEST_CHECKPOINT_NAME).exists():
         best = load_checkpoint(out / BEST_CHECKPOINT_NAME, map_location=dev)
@@ -249,12 +266,17 @@ def _compile(model: nn.Module, example: torch.Tensor, device: torch.device,
              precision: str) -> tuple[float, nn.Module]:
     """``torch.compile`` the model and run one forward and backward pass on ``example`` [B, 3, 32, 32], so
     that compiling happens here and is timed apart from training; the weights, BatchNorm statistics and
-    gradients are restored afterwards. Seconds spent, and the compiled model."""
+    gradients are restored afterwards. Seconds spent, and the compiled model. A shorter last batch still
+    compiles once more inside the first epoch."""
     started = time.perf_counter()
     compiled = torch.compile(model)
     state = {k: v.clone() for k, v in unwrap(model).state_dict().items()}
     with autocast(device, precision):
         compiled(example).float().sum().backward()
+        compiled.eval()  # validation runs the eval-mode graph, which compiles separately
+        with torch.no_grad():
+            compiled(example)
+        compiled.train()
     unwrap(model).load_state_dict(state)
     model.zero_grad(set_to_none=True)
     if device.type == "cuda":

@@ -324,6 +324,46 @@ def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
     return RunEvaluation(checkpoint, config, evaluation, images, data.description, trained)
 
 
+@dataclass
+class BranchWeightSummary:
+    """What a network's Blocks do with their branches, for a report."""
+
+    weights: list  # one [N, K] tensor of weights a per Block; empty for a network without Blocks
+    entropy: float  # mean entropy of a over Blocks and images, in nats (NaN without Blocks)
+    uniform: float  # log K: the entropy of an even mix (NaN without Blocks)
+    figure: Any  # the heatmaps of a for the first images, or None without Blocks
+
+    def describe(self) -> str:
+        """A clause for a conclusion, such as 'its Blocks mix their branches almost evenly (...)'."""
+        if not self.weights:
+            return "it has no coursework Blocks"
+        how = "almost evenly" if self.entropy > 0.9 * self.uniform else "unevenly"
+        return (f"its Blocks mix their branches {how} (mean weight entropy {self.entropy:.3f} nats out of a "
+                f"possible {self.uniform:.3f})")
+
+
+def summarize_branch_weights(model: torch.nn.Module, weights: Sequence[torch.Tensor],
+                             images: Optional[torch.Tensor] = None, title: Optional[str] = None,
+                             save_to: Optional[str | os.PathLike] = None, count: int = 4,
+                             log: Callable[[str], None] = print) -> BranchWeightSummary:
+    """Print the mean entropy of ``weights`` (a list over Blocks of [N, K], as ``collect_branch_weights``
+    gives) against log K and plot them for the first ``count`` ``images`` (uint8 [N, 3, 32, 32]); for a
+    network without Blocks, say so instead."""
+    from . import plots
+    from .models import Block, branch_weight_entropy
+
+    if not weights:
+        log(f"{type(model).__name__} has no coursework Blocks, so there are no branch weights to show")
+        return BranchWeightSummary([], float("nan"), float("nan"), None)
+    kernel_sizes = next(m for m in model.modules() if isinstance(m, Block)).kernel_sizes
+    entropy, uniform = branch_weight_entropy(weights), math.log(weights[0].shape[1])
+    log(f"{len(weights)} Blocks, K = {weights[0].shape[1]}: mean entropy of a over {weights[0].shape[0]:,} images = "
+        f"{entropy:.3f} nats (uniform: log K = {uniform:.3f}; one branch only: 0)")
+    figure = plots.plot_branch_weights(weights, [f"{k}x{k}" for k in kernel_sizes], images=images, count=count,
+                                       title=title, save_to=save_to)
+    return BranchWeightSummary(list(weights), entropy, uniform, figure)
+
+
 def trained_branch_weights(result: RunEvaluation, batch_size: int = 500) -> list[torch.Tensor]:
     """The trained Blocks' weights ``a`` on every test image of ``result``: one [N, K] tensor per Block,
     on the CPU (an empty list for a network without Blocks, such as ResNet-32)."""
