@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def main() -> None:
         print(f"{name}: {runs[-1]['train_seconds']:.1f} s for one epoch of {args.train_limit} images "
               f"({runs[-1]['parameters'] / 1e6:.2f} M parameters)")
     io.save_json({
-        "benchmark": "one epoch per preset", "date": date, "device": describe_device(device),
+        "benchmark": "one epoch per preset", "command": " ".join(["python", *sys.argv]), "date": date, "device": describe_device(device),
         "torch_version": torch.__version__, "python_version": platform.python_version(),
         "settings": {"train_limit": args.train_limit, "eval_limit": args.eval_limit, "epochs": 1},
         "note": "measured on the offline JPEG copy of CIFAR-10, not the official data set",

@@ -447,6 +447,9 @@ def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, par
             shutil.move(str(executed), failed)
             raise NotebookFailed(f"{notebook.name} stopped at cell {err.exec_count}: {err.ename}: {err.evalue} "
                                  f"(the executed notebook is at {failed})") from None
+        except RuntimeError as err:  # nbclient's DeadKernelError and its kin: the kernel itself died
+            raise NotebookFailed(f"the kernel running {notebook.name} died ({type(err).__name__}: {err}); this is "
+                                 "often running out of memory: try a smaller batch size") from None
         if clean:
             clean_notebook(executed)
         io.atomic_write(output, lambda tmp: shutil.copyfile(executed, tmp))
