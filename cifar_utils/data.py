@@ -413,6 +413,13 @@ class TensorImageDataset(Dataset):
         return self.transform(self.imageset.images[index]), self.imageset.labels[index]
 
 
+def pad_to_multiple(order: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``order`` padded with its own start to a length divisible by ``multiple``, as ``DistributedSampler``
+    pads, so that every rank gets as many positions."""
+    extra = -len(order) % multiple
+    return torch.cat([order, order[:extra]]) if extra else order
+
+
 class ShardedShuffleSampler(Sampler[int]):
     """Seeded per-epoch shuffling, sharded across ranks, that can start part-way through an epoch.
 
@@ -436,10 +443,7 @@ class ShardedShuffleSampler(Sampler[int]):
             order = torch.randperm(self.size, generator=gen)
         else:
             order = torch.arange(self.size)
-        total = math.ceil(self.size / self.num_replicas) * self.num_replicas
-        if total > self.size:
-            order = torch.cat([order, order[: total - self.size]])
-        return order[self.rank::self.num_replicas]
+        return pad_to_multiple(order, self.num_replicas)[self.rank::self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices()[self.skip:].tolist())

@@ -76,12 +76,18 @@ def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loader
     train = make_dataloader(splits.train, build_transform(config.augmentation, splits.mean, splits.std), batch,
                             device, train_sampler, config.num_workers, torch.Generator().manual_seed(config.seed),
                             drop_last=len(train_sampler) % batch == 1 and len(train_sampler) > 1)  # BatchNorm cannot train on one image
-    plain = build_transform("none", splits.mean, splits.std)
-    evals = [make_dataloader(s, plain, eval_batch, device,
-                             ShardedShuffleSampler(len(s), shuffle=False, num_replicas=world, rank=rank)
-                             if world > 1 else None, config.num_workers)
+    evals = [_eval_loader(s, splits, eval_batch, config, device,
+                          ShardedShuffleSampler(len(s), shuffle=False, num_replicas=world, rank=rank)
+                          if world > 1 else None)
              for s in (splits.validation, splits.test)]
     return Loaders(train, *evals)
+
+
+def _eval_loader(imageset, splits: Splits, batch_size: int, config: Config, device: torch.device,
+                 sampler=None):
+    """A DataLoader of ``imageset`` without augmentation, normalised as ``splits`` says, in order."""
+    return make_dataloader(imageset, build_transform("none", splits.mean, splits.std), batch_size, device, sampler,
+                           config.num_workers)
 
 
 def prepare_out_dir(out_dir: Optional[str | Path], preset: str, resume: bool, overwrite: bool) -> Path:
@@ -258,8 +264,7 @@ def _full_loader(loader, imageset, config, device, splits):
     """Final evaluation reads every image on every rank (not a shard), so all ranks report the same numbers."""
     if distributed.world_size() == 1:
         return loader
-    return make_dataloader(imageset, build_transform("none", splits.mean, splits.std), config.eval_batch_size,
-                           device, None, config.num_workers)
+    return _eval_loader(imageset, splits, config.eval_batch_size, config, device)
 
 
 def _compile(model: nn.Module, example: torch.Tensor, device: torch.device,
@@ -316,26 +321,23 @@ def load_model(path: str | Path, device: Optional[str] = None) -> TrainedModel:
                         tuple(state["std"]), dev)
 
 
-def evaluate_model(trained: TrainedModel, data_root: Optional[str] = None, data: Optional[CifarData] = None,
-                   batch_size: Optional[int] = None) -> tuple[Evaluation, Config]:
-    """Evaluate a loaded network on its run's test split (same seed, limits and normalisation as in training).
-
-    ``data_root`` and ``batch_size`` (the evaluation batch) override what the run's config says.
-    """
-    overrides = {"data_root": data_root, "eval_batch_size": batch_size}
-    config = replace(trained.config, **{k: v for k, v in overrides.items() if v is not None}).validate()
-    splits = load_splits(config, data)
+def evaluate_model(trained: TrainedModel, splits: Splits, config: Config) -> Evaluation:
+    """Evaluate a loaded network on the test split of ``splits`` (made from ``config``, the run's settings
+    with any overrides such as the data root or the evaluation batch)."""
     if trained.classes != splits.classes:
         raise CheckpointError(f"the network was trained on classes {trained.classes}, but the data has {splits.classes}")
-    loader = make_dataloader(splits.test, build_transform("none", splits.mean, splits.std), config.eval_batch_size,
-                             trained.device, None, config.num_workers)
+    loader = _eval_loader(splits.test, splits, config.eval_batch_size, config, trained.device)
     precision = resolve_precision(config.precision, trained.device)
     return evaluate(trained.model, loader, trained.device, splits.classes, precision=precision, tta=config.tta,
-                    channels_last=config.channels_last), config
+                    channels_last=config.channels_last)
 
 
 def evaluate_checkpoint(path: str | Path, data_root: Optional[str] = None, device: Optional[str] = None,
                         data: Optional[CifarData] = None,
                         batch_size: Optional[int] = None) -> tuple[Evaluation, Config]:
-    """Evaluate checkpoint ``path`` on its run's test split; see :func:`evaluate_model`."""
-    return evaluate_model(load_model(path, device), data_root, data, batch_size)
+    """Evaluate checkpoint ``path`` on its run's test split (same seed, limits and normalisation as in
+    training); ``data_root`` and ``batch_size`` (the evaluation batch) override what the run's config says."""
+    trained = load_model(path, device)
+    overrides = {"data_root": data_root, "eval_batch_size": batch_size}
+    config = replace(trained.config, **{k: v for k, v in overrides.items() if v is not None}).validate()
+    return evaluate_model(trained, load_splits(config, data), config), config

@@ -32,7 +32,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .data import ImageSet
+from .data import ImageSet, pad_to_multiple
 from .errors import ConfigError
 
 FLIPPING_AUGMENTATIONS = ("crop_flip", "affine_jitter", "resized_crop_flip")
@@ -271,11 +271,6 @@ class _DeviceImages:
             raise ConfigError(f"cannot skip {skip_batches} batches of an epoch of {self.batches_per_epoch}")
         self.epoch, self.skip_batches = epoch, skip_batches
 
-    def _padded(self, order: torch.Tensor) -> torch.Tensor:
-        """``order`` padded with its own start to a multiple of the world size (as DistributedSampler)."""
-        extra = self.positions_per_rank * self.world_size - len(order)
-        return torch.cat([order, order[:extra]]) if extra else order
-
     def _rank_batches(self, total: int) -> Iterator[torch.Tensor]:
         """This rank's positions in an epoch of ``total`` positions, one tensor per batch, after the skip."""
         mine = torch.arange(self.rank, total, self.world_size, device=self.device)
@@ -294,7 +289,7 @@ class GpuEvalLoader(_DeviceImages):
     """Evaluation batches in order, normalised, no augmentation: (float32 [B, 3, H, W], int64 [B])."""
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self._padded(torch.arange(len(self.labels), device=self.device))
+        order = pad_to_multiple(torch.arange(len(self.labels), device=self.device), self.world_size)
         for positions in self._rank_batches(len(order)):
             index = order[positions]
             yield self._layout(self._normalise(self.images[index].float() / 255)), self.labels[index]
@@ -335,7 +330,7 @@ class GpuTrainLoader(_DeviceImages):
     def draw_epoch(self, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Epoch ``epoch``'s padded order (int64 [P]) and per-position augmentation parameters ([P] each)."""
         gen = device_generator(self.device, epoch_seed(self.seed, epoch))
-        order = self._padded(torch.randperm(len(self.labels), generator=gen, device=self.device))
+        order = pad_to_multiple(torch.randperm(len(self.labels), generator=gen, device=self.device), self.world_size)
         params = draw_augmentation(self.augmentation, len(order), gen, self.image_size, self.crop_padding)
         if self.augmentation in FLIPPING_AUGMENTATIONS:
             if self._first_flip is not None:

@@ -318,10 +318,10 @@ def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
     config = config_from_dict({**saved, **({"data_root": data_root} if data_root is not None else {})})
     checkpoint = best if config.keep_best and best.is_file() else latest
     data = load_dataset(config.data_root, config.dataset, config.download, config.skip_bad_files, seed=config.seed)
+    splits = load_splits(config, data)
     trained = load_model(checkpoint, device)
-    evaluation, config = evaluate_model(trained, config.data_root, data)
-    images = load_splits(config, data).test.images
-    return RunEvaluation(checkpoint, config, evaluation, images, data.description, trained)
+    evaluation = evaluate_model(trained, splits, config)
+    return RunEvaluation(checkpoint, config, evaluation, splits.test.images, data.description, trained)
 
 
 @dataclass
