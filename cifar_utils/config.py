@@ -51,6 +51,7 @@ class Config:
     normalization: str = "fixed"  # fixed: mean=std=0.5; train_stats: per-channel statistics of the training split
     pipeline: str = "torchvision"  # torchvision DataLoader, or gpu: whole uint8 dataset on the device
     batch_size: int = 128  # training mini-batch size (the optimizer steps every accumulation_steps of them)
+    drop_last: bool = False  # leave out an epoch's last partial training mini-batch: one batch shape for every step
     eval_batch_size: int = 256  # validation and test batch size
     num_workers: Optional[int] = None  # DataLoader worker processes; None picks for the device
     # --- loss
@@ -61,6 +62,8 @@ class Config:
     optimizer: str = "adam"  # sgd | adam | adamw
     lr: float = 1e-3  # peak learning rate
     weight_decay: float = 0.0  # L2 (sgd, adam) or decoupled (adamw) weight decay
+    weight_decay_norm_bias: bool = True  # also decay BatchNorm parameters and biases (False: only conv/Linear weights)
+    norm_bias_lr_scale: float = 1.0  # learning-rate multiplier of BatchNorm parameters and biases (decay per step kept)
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = False  # SGD Nesterov momentum
     scheduler: str = "cosine"  # cosine | plateau | onecycle | warmup_cosine | none
@@ -73,7 +76,7 @@ class Config:
     accumulation_steps: int = 1  # mini-batches per optimizer step (gradient accumulation)
     grad_clip: Optional[float] = None  # clip the global gradient norm to this; None: no clipping
     ema_decay: Optional[float] = None  # keep an exponential moving average of the weights for evaluation
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | bf16 | fp16 | fp32
+    precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | bf16 | fp16 | fp32
     # --- run
     seed: int = 0  # seeds the split, subsets, initialisation, shuffling and augmentation
     print_every: int = 1  # print a summary line every this many epochs
@@ -116,6 +119,7 @@ class Config:
         _require(0 < self.plateau_factor < 1, "plateau_factor", self.plateau_factor, "must be in (0, 1)")
         _require(self.plateau_patience >= 0, "plateau_patience", self.plateau_patience, "must be 0 or more")
         _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be 0 or more")
+        _require(self.norm_bias_lr_scale > 0, "norm_bias_lr_scale", self.norm_bias_lr_scale, "must be > 0")
         _require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
         _require(self.kl_weight >= 0, "kl_weight", self.kl_weight, "must be 0 or more")
         _require(self.min_lr >= 0, "min_lr", self.min_lr, "must be 0 or more")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -64,11 +65,25 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX), where bf16 autocast trains about
+    twice as fast as fp32; without it bf16 is emulated and slower. Read from the Linux CPU flags; False
+    where they cannot be read."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` means bf16 autocast on CUDA (fp16 where bf16 is unsupported) and fp32 elsewhere."""
+    """``auto`` means bf16 autocast on CUDA (fp16 where bf16 is unsupported) and on CPUs with native bf16
+    (:func:`cpu_has_native_bf16`), and fp32 elsewhere."""
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cpu" and cpu_has_native_bf16():
+            return "bf16"
         return "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("precision=fp16 needs a CUDA GPU; use bf16 or fp32 on this device")

@@ -147,7 +147,7 @@ def train_epoch(model: nn.Module, dataloader, criterion: nn.Module, optimizer: t
                 if scheduler is not None:
                     scheduler.step()
                 if ema is not None:
-                    ema.update_parameters(model)
+                    ema.update(unwrap(model))
             bar.update(1)
             if steps_now and on_step is not None:
                 on_step(state)

@@ -28,6 +28,7 @@ from .config import Config, config_from_dict, replace
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset, make_dataloader,
                    make_splits)
 from .device import autocast, describe_device, get_device, resolve_precision, set_seed
+from .ema import ExponentialMovingAverage
 from .engine import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, fit, unwrap
 from .errors import CheckpointError, ConfigError, OutOfMemoryError, OutputExistsError
 from .evaluation import Evaluation, evaluate
@@ -75,7 +76,7 @@ def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loader
     train_sampler = ShardedShuffleSampler(len(splits.train), config.seed, True, world, rank)
     train = make_dataloader(splits.train, build_transform(config.augmentation, splits.mean, splits.std), batch,
                             device, train_sampler, config.num_workers, torch.Generator().manual_seed(config.seed),
-                            drop_last=len(train_sampler) % batch == 1 and len(train_sampler) > 1)  # BatchNorm cannot train on one image
+                            drop_last=config.drop_last or (len(train_sampler) % batch == 1 and len(train_sampler) > 1))  # BatchNorm cannot train on one image
     evals = [_eval_loader(s, splits, eval_batch, config, device,
                           ShardedShuffleSampler(len(s), shuffle=False, num_replicas=world, rank=rank)
                           if world > 1 else None)
@@ -173,7 +174,8 @@ def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: 
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
 
     splits = load_splits(config, data)
-    say(f"device {describe_device(dev)}, precision {precision}, data: {splits.description}")
+    say(f"device {describe_device(dev)}, precision {precision}{_precision_reason(config.precision, precision, dev)}, "
+        f"data: {splits.description}")
     say(f"splits: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test; "
         f"run directory {out}")
     loaders = make_loaders(splits, config, dev)
@@ -197,9 +199,7 @@ def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: 
     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
     ema = None
     if config.ema_decay is not None:
-        ema = torch.optim.swa_utils.AveragedModel(
-            unwrap(model), multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay),
-            use_buffers=True)
+        ema = ExponentialMovingAverage(unwrap(model), config.ema_decay)
     compile_seconds = 0.0
     if config.compile:
         example = torch.zeros(config.batch_size // distributed.world_size(), 3, 32, 32, device=dev)
@@ -260,6 +260,16 @@ def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: 
     return RunResult(config, out, eval_model, history, metrics, test, splits)
 
 
+def _precision_reason(asked: str, chosen: str, device: torch.device) -> str:
+    """Why ``precision=auto`` chose what it did, for the run's first line."""
+    if asked != "auto":
+        return ""
+    if device.type == "cpu":
+        return (" (auto: this CPU has native bf16)" if chosen == "bf16"
+                else " (auto: this CPU has no native bf16, which would be slower than fp32)")
+    return f" (auto on {device.type})"
+
+
 def _full_loader(loader, imageset, config, device, splits):
     """Final evaluation reads every image on every rank (not a shard), so all ranks report the same numbers."""
     if distributed.world_size() == 1:
@@ -309,12 +319,7 @@ def load_model(path: str | Path, device: Optional[str] = None) -> TrainedModel:
     config = config_from_dict(state["config"])
     dev = get_device(device)
     model = build_model(config, len(state["classes"]))
-    if state.get("ema") is not None:
-        ema = torch.optim.swa_utils.AveragedModel(model, use_buffers=True)
-        ema.load_state_dict(state["ema"])
-        model = ema.module
-    else:
-        model.load_state_dict(state["model"])
+    model.load_state_dict(state["ema"]["module"] if state.get("ema") is not None else state["model"])
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return TrainedModel(model.to(dev).eval(), config, list(state["classes"]), tuple(state["mean"]),

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import Block, Classifier, Net
+from .blocks import Block, Classifier, Net
 
 KERNEL_SIZES = (3, 1)  # the two branches of every Block
 STEM_PATCH = 2  # the whitening stem's patch side, in pixels
@@ -119,12 +119,13 @@ class FastNet(Net):
 
 def fast_stages(stages: Sequence[tuple[int, int]], in_channels: int, residual: bool,
                 kernel_sizes: Sequence[int] = KERNEL_SIZES, activation: str = "gelu") -> nn.Sequential:
-    """Stages of Blocks: for each (width, blocks), a Block to ``width`` channels, a 2x2 max-pool, then
-    ``blocks - 1`` Blocks at the pooled resolution (residual when ``residual``)."""
+    """Stages of Blocks: for each (width, blocks), a Block to ``width`` channels that max-pools its mixed
+    output by 2 before BN and the activation, then ``blocks - 1`` Blocks at the pooled resolution (residual
+    when ``residual``)."""
     layers: list[nn.Module] = []
     channels = in_channels
     for width, blocks in stages:
-        layers += [Block(channels, width, kernel_sizes, activation=activation), nn.MaxPool2d(2)]
+        layers.append(Block(channels, width, kernel_sizes, activation=activation, pool=2))
         layers += [Block(width, width, kernel_sizes, activation=activation, residual=residual)
                    for _ in range(blocks - 1)]
         channels = width

@@ -301,15 +301,17 @@ class GpuTrainLoader(_DeviceImages):
     ``augmentation`` is one of the named augmentations; ``crop_padding`` is crop_flip's largest shift;
     ``alternating_flip`` flips each image on every other epoch, starting at random per image, instead of
     independently each epoch; ``cutout`` blanks a random square of that side (to the mean colour, after
-    normalisation). A last batch of a single image is left out. After a full pass the loader moves on to
+    normalisation). A last batch of a single image is left out, and with ``drop_last`` any partial last
+    batch (so every step has one batch shape). After a full pass the loader moves on to
     the next epoch by itself.
     """
 
     def __init__(self, imageset: ImageSet, mean: Sequence[float], std: Sequence[float], batch_size: int,
                  device: torch.device | str, *, augmentation: str = "crop_flip", crop_padding: int = 4,
                  alternating_flip: bool = False, cutout: int = 0, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, channels_last: bool = False):
+                 world_size: int = 1, channels_last: bool = False, drop_last: bool = False):
         super().__init__(imageset, mean, std, batch_size, device, rank, world_size, channels_last)
+        self.drop_last = drop_last
         check_augmentation(augmentation)
         if alternating_flip and augmentation not in FLIPPING_AUGMENTATIONS:
             raise ConfigError(f"alternating_flip needs an augmentation that flips; {augmentation!r} does not")
@@ -324,6 +326,8 @@ class GpuTrainLoader(_DeviceImages):
     @property
     def batches_per_epoch(self) -> int:
         full, remainder = divmod(self.positions_per_rank, self.batch_size)
+        if self.drop_last and full:
+            return full
         # A last batch of one image is dropped, as in the torchvision pipeline: BatchNorm cannot train on it.
         return full + (remainder > 1 or (remainder == 1 and full == 0))
 
@@ -368,7 +372,8 @@ def make_gpu_loaders(splits, config, device: torch.device, batch_size: int, eval
     train = GpuTrainLoader(splits.train, splits.mean, splits.std, batch_size, device,
                            augmentation=config.augmentation, crop_padding=config.crop_padding,
                            alternating_flip=config.alternating_flip, cutout=config.cutout, seed=config.seed,
-                           rank=rank, world_size=world_size, channels_last=config.channels_last)
+                           rank=rank, world_size=world_size, channels_last=config.channels_last,
+                           drop_last=config.drop_last)
     evals = [GpuEvalLoader(s, splits.mean, splits.std, eval_batch_size, device, rank, world_size,
                            config.channels_last) for s in (splits.validation, splits.test)]
     return train, evals[0], evals[1]

@@ -1,198 +1,23 @@
-"""Models: the coursework Block, Backbone, Classifier, CIFAR ResNets, and each preset's architecture.
+"""Models: each preset's architecture, the CIFAR ResNet baselines, and tools to inspect a network.
 
-The coursework Block, for input X [B, C_in, H, W] and K branches::
-
-    a = g(Linear(SpatialAvgPool(X)))          # [B, K]; g = softmax (default), sigmoid or relu
-    O = sum_k a_k * conv_k(X)                  # [B, C_out, H, W]; every conv_k reads the same X
-    Y = act(BN(O)) (+ shortcut(X))             # BN, activation and residual are optional
-
-``build_model(name)`` builds any architecture in ``ARCHITECTURES`` by name.
+The coursework Block and the layers around it live in ``cifar_utils.blocks`` (re-exported here); the
+fast and CPU presets' networks in ``cifar_utils.fast_models``. ``build_model(name)`` builds any
+architecture in ``ARCHITECTURES`` by name.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-GATES = ("softmax", "sigmoid", "relu")
-ACTIVATIONS = ("relu", "leaky_relu", "gelu")
+from . import fast_models
+from .blocks import ACTIVATIONS, GATES, Backbone, Block, BranchGate, Classifier, LayerSpec, Net, make_activation
 
-
-def make_activation(name: str) -> nn.Module:
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "leaky_relu":
-        return nn.LeakyReLU(0.1, inplace=True)
-    if name == "gelu":
-        return nn.GELU()
-    raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
-
-
-class BranchGate(nn.Module):
-    """The branch weights ``a = g(Linear(SpatialAvgPool(X)))``: [B, C, H, W] -> [B, K].
-
-    ``pool_size`` > 1 pools to a ``pool_size`` x ``pool_size`` grid before the Linear (report 001);
-    ``hidden`` replaces the Linear by a two-layer MLP (report 004); ``temperature`` divides the logits
-    before a softmax.
-    """
-
-    def __init__(self, in_channels: int, num_branches: int, gate: str = "softmax", temperature: float = 1.0,
-                 pool_size: int = 1, hidden: Optional[int] = None):
-        super().__init__()
-        if gate not in GATES:
-            raise ValueError(f"unknown gate {gate!r}; choose one of {', '.join(GATES)}")
-        if temperature <= 0:
-            raise ValueError(f"gate temperature must be > 0, got {temperature}")
-        self.gate, self.temperature = gate, temperature
-        self.pool = nn.AdaptiveAvgPool2d(pool_size)
-        features = in_channels * pool_size * pool_size
-        if hidden:
-            self.fc = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_branches))
-        else:
-            self.fc = nn.Linear(features, num_branches)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.fc(self.pool(x).flatten(1))
-        if self.gate == "softmax":
-            return torch.softmax(logits / self.temperature, dim=1)
-        if self.gate == "sigmoid":
-            return torch.sigmoid(logits)
-        return torch.relu(logits)
-
-
-class Block(nn.Module):
-    """The coursework Block: K convolutions of the same input, mixed by input-dependent weights.
-
-    ``kernel_sizes`` gives one odd kernel size per branch (K = its length). The fused path runs all
-    branches of equal kernel size as one convolution with K*C_out output channels; ``fused=False`` is
-    the plain reference, one convolution per branch. Both use the same parameters.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_sizes: Sequence[int] = (3, 3, 3),
-                 gate: str = "softmax", temperature: float = 1.0, pool_size: int = 1,
-                 gate_hidden: Optional[int] = None, batchnorm: bool = True, activation: Optional[str] = "relu",
-                 residual: bool = False, fused: bool = True):
-        super().__init__()
-        if not kernel_sizes or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
-            raise ValueError(f"kernel_sizes must be odd and positive, one per branch; got {tuple(kernel_sizes)}")
-        self.kernel_sizes = tuple(kernel_sizes)
-        self.out_channels = out_channels
-        self.fused = fused
-        self.gate = BranchGate(in_channels, len(self.kernel_sizes), gate, temperature, pool_size, gate_hidden)
-        self.convs = nn.ModuleList(
-            nn.Conv2d(in_channels, out_channels, k, padding=k // 2, bias=not batchnorm) for k in self.kernel_sizes
-        )
-        self.bn = nn.BatchNorm2d(out_channels) if batchnorm else nn.Identity()
-        self.act = make_activation(activation) if activation else nn.Identity()
-        self.shortcut: Optional[nn.Module] = None
-        if residual:
-            same = in_channels == out_channels
-            self.shortcut = nn.Identity() if same else nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
-        groups = defaultdict(list)
-        for index, k in enumerate(self.kernel_sizes):
-            groups[k].append(index)
-        self._groups = dict(groups)  # kernel size -> branch indices sharing one fused convolution
-
-    @property
-    def num_branches(self) -> int:
-        return len(self.kernel_sizes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.gate(x)
-        mixed = self.mix_fused(x, a) if self.fused else self.mix_reference(x, a)
-        out = self.act(self.bn(mixed))
-        if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return out
-
-    def mix_reference(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """``sum_k a[:, k] * conv_k(x)``, one convolution per branch."""
-        return sum(a[:, k, None, None, None] * conv(x) for k, conv in enumerate(self.convs))
-
-    def mix_fused(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """The same sum, with branches of equal kernel size stacked into one convolution."""
-        out = None
-        for k, indices in self._groups.items():
-            convs = [self.convs[i] for i in indices]
-            weight = torch.cat([c.weight for c in convs]) if len(convs) > 1 else convs[0].weight
-            bias = None
-            if convs[0].bias is not None:
-                bias = torch.cat([c.bias for c in convs]) if len(convs) > 1 else convs[0].bias
-            y = F.conv2d(x, weight, bias, padding=k // 2)  # [B, n*C_out, H, W]
-            b, _, h, w = y.shape
-            y = y.view(b, len(indices), self.out_channels, h, w)
-            weights = a[:, indices].view(b, len(indices), 1, 1, 1).to(y.dtype)
-            part = (y * weights).sum(dim=1)
-            out = part if out is None else out + part
-        return out
-
-
-LayerSpec = Union[int, str]  # an int is a Block with that many output channels; "M" is a 2x2 MaxPool
-
-
-class Backbone(nn.Sequential):
-    """A sequence of Blocks (ints in ``layers``) with 2x2 max-pooling ("M") between them."""
-
-    def __init__(self, layers: Sequence[LayerSpec], in_channels: int = 3, **block_kwargs):
-        modules = []
-        channels = in_channels
-        for spec in layers:
-            if spec == "M":
-                modules.append(nn.MaxPool2d(2))
-            elif isinstance(spec, int):
-                modules.append(Block(channels, spec, **block_kwargs))
-                channels = spec
-            else:
-                raise ValueError(f"layer spec {spec!r} is neither a channel count nor 'M'")
-        super().__init__(*modules)
-        self.out_channels = channels
-
-
-class Classifier(nn.Module):
-    """Spatial average pooling to ``pool_size`` x ``pool_size``, flatten, then an MLP.
-
-    Each hidden layer is Linear -> activation -> BatchNorm (optional) -> Dropout (optional).
-    """
-
-    def __init__(self, in_channels: int, num_classes: int, pool_size: int = 1, hidden: Sequence[int] = (),
-                 dropout: float = 0.0, batchnorm: bool = False, activation: str = "relu"):
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(pool_size)
-        layers: list[nn.Module] = [nn.Flatten()]
-        features = in_channels * pool_size * pool_size
-        for width in hidden:
-            layers += [nn.Linear(features, width), make_activation(activation)]
-            if batchnorm:
-                layers.append(nn.BatchNorm1d(width))
-            if dropout:
-                layers.append(nn.Dropout(dropout))
-            features = width
-        layers.append(nn.Linear(features, num_classes))
-        self.mlp = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.pool(x))
-
-
-class Net(nn.Module):
-    """``Net = Backbone + Classifier``; ``stem`` is an optional fixed front end (for the fast presets)."""
-
-    def __init__(self, backbone: nn.Module, classifier: nn.Module, stem: Optional[nn.Module] = None):
-        super().__init__()
-        self.stem = stem
-        self.backbone = backbone
-        self.classifier = classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stem is not None:
-            x = self.stem(x)
-        return self.classifier(self.backbone(x))
-
+__all__ = ["ACTIVATIONS", "ARCHITECTURES", "GATES", "Backbone", "Block", "BranchGate", "Classifier", "LayerSpec",
+           "Net", "build_model", "make_activation"]
 
 # ------------------------------------------------------------------------------------ CIFAR ResNets
 
@@ -318,6 +143,7 @@ ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
     "seed002_net": seed002_net,
     "seed004_net": seed004_net,
     **{f"resnet{d}": _resnet(d) for d in (20, 32, 44, 56)},
+    **fast_models.ARCHITECTURES,
 }
 
 
@@ -392,8 +218,3 @@ def summarize(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) ->
             h.remove()
     return rows
 
-
-# The fast presets' architectures live in fast_models, which builds on the classes above.
-from . import fast_models  # noqa: E402
-
-ARCHITECTURES.update(fast_models.ARCHITECTURES)

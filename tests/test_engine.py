@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifar_utils.checkpoint import load_checkpoint
-from cifar_utils.config import Config
+from cifar_utils.config import Config, replace
 from cifar_utils.data import make_splits
 from cifar_utils.device import get_device, set_seed
+from cifar_utils.ema import ExponentialMovingAverage
 from cifar_utils.engine import fit, train_epoch, validate_epoch
 from cifar_utils.errors import ConfigError
 from cifar_utils.experiment import make_loaders
@@ -199,15 +200,14 @@ def test_fit_steps_per_step_schedules_once_per_optimizer_step(synthetic):
 
 def test_fit_evaluates_the_ema_model(synthetic):
     config, loaders, model, optimizer, scheduler = small_setup(synthetic, epochs=1, ema_decay=0.9)
-    ema = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.9), use_buffers=True)
+    ema = ExponentialMovingAverage(model, 0.9)
     history = fit(model, nn.CrossEntropyLoss(), optimizer, loaders.train, loaders.validation, CPU, config,
                   scheduler=scheduler, ema=ema, progress=False, log=lambda _: None)
     ema_loss, _ = validate_epoch(ema.module, loaders.validation, nn.CrossEntropyLoss(), CPU)
     live_loss, _ = validate_epoch(model, loaders.validation, nn.CrossEntropyLoss(), CPU)
     assert history[0]["val_loss"] == pytest.approx(ema_loss, rel=1e-9)
     assert ema_loss != pytest.approx(live_loss, rel=1e-6)
-    assert int(ema.n_averaged) == 4
+    assert ema.updates == 4
 
 
 def test_ema_is_an_exponential_average_of_the_weights_after_each_step():
@@ -215,16 +215,29 @@ def test_ema_is_an_exponential_average_of_the_weights_after_each_step():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     snapshots = []
     optimizer.register_step_post_hook(lambda *_: snapshots.append([p.detach().clone() for p in model.parameters()]))
-    ema = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.8), use_buffers=True)
+    ema = ExponentialMovingAverage(model, 0.8)
+    expected = [p.detach().clone() for p in model.parameters()]  # the average starts at the initial weights
     train_epoch(model, tiny_batches(5), nn.CrossEntropyLoss(), optimizer, CPU, ema=ema)
-    assert len(snapshots) == 5 and int(ema.n_averaged) == 5
-    expected = snapshots[0]
-    for snap in snapshots[1:]:
+    assert len(snapshots) == 5 and ema.updates == 5
+    for snap in snapshots:
         expected = [0.8 * e + 0.2 * s for e, s in zip(expected, snap)]
     for ours, theirs in zip(ema.module.parameters(), expected):
         torch.testing.assert_close(ours, theirs)
     assert not torch.allclose(ema.module.weight, model.weight)
+
+
+def test_ema_skips_frozen_parameters_and_copies_buffers():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    model[1].weight.requires_grad_(False)
+    ema = ExponentialMovingAverage(model, 0.5)
+    with torch.no_grad():
+        model[0].weight.add_(2.0)
+        model[1].running_mean.add_(1.0)
+    before = ema.module[0].weight.clone()
+    ema.update(model)
+    torch.testing.assert_close(ema.module[0].weight, 0.5 * before + 0.5 * model[0].weight)
+    torch.testing.assert_close(ema.module[1].running_mean, model[1].running_mean)  # follows the live model
+    assert all(not p.requires_grad for p in ema.module.parameters())
 
 
 # --------------------------------------------------------------------------------------- schedulers
@@ -308,13 +321,27 @@ def test_optimizers_from_config():
     assert type(sgd) is torch.optim.SGD
     group = sgd.param_groups[0]
     assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.05, 0.8, True, 1e-4)
-    assert len(group["params"]) == 3  # the frozen weight is left out
+    assert len(group["params"]) == 1  # the frozen weight is left out; biases are in the second group
+    assert [len(g["params"]) for g in sgd.param_groups] == [1, 2]
+    assert sgd.param_groups[1]["weight_decay"] == 1e-4  # decayed like the weights by default
     adam = build_optimizer(model, Config(optimizer="adam", lr=1e-3, weight_decay=1e-5))
     assert type(adam) is torch.optim.Adam
     assert (adam.param_groups[0]["lr"], adam.param_groups[0]["weight_decay"]) == (1e-3, 1e-5)
     adamw = build_optimizer(model, Config(optimizer="adamw", lr=2e-3, weight_decay=1e-2))
     assert type(adamw) is torch.optim.AdamW
     assert (adamw.param_groups[0]["lr"], adamw.param_groups[0]["weight_decay"]) == (2e-3, 1e-2)
+
+
+def test_norm_and_bias_parameters_get_their_own_learning_rate_and_no_decay_when_asked():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    config = Config(optimizer="sgd", lr=0.1, weight_decay=1e-3, norm_bias_lr_scale=8.0)
+    weights, norm_bias = build_optimizer(model, config).param_groups
+    assert {id(p) for p in weights["params"]} == {id(model[0].weight), id(model[3].weight)}
+    assert len(norm_bias["params"]) == 4  # conv bias, BN weight and bias, Linear bias
+    assert norm_bias["lr"] == pytest.approx(0.8)
+    assert norm_bias["lr"] * norm_bias["weight_decay"] == pytest.approx(0.1 * 1e-3)  # same decay per step
+    no_decay = build_optimizer(model, replace(config, weight_decay_norm_bias=False)).param_groups[1]
+    assert no_decay["weight_decay"] == 0.0
 
 
 def test_preset_optimizers():

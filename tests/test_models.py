@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 from torch import nn
 
 from cifar_utils import models
@@ -65,7 +66,7 @@ def test_fused_block_matches_reference_in_outputs_and_gradients(case):
     torch.testing.assert_close(out_f, out_r, **TOL)
     torch.testing.assert_close(gx_f, gx_r, **TOL)
     assert grads_f.keys() == grads_r.keys()
-    single_softmax = len(block.kernel_sizes) == 1 and block.gate.gate == "softmax"  # a = 1: the gate gets no gradient
+    single_softmax = len(block.kernel_sizes) == 1 and block.gate.function == "softmax"  # a = 1: the gate gets no gradient
     for name in grads_f:
         if not (single_softmax and name.startswith("gate.")):
             assert grads_f[name].abs().sum() > 0, f"no gradient reached {name}"
@@ -115,7 +116,7 @@ def test_fused_path_runs_one_convolution_per_kernel_size(monkeypatch, kernel_siz
 @pytest.mark.parametrize("gate, temperature", [("softmax", 1.0), ("softmax", 0.5), ("sigmoid", 1.0), ("relu", 1.0)])
 def test_branch_gate_is_g_of_linear_of_spatial_average_pool(gate, temperature, pool_size):
     torch.manual_seed(0)
-    module = BranchGate(3, 4, gate=gate, temperature=temperature, pool_size=pool_size)
+    module = BranchGate(3, 4, function=gate, temperature=temperature, pool_size=pool_size)
     x = torch.randn(2, 3, 16, 16)
     step = 16 // pool_size
     pooled = x.unfold(2, step, step).unfold(3, step, step).mean(dim=(-1, -2))  # [2, 3, p, p]
@@ -240,8 +241,8 @@ def test_coursework_architectures_follow_their_reports():
 
     b1 = _blocks(s1)
     assert [b.out_channels for b in b1] == [64, 128, 256, 512]
-    assert all(b.num_branches == 3 and b.gate.gate == "softmax" for b in b1)
-    assert all(b.gate.pool.output_size == 8 for b in b1)
+    assert all(b.num_branches == 3 and b.gate.function == "softmax" for b in b1)
+    assert all(b.gate.pool_size == 8 for b in b1)
     head_linears = [m for m in s1.classifier.modules() if isinstance(m, nn.Linear)]
     assert len(head_linears) == 3 and head_linears[0].out_features == 4096
     assert any(isinstance(m, nn.Dropout) and m.p == 0.5 for m in s1.classifier.modules())
@@ -342,3 +343,53 @@ def test_all_architectures_are_buildable_names():
     assert {"seed000_net", "seed001_net", "seed002_net", "seed004_net", "resnet20", "resnet32", "resnet44",
             "resnet56"} <= set(ARCHITECTURES)
     assert models.GATES == ("softmax", "sigmoid", "relu")
+
+
+# ------------------------------------------------------------------------- speed-relevant properties
+
+
+@pytest.mark.parametrize("kernel_sizes", [(3, 1), (3, 3, 3), (1, 3, 5), (3, 1, 3)])
+@pytest.mark.parametrize("pool, residual", [(1, False), (2, False), (1, True), (2, True)])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_block_output_keeps_the_channels_last_format(kernel_sizes, pool, residual, precision):
+    torch.manual_seed(0)
+    block = Block(4, 6, kernel_sizes, pool=pool, residual=residual).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        out = block(x)
+    assert out.shape == (2, 6, 8 // pool, 8 // pool)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+class _RecordIndexing(TorchFunctionMode):
+    """Records the type of every index item passed to ``Tensor.__getitem__``."""
+
+    def __init__(self):
+        super().__init__()
+        self.kinds: list[type] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.__getitem__:
+            index = args[1]
+            self.kinds += [type(i) for i in (index if isinstance(index, tuple) else (index,))]
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kernel_sizes", [(3, 1), (3, 1, 3), (1, 3, 5)])
+def test_block_forward_indexes_only_with_slices_and_integers(kernel_sizes):
+    block = Block(4, 4, kernel_sizes)
+    with _RecordIndexing() as recorder:
+        block(torch.randn(2, 4, 8, 8))
+    assert recorder.kinds, "the fused mix slices the branch weights"
+    assert set(recorder.kinds) <= {slice, int, type(None), type(Ellipsis)}  # no lists or index tensors
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_pooling_block_pools_the_mixed_output_before_batchnorm_and_activation(residual):
+    torch.manual_seed(0)
+    block = Block(4, 4, (3, 1), residual=residual, pool=2).train()
+    x = torch.randn(3, 4, 8, 8)
+    expected = block.act(block.bn(F.max_pool2d(block.mix_reference(x, block.gate(x)), 2)))
+    if residual:
+        expected = expected + F.max_pool2d(x, 2)
+    torch.testing.assert_close(block(x), expected, **TOL)

@@ -1,0 +1,57 @@
+"""An exponential moving average (EMA) of a model's weights, for evaluation.
+
+Usage::
+
+    ema = ExponentialMovingAverage(model, decay=0.99)
+    ...  # after every optimizer step:
+    ema.update(model)
+    evaluate(ema.module, ...)
+
+The update is one fused ``lerp`` over the trainable parameters and one copy of the buffers (BatchNorm's
+running statistics follow the live model), all on the device: no host sync, and no work on frozen
+parameters, which never change.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class ExponentialMovingAverage:
+    """``avg <- decay * avg + (1 - decay) * weights`` after every optimizer step; ``module`` holds ``avg``."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0 < decay < 1:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.updates = 0  # optimizer steps averaged so far (a host int: counting costs no sync)
+        self.module = copy.deepcopy(model)
+        self._trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+        self.module.requires_grad_(False)
+
+    def _tensors(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``model``'s trainable parameters and floating-point buffers, in a fixed order."""
+        params = dict(model.named_parameters())
+        buffers = [b for b in model.buffers() if b.is_floating_point()]
+        return [params[name] for name in self._trainable], buffers
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average towards ``model``'s current weights (the plain module, not a DDP wrapper)."""
+        avg_params, avg_buffers = self._tensors(self.module)
+        params, buffers = self._tensors(model)
+        if params:
+            torch._foreach_lerp_(avg_params, params, 1 - self.decay)
+        if buffers:
+            torch._foreach_copy_(avg_buffers, buffers)
+        self.updates += 1
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "decay": self.decay, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = state["updates"]
