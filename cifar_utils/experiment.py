@@ -76,12 +76,18 @@ def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loader
     train_sampler = ShardedShuffleSampler(len(splits.train), config.seed, True, world, rank)
     train = make_dataloader(splits.train, build_transform(config.augmentation, splits.mean, splits.std), batch,
                             device, train_sampler, config.num_workers, torch.Generator().manual_seed(config.seed),
-                            drop_last=config.drop_last or (len(train_sampler) % batch == 1 and len(train_sampler) > 1))  # BatchNorm cannot train on one image
+                            drop_last=_drop_last(config.drop_last, len(train_sampler), batch))
     evals = [_eval_loader(s, splits, eval_batch, config, device,
                           ShardedShuffleSampler(len(s), shuffle=False, num_replicas=world, rank=rank)
                           if world > 1 else None)
              for s in (splits.validation, splits.test)]
     return Loaders(train, *evals)
+
+
+def _drop_last(asked: bool, images: int, batch: int) -> bool:
+    """Leave out the last partial batch when asked (unless it is the only batch), and always a last batch of
+    one image: BatchNorm cannot train on it. The GPU pipeline's loader applies the same rule."""
+    return (asked and images >= batch) or (images % batch == 1 and images > 1)
 
 
 def _eval_loader(imageset, splits: Splits, batch_size: int, config: Config, device: torch.device,

@@ -358,6 +358,15 @@ def test_preset_optimizers():
 # ------------------------------------------------------------------------------------ device and seed
 
 
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_uses_bf16_only_on_cpus_that_have_it(monkeypatch, native, expected):
+    from cifar_utils import device as device_module
+
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
+    assert device_module.resolve_precision("auto", CPU) == expected
+    assert device_module.resolve_precision("fp32", CPU) == "fp32"  # an explicit choice is kept
+
+
 def test_get_device_falls_back_to_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)

@@ -67,6 +67,12 @@ def test_a_last_training_batch_of_one_image_is_left_out():
     assert [len(labels) for _, labels in epoch_batches(loader(numbered_images(1), batch_size=16), 0)] == [1]
 
 
+def test_drop_last_keeps_one_batch_shape_unless_a_partial_batch_is_all_there_is():
+    assert [len(y) for _, y in epoch_batches(loader(numbered_images(40), 16, drop_last=True), 0)] == [16, 16]
+    assert [len(y) for _, y in epoch_batches(loader(numbered_images(40), 16), 0)] == [16, 16, 8]
+    assert [len(y) for _, y in epoch_batches(loader(numbered_images(10), 16, drop_last=True), 0)] == [10]
+
+
 def test_no_augmentation_gives_the_normalised_images():
     data = numbered_images(20)
     for images, labels in epoch_batches(loader(data, augmentation="none"), 0):

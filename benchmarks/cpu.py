@@ -1,0 +1,267 @@
+"""The CPU preset's benchmark (issue 10): accuracy and wall time over seeds, training throughput against
+the reference presets, and the achieved GFLOP/s against this machine's matrix-multiply peak.
+
+Usage::
+
+    python benchmarks/cpu.py --data-root data/cifar10-jpeg              # the whole benchmark (~40 min on 2 cores)
+    python benchmarks/cpu.py --data-root ... --seeds 0 --throughput-images 256   # a quick check
+    python benchmarks/cpu.py --readme benchmarks/results/cpu-preset-<date>.json  # rewrite the README table
+
+What it measures, in one process on one machine:
+
+- ``runs``: ``python -m cifar_utils train --preset cpu --seed S`` once per seed, as a user runs it. The wall
+  time counts everything from starting the command to its exit (Python start-up, reading the decode
+  cache, the whitening fit, training, the final test-time-augmented evaluation of the validation and
+  test sets). The decode cache is built before the first run, so every run reads it.
+- ``throughput``: images per second of one training epoch (forward, backward, optimizer step) on
+  ``--throughput-images`` seeded training images, after a short warm-up, for ``cpu`` and for ``seed002`` and
+  ``seed003`` on their own (torchvision) pipeline.
+- ``flops``: the CPU preset's floating-point operations per training image (counted by
+  ``torch.utils.flop_counter``: convolutions and matrix products, forward and backward), times its
+  throughput, against the fastest large bf16 and fp32 matrix product and 3x3 convolution on this machine
+  (torch's CPU matrix product does not use the bf16 instructions that its convolutions use).
+
+Results go to ``benchmarks/results/cpu-preset-<date>.json`` (an existing file is kept unless
+``--overwrite``), rewritten after every run so that a run cut short keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cifar_utils import io
+from cifar_utils.data import load_dataset
+from cifar_utils.device import autocast, describe_device, get_device, resolve_precision
+from cifar_utils.engine import train_epoch
+from cifar_utils.errors import CifarUtilsError
+from cifar_utils.experiment import load_splits, make_loaders
+from cifar_utils.losses import build_criterion
+from cifar_utils.models import build_model, count_parameters
+from cifar_utils.optim import build_optimizer
+from cifar_utils.presets import from_preset
+
+PRESET = "cpu"
+BAR_ACCURACY, BAR_SECONDS = 0.90, 600.0  # issue 10: mean test accuracy >= 90% in <= 10 minutes
+THROUGHPUT_PRESETS = ("cpu", "seed002", "seed003")
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+MARKERS = ("<!-- cpu-benchmark:start -->", "<!-- cpu-benchmark:end -->")
+
+
+def cpu_model() -> str:
+    try:
+        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+    except OSError:
+        match = None
+    return match.group(1).strip() if match else platform.processor() or "unknown"
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def run_seed(seed: int, data_root: str, out_dir: Path) -> dict:
+    """One ``train --preset cpu`` command as a user runs it; its wall time and its metrics."""
+    command = [sys.executable, "-m", "cifar_utils", "train", "--preset", PRESET, "--seed", str(seed),
+               "--data-root", data_root, "--out", str(out_dir), "--no-progress"]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"error: seed {seed} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    return {"seed": seed, "wall_seconds": wall, "test_accuracy": metrics["test_accuracy"],
+            "validation_accuracy": metrics["validation_accuracy"], "train_seconds": metrics["train_seconds"],
+            "epochs": metrics["epochs"], "split_sizes": metrics["split_sizes"], "precision": metrics["precision"],
+            "output": done.stdout.strip().splitlines()}
+
+
+def train_images_per_second(preset: str, data, data_root: str, images: int, device: torch.device) -> dict:
+    """Images per second of one training epoch of ``preset`` on ``images`` seeded training images."""
+    config = from_preset(preset, data_root=data_root, train_limit=images)
+    splits = load_splits(config, data)
+    model = build_model(config, len(splits.classes))
+    if hasattr(model, "init_from_data"):
+        model.init_from_data(splits.train.images, splits.mean, splits.std)
+    model = model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion, optimizer = build_criterion(config), build_optimizer(model, config)
+    precision = resolve_precision(config.precision, device)
+    loader = make_loaders(splits, config, device).train
+    kwargs = dict(precision=precision, channels_last=config.channels_last)
+    warm_up = [next(iter(loader))]  # one batch: allocator and kernel selection
+    train_epoch(model, warm_up, criterion, optimizer, device, **kwargs)
+    started = time.perf_counter()
+    train_epoch(model, loader, criterion, optimizer, device, config.accumulation_steps, **kwargs)
+    seconds = time.perf_counter() - started
+    seen = min(len(loader) * config.batch_size, len(splits.train))  # drop_last leaves out a partial batch
+    return {"preset": preset, "pipeline": config.pipeline, "precision": precision, "images": seen,
+            "seconds": seconds, "images_per_second": seen / seconds,
+            "parameters": count_parameters(model)}
+
+
+def training_flops_per_image(device: torch.device, batch: int = 64) -> float:
+    """Floating-point operations of one training step of the CPU preset's network, per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = from_preset(PRESET)
+    model = build_model(config).to(device).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    counter = FlopCounterMode(display=False)
+    with counter, autocast(device, resolve_precision(config.precision, device)):
+        model(x).float().sum().backward()
+    return counter.get_total_flops() / batch
+
+
+def peak_gflops(dtype: torch.dtype, repeats: int = 5) -> dict[str, float]:
+    """The best GFLOP/s of a 2048 x 2048 matrix product and of a 3x3 convolution (256 channels, 16x16,
+    batch 256, channels_last) in ``dtype`` on the CPU: the fastest this machine's kernels go."""
+    a, b = (torch.randn(2048, 2048).to(dtype) for _ in range(2))
+    x = torch.randn(256, 256, 16, 16).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(256, 256, 3, 3).to(dtype).contiguous(memory_format=torch.channels_last)
+    cases = {"matmul": (lambda: a @ b, 2 * 2048 ** 3),
+             "conv3x3": (lambda: torch.nn.functional.conv2d(x, w, padding=1), 2 * 256 * 16 * 16 * 256 * 256 * 9)}
+    peaks = {}
+    for name, (op, flops) in cases.items():
+        op()  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            op()
+            best = min(best, time.perf_counter() - started)
+        peaks[name] = flops / best / 1e9
+    return peaks
+
+
+def summarize(result: dict) -> dict:
+    runs = result["runs"]
+    summary = {}
+    if runs:
+        accuracy = mean_std([r["test_accuracy"] for r in runs])
+        wall = mean_std([r["wall_seconds"] for r in runs])
+        summary = {"test_accuracy": accuracy, "validation_accuracy": mean_std([r["validation_accuracy"] for r in runs]),
+                   "wall_seconds": wall,
+                   "bar": {"accuracy": BAR_ACCURACY, "seconds": BAR_SECONDS, "seeds_needed": 3,
+                           "met": accuracy["mean"] >= BAR_ACCURACY and wall["mean"] <= BAR_SECONDS
+                           and max(r["wall_seconds"] for r in runs) <= BAR_SECONDS and len(runs) >= 3}}
+    speeds = {t["preset"]: t["images_per_second"] for t in result["throughput"]}
+    if PRESET in speeds:
+        summary["speedup_over"] = {p: speeds[PRESET] / s for p, s in speeds.items() if p != PRESET}
+        if result.get("flops"):
+            achieved = result["flops"]["training_flops_per_image"] * speeds[PRESET] / 1e9
+            summary["achieved_gflops"] = achieved
+            summary["fraction_of_peak"] = {k: achieved / max(v.values()) for k, v in result["flops"]["peak_gflops"].items()}
+    return summary
+
+
+def render_table(result: dict) -> str:
+    """The README's markdown for a results file."""
+    s = result["summary"]
+    lines = [f"Measured {result['date']} on {result['cpu_model']} ({result['device']}), torch {result['torch_version']}, "
+             f"on the offline JPEG copy of CIFAR-10 (not the official data). Command: `{result['command']}`; "
+             f"results: `{result['file']}`.", ""]
+    if s.get("test_accuracy"):
+        acc, wall = s["test_accuracy"], s["wall_seconds"]
+        lines += ["| `cpu` preset | seeds | test accuracy | validation accuracy | wall time, command start to exit |",
+                  "| --- | --- | --- | --- | --- |",
+                  f"| {result['runs'][0]['epochs']} epochs, {result['runs'][0]['split_sizes']['train']:,} training images "
+                  f"| {acc['n']} | {acc['mean']:.2%} ± {acc['std']:.2%} "
+                  f"| {s['validation_accuracy']['mean']:.2%} ± {s['validation_accuracy']['std']:.2%} "
+                  f"| {wall['mean']:.0f} ± {wall['std']:.0f} s |", ""]
+    if result["throughput"]:
+        lines += ["| preset | pipeline | precision | training images/s | `cpu` is faster by |", "| --- | --- | --- | --- | --- |"]
+        for t in result["throughput"]:
+            ratio = s.get("speedup_over", {}).get(t["preset"])
+            lines.append(f"| `{t['preset']}` | {t['pipeline']} | {t['precision']} | {t['images_per_second']:.0f} "
+                         f"| {'' if ratio is None else f'{ratio:.1f}x'} |")
+        lines.append("")
+    if s.get("achieved_gflops"):
+        peaks = result["flops"]["peak_gflops"]
+        lines.append(f"The `cpu` preset computes {result['flops']['training_flops_per_image'] / 1e9:.2f} GFLOP per "
+                     f"training image and achieves {s['achieved_gflops']:.0f} GFLOP/s: "
+                     + ", ".join(f"{s['fraction_of_peak'][k]:.0%} of the {k} peak measured here (matrix product "
+                                 f"{v['matmul']:.0f}, 3x3 convolution {v['conv3x3']:.0f} GFLOP/s)"
+                                 for k, v in peaks.items()) + ".")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def update_readme(results_file: Path) -> None:
+    result = json.loads(results_file.read_text())
+    text = README.read_text()
+    start, end = (text.find(m) for m in MARKERS)
+    if start < 0 or end < 0:
+        raise SystemExit(f"error: {README} has no {MARKERS[0]} ... {MARKERS[1]} block to fill")
+    new = text[:start + len(MARKERS[0])] + "\n" + render_table(result) + text[end:]
+    io.atomic_write(README, lambda tmp: tmp.write_text(new))
+    print(f"updated the CPU benchmark table in {README} from {results_file}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", default=os.environ.get("CIFAR10_ROOT", "data"))
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--throughput-images", type=int, default=2048, help="training images per timed epoch")
+    parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/cpu-preset-<date>.json)")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--readme", metavar="RESULTS", help="only rewrite the README table from this results file")
+    args = parser.parse_args()
+    if args.readme:
+        return update_readme(Path(args.readme))
+
+    device = get_device("cpu")
+    date = datetime.date.today().isoformat()
+    out = Path(args.out or Path(__file__).parent / "results" / f"cpu-preset-{date}.json")
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it or --out to write elsewhere")
+    data = load_dataset(args.data_root)  # builds the decode cache, so every timed run reads it
+    result = {
+        "benchmark": "cpu preset: accuracy, wall time, throughput, GFLOP/s",
+        "command": " ".join(["python", *sys.argv]), "date": date, "file": os.path.relpath(out, REPO),
+        "device": describe_device(device), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "note": "measured on the offline JPEG copy of CIFAR-10, not the official data set",
+        "preset_config": from_preset(PRESET).to_dict(), "runs": [], "throughput": [], "flops": None, "summary": {},
+    }
+
+    def save() -> None:
+        result["summary"] = summarize(result)
+        io.save_json(result, out)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            run = run_seed(seed, args.data_root, Path(tmp) / f"seed{seed}")
+            result["runs"].append(run)
+            save()
+            print(f"seed {seed}: test {run['test_accuracy']:.2%} in {run['wall_seconds']:.0f} s", flush=True)
+    for preset in THROUGHPUT_PRESETS:
+        result["throughput"].append(train_images_per_second(preset, data, args.data_root, args.throughput_images, device))
+        save()
+        print(f"{preset}: {result['throughput'][-1]['images_per_second']:.0f} training images/s", flush=True)
+    result["flops"] = {"training_flops_per_image": training_flops_per_image(device),
+                       "peak_gflops": {"bf16": peak_gflops(torch.bfloat16), "fp32": peak_gflops(torch.float32)}}
+    save()
+    print(render_table(result))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except CifarUtilsError as err:  # bad data root or value: one line, no traceback
+        raise SystemExit(f"error: {err}")
