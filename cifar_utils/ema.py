@@ -21,7 +21,12 @@ from torch import nn
 
 
 class ExponentialMovingAverage:
-    """``avg <- decay * avg + (1 - decay) * weights`` after every optimizer step; ``module`` holds ``avg``."""
+    """``avg <- d * avg + (1 - d) * weights`` after every optimizer step; ``module`` holds ``avg``.
+
+    ``d = min(decay, (1 + t) / (10 + t))`` after ``t`` updates: the average follows the weights closely at
+    first and averages over ``1 / (1 - decay)`` steps only later, so that it never drags the random
+    initial weights along for the first epochs of a short run.
+    """
 
     def __init__(self, model: nn.Module, decay: float):
         if not 0 < decay < 1:
@@ -43,8 +48,9 @@ class ExponentialMovingAverage:
         """Move the average towards ``model``'s current weights (the plain module, not a DDP wrapper)."""
         avg_params, avg_buffers = self._tensors(self.module)
         params, buffers = self._tensors(model)
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         if params:
-            torch._foreach_lerp_(avg_params, params, 1 - self.decay)
+            torch._foreach_lerp_(avg_params, params, 1 - decay)
         if buffers:
             torch._foreach_copy_(avg_buffers, buffers)
         self.updates += 1
