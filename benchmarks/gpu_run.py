@@ -1,6 +1,7 @@
 """One phase of the scripted GPU measurement run (benchmarks/GPU.md says the order, commands and minutes).
 
     python benchmarks/gpu_run.py PHASE --out DIR [--device cuda] [--data-root PATH] [--part K/N] [--dry-run]
+    python benchmarks/gpu_run.py --table RESULTS_JSON      # a returned file's runs as a Markdown table
 
 Phases, each made to fit one command of at most 9 minutes:
 
@@ -45,7 +46,7 @@ for path in (REPO, REPO / "benchmarks"):  # run as a script from anywhere, witho
         sys.path.insert(0, str(path))
 
 import speed  # noqa: E402  (benchmarks/speed.py)
-from cifar_utils import PRESETS, build_model, from_preset, load_dataset, make_splits  # noqa: E402
+from cifar_utils import build_model, from_preset, load_dataset, make_splits  # noqa: E402
 from cifar_utils.errors import CifarUtilsError, ConfigError  # noqa: E402
 
 PHASES = ("check", "speed", "tune", "seeds", "best", "report")
@@ -67,14 +68,15 @@ TINY_FAST = dict(TINY, warmup_epochs=0.5, ema_decay=0.5)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=PHASES)
-    parser.add_argument("--out", required=True, help="folder for the results JSON and the phase's tarball")
+    parser.add_argument("phase", nargs="?", choices=PHASES)
+    parser.add_argument("--out", help="folder for the results JSON and the phase's tarball (needed with a phase)")
+    parser.add_argument("--table", metavar="RESULTS_JSON", help="only print a results file's runs as a table")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --dry-run)")
     parser.add_argument("--data-root", default=None,
                         help="the CIFAR-10 copy (default: data/cifar10-jpeg, extracted from data/cifar10-jpeg.tar.gz)")
     parser.add_argument("--part", default="1/1", help="seeds: run part K of N of the preset list (e.g. 1/2)")
     parser.add_argument("--cap-seconds", type=float, default=None,
-                        help="seeds: training seconds per preset (default 45); best: in all (default 300)")
+                        help="seeds: training seconds per preset (default 40); best: in all (default 300)")
     parser.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
                         help="tune: replace the grid (repeatable; any config field)")
     parser.add_argument("--runs", type=int, default=None, help="speed: runs per variant (default 10)")
@@ -399,7 +401,7 @@ def phase_seeds(phase: Phase) -> None:
     args = phase.args
     presets = [*SEED_PRESETS, *(FAITHFUL_VARIANTS[name] for name in SEED_PRESETS if name in FAITHFUL_VARIANTS)]
     mine = part_of(presets, args.part)
-    cap = args.cap_seconds or (2.0 if args.dry_run else 45.0)
+    cap = args.cap_seconds or (2.0 if args.dry_run else 40.0)
     base = TINY if args.dry_run else {}
     phase.record.data["settings"] = {"presets": mine, "cap_seconds": cap, "probe_images": PROBE_IMAGES,
                                      "base_overrides": base, "validation": "held-out split of the training set"}
@@ -448,6 +450,40 @@ def phase_report(phase: Phase) -> None:
             pack(phase.out, "report", root, members)
 
 
+# ----------------------------------------------------------------------------------------------- tables
+
+COLUMNS = [("run", lambda r: r.get("preset") or r.get("name") or r.get("notebook")),
+           ("settings", lambda r: ", ".join(f"{k}={v}" for k, v in r.get("overrides", {}).items()
+                                             if k not in TINY_FAST) or "-"),
+           ("epochs", lambda r: f"{r['epochs']}/{r['full_epochs']}" if "full_epochs" in r else r.get("epochs")),
+           ("validation", lambda r: r.get("validation_accuracy")), ("test", lambda r: r.get("test_accuracy")),
+           ("seconds", lambda r: r.get("train_seconds") or r.get("seconds")),
+           ("GPU s/epoch", lambda r: r.get("gpu_seconds_per_epoch")),
+           ("torchvision / GPU epoch time", lambda r: r.get("torchvision_over_gpu_epoch_time"))]
+
+
+def markdown_table(path: str) -> str:
+    """A gpu_run results file (speed's are speed.py's, printed by its own --table) as a Markdown table."""
+    if not Path(path).is_file():
+        raise ConfigError(f"no results file at {path}")
+    record = json.loads(Path(path).read_text())
+    if "phase" not in record:
+        return speed.markdown_table(record)
+    lines = [f"Phase `{record['phase']}`, {record['date'][:10]} on {record['device']} (torch {record['torch_version']}, "
+             f"CUDA {record['cuda_version'] or 'none'}){'; dry run, not meaningful' if record['dry_run'] else ''}.",
+             f"Command: `{record['command']}`", "",
+             "| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    for run in record["runs"]:
+        cells = []
+        for name, get in COLUMNS:
+            value = get(run)
+            is_share = name in ("validation", "test") and isinstance(value, float)
+            cells.append(f"{value:.2%}" if is_share else f"{value:.2f}" if isinstance(value, float)
+                         else "-" if value is None else str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -455,6 +491,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
+        if args.table:
+            print(markdown_table(args.table))
+            return 0
+        if not args.phase or not args.out:
+            raise ConfigError("give a phase and --out DIR (or --table RESULTS_JSON); see --help")
         phase = Phase(args, argv)
         runner = {"check": phase_check, "speed": phase_speed, "tune": phase_tune, "seeds": phase_seeds,
                   "best": phase_best, "report": phase_report}[args.phase]

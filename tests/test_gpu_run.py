@@ -67,10 +67,15 @@ def test_speed(noise_root, tmp_path, capsys):
     assert "airbench94 needs a CUDA GPU" in capsys.readouterr().err
 
 
-def test_tune(noise_root, tmp_path):
+def test_tune(noise_root, tmp_path, capsys):
     record = dry_run("tune", tmp_path, noise_root)
     assert [run["overrides"]["lr"] for run in record["runs"]] == [0.5, 1.0]
     assert record["best"] in [run["overrides"] for run in record["runs"]]
+    capsys.readouterr()
+    [path] = tmp_path.glob("*.json")
+    assert gpu_run.main(["--table", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "| fast | epochs=1, lr=0.5 |" in table and "dry run" in table
 
 
 def test_seeds_one_part(noise_root, tmp_path):
