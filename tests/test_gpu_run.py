@@ -1,0 +1,120 @@
+"""CPU dry runs of every phase of benchmarks/gpu_run.py, so the GPU measurement kit cannot rot unnoticed.
+
+The numbers mean nothing: tiny data, a step or an epoch each. What is checked is that each phase runs end
+to end, skips airbench94 off CUDA with a message, and leaves a results file naming its command, device,
+versions and date.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import gpu_run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def noise_root(tmp_path_factory) -> Path:
+    """An image folder of random pixels, just big enough for the notebooks' 5,000-image validation split."""
+    root = tmp_path_factory.mktemp("noise")
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 510), ("test", 10)):
+        for label in range(10):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for index in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    return root
+
+
+def dry_run(phase: str, out: Path, root: Path, *extra: str, capsys=None) -> dict:
+    argv = [phase, "--out", str(out), "--device", "cpu", "--dry-run", "--data-root", str(root), *extra]
+    assert gpu_run.main(argv) == 0
+    [path] = out.glob(f"cpu-*-{phase}*-dryrun.json")
+    record = json.loads(path.read_text())
+    for key in ("command", "device", "torch_version", "date"):
+        assert record[key], key
+    assert record["command"].startswith("python benchmarks/gpu_run.py " if phase != "speed" else "python benchmarks/speed.py")
+    assert record["complete"] is True
+    return record
+
+
+def test_check(noise_root, tmp_path, capsys):
+    record = dry_run("check", tmp_path, noise_root)
+    runs = {run["name"]: run for run in record["runs"]}
+    assert runs["fast_sync_check"]["result"].startswith("skipped")
+    assert "convolution" in runs["fast_step_profile"]["table"]
+    assert runs["airbench94_step_profile"]["skipped"] == "needs CUDA"
+    assert set(record["packages"]) == set(gpu_run.PACKAGES)
+
+
+def test_speed(noise_root, tmp_path, capsys):
+    record = dry_run("speed", tmp_path, noise_root)
+    assert "skipped" in record["results"]["airbench94"]
+    fast = record["results"]["fast"]["epochs=1"]
+    assert fast["test_accuracy"]["n"] == 2 and fast["validation_accuracy"]["n"] == 2
+    assert all(run["train_seconds"] > 0 for run in fast["runs"])
+    assert record["comparisons"]["fast_time_to_airbench_accuracy"]["reason"] == "airbench94 was skipped"
+    assert "airbench94 needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_tune(noise_root, tmp_path, capsys):
+    record = dry_run("tune", tmp_path, noise_root)
+    assert [run["overrides"]["lr"] for run in record["runs"]] == [0.5, 1.0]
+    assert record["best"] in [run["overrides"] for run in record["runs"]]
+    capsys.readouterr()
+    [path] = tmp_path.glob("*.json")
+    assert gpu_run.main(["--table", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "| fast | epochs=1, lr=0.5 |" in table and "dry run" in table
+
+
+def test_seeds_one_part(noise_root, tmp_path):
+    # Part 5 of 5 is seed003 alone, the cheapest preset on a CPU; the split into parts is checked below.
+    record = dry_run("seeds", tmp_path, noise_root, "--part", "5/5")
+    [run] = record["runs"]
+    assert run["preset"] == "seed003" and run["epochs"] <= run["full_epochs"] == 50
+    assert set(run["probe_seconds_per_epoch"]) == {"gpu", "torchvision"}
+
+
+def test_best(noise_root, tmp_path):
+    record = dry_run("best", tmp_path, noise_root)
+    [run] = record["runs"]
+    assert run["preset"] == "fast_best" and run["cap_seconds"] == 2.0
+
+
+def test_report_one_notebook(noise_root, tmp_path):
+    pytest.importorskip("papermill")
+    record = dry_run("report", tmp_path, noise_root, "--notebooks", "01_data.ipynb")
+    assert [run["notebook"] for run in record["runs"]] == ["01_data.ipynb"]
+    with tarfile.open(tmp_path / "report.tar.gz") as tar:
+        names = tar.getnames()
+    assert "01_data.ipynb" in names and any(name.startswith("figures/") for name in names)
+
+
+def test_parts_cover_every_preset_once():
+    parts = [gpu_run.part_of(gpu_run.SEED_PRESETS, f"{k}/2") for k in (1, 2)]
+    assert sorted(sum(parts, [])) == sorted(gpu_run.SEED_PRESETS)
+    assert ("seed000" in parts[0]) != ("seed004" in parts[0])  # the two long ones are split up
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["seeds", "--part", "3/2"], "--part expects K/N"),
+    (["tune", "--grid", "lr"], "--grid expects FIELD=V1,V2"),
+    (["tune", "--grid", "no_such_field=1"], "no_such_field"),
+    (["report", "--notebooks", "06_missing.ipynb"], "unknown notebook"),
+])
+def test_bad_input_is_one_error_line(noise_root, tmp_path, capsys, argv, message):
+    assert gpu_run.main([*argv, "--out", str(tmp_path), "--device", "cpu", "--dry-run",
+                         "--data-root", str(noise_root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
