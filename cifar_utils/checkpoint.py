@@ -24,10 +24,13 @@ import numpy as np
 import torch
 
 from . import io
-from .errors import CheckpointError
+from .config import Config, config_from_dict
+from .errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "epoch", "config", "history")
+# How torch's legacy (pre-1.6, non-zip) format begins: a pickled magic number. cifar_utils never writes it.
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -41,6 +44,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train first (python -m cifar_utils train ...) "
                               "or pass the path of an existing checkpoint.pt")
+    with open(path, "rb") as f:
+        legacy = f.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC
+    if legacy:
+        raise CheckpointError(f"{path} is not a cifar_utils checkpoint: it is a torch file in the legacy "
+                              "(non-zip) format, which cifar_utils never writes. Pass the checkpoint.pt of a run.")
     try:
         state = io.load_torch(path, map_location=map_location)
     except pickle.UnpicklingError as err:
@@ -55,6 +63,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise CheckpointError(f"{path} is not a cifar_utils checkpoint (missing {', '.join(missing)})")
     return state
+
+
+def checkpoint_config(state: dict[str, Any], path: str | Path) -> Config:
+    """The config a checkpoint (or a run's metrics.json) records; a field this version does not know, or a
+    config of another structure, raises :class:`CheckpointError` naming the file."""
+    try:
+        return config_from_dict(state["config"])
+    except (ConfigError, TypeError, KeyError) as err:
+        raise CheckpointError(f"{path} was written by another version of cifar_utils: {err}") from None
 
 
 def _corrupt(path: Path, err: Exception) -> CheckpointError:

@@ -13,6 +13,7 @@ overrides on top of these defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -91,7 +92,10 @@ class Config:
     def validate(self) -> "Config":
         """Check types and values; raise :class:`ConfigError` naming the field and the fix."""
         for field in dataclasses.fields(self):
-            _check_type(field.name, getattr(self, field.name), _field_types()[field.name])
+            value = getattr(self, field.name)
+            _check_type(field.name, value, _field_types()[field.name])
+            # inf and nan pass every comparison below that they should fail, and would end up in metrics.json
+            _require(not isinstance(value, float) or math.isfinite(value), field.name, value, "must be a finite number")
         choices = {
             "augmentation": AUGMENTATIONS, "normalization": NORMALIZATIONS, "pipeline": PIPELINES,
             "dataset": DATASETS, "loss": LOSSES, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,

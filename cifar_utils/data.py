@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import io
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, WriteError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FIXED_MEAN = (0.5, 0.5, 0.5)  # the fixed normalisation most reports use
@@ -89,10 +89,11 @@ class Splits:
 # --------------------------------------------------------------------------------------------- sources
 
 
-def resolve_root(root: str | os.PathLike | None = None) -> tuple[Path, str]:
-    """The data root and where it came from: the argument, then ``$CIFAR10_ROOT``, then ``./data``."""
+def resolve_root(root: str | os.PathLike | None = None, origin: Optional[str] = None) -> tuple[Path, str]:
+    """The data root and where it came from: the argument, then ``$CIFAR10_ROOT``, then ``./data``.
+    ``origin`` says where a given ``root`` came from (default: the user passed it)."""
     if root is not None:
-        return Path(root).expanduser(), "the data_root argument"
+        return Path(root).expanduser(), origin or "--data-root (data_root)"
     if os.environ.get("CIFAR10_ROOT"):
         return Path(os.environ["CIFAR10_ROOT"]).expanduser(), "the CIFAR10_ROOT environment variable"
     return Path("data"), "the default ./data"
@@ -114,15 +115,17 @@ def load_dataset(
     skip_bad_files: bool = False,
     synthetic_size: tuple[int, int] = (600, 200),
     seed: int = 0,
+    origin: Optional[str] = None,
 ) -> CifarData:
     """Load CIFAR-10 (or an image folder, or synthetic data) as uint8 tensors.
 
     ``source`` is ``"auto"`` (detect from the root), ``"cifar10"``, ``"folder"`` or ``"synthetic"``.
-    Raises :class:`DataError` with where it looked and how to fix it when nothing usable is found.
+    Raises :class:`DataError` with where it looked (and, by ``origin``, where a given ``root`` came from) and
+    how to fix it when nothing usable is found.
     """
     if source == "synthetic":
         return synthetic_dataset(*synthetic_size, seed=seed)
-    path, origin = resolve_root(root)
+    path, origin = resolve_root(root, origin)
     found = detect_source(path) if path.is_dir() else None
     if source == "auto":
         source = found or ("cifar10" if download else "")
@@ -143,10 +146,10 @@ def _not_found_message(path: Path, origin: str, download: bool) -> str:
     else:
         what = (f"{path} (from {origin}) holds neither torchvision's CIFAR-10 batches "
                 f"({TORCHVISION_FOLDER}/) nor an image folder (train/<class>/ and test/<class>/)")
-    fix = ("pass --data-root DIR (or set CIFAR10_ROOT) to a folder with train/<class>/*.jpg and "
+    fix = ("pass --data-root DIR (data_root=DIR in Python and the notebooks, or set CIFAR10_ROOT) to a folder with train/<class>/*.jpg and "
            "test/<class>/*.jpg, or to one holding cifar-10-batches-py/")
     if not download:
-        fix += ", or add --download to fetch the official CIFAR-10 with torchvision"
+        fix += ", or add --download (download=True) to fetch the official CIFAR-10 with torchvision"
     return f"no CIFAR-10 data found: {what}. Fix: {fix}."
 
 
@@ -211,17 +214,29 @@ def _warn_about_files(root: Path, skipped: list[str], resized: int) -> None:
 def _list_images(split_dir: Path) -> dict[str, list[Path]]:
     if not split_dir.is_dir():
         raise DataError(f"{split_dir} is missing: an image folder needs train/<class>/ and test/<class>/")
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = sorted(d.name for d in _entries(split_dir) if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise DataError(f"{split_dir} has no class folders: put each class's images in {split_dir}/<class>/")
     files = {}
     for name in classes:
-        files[name] = sorted(p for p in (split_dir / name).iterdir()
+        if name != name.encode("utf-8", "replace").decode("utf-8"):  # undecodable bytes, kept as surrogates
+            raise DataError(f"class folder {split_dir / name!r} has a name that is not valid UTF-8, and class names "
+                            "appear in every report: rename it")
+        files[name] = sorted(p for p in _entries(split_dir / name)
                              if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
         if not files[name]:
             raise DataError(f"class folder {split_dir / name} has no images "
                             f"(looked for {', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
     return files
+
+
+def _entries(folder: Path) -> list[Path]:
+    """The entries of ``folder``; an unreadable folder is a :class:`DataError` (skipping it would drop a class)."""
+    try:
+        return list(folder.iterdir())
+    except OSError as err:
+        raise DataError(f"cannot list {folder}: {err.strerror or err}. Fix its permissions "
+                        "(chmod u+rx) or remove it") from None
 
 
 def _decode_split(files: dict[str, list[Path]], classes: list[str], skip_bad_files: bool,
@@ -233,8 +248,9 @@ def _decode_split(files: dict[str, list[Path]], classes: list[str], skip_bad_fil
         for path in files[name]:
             try:
                 with Image.open(path) as img:
-                    img = img.convert("RGB")
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+                    img = _to_rgb(img)
+            except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError,
+                    DataError) as err:
                 if not skip_bad_files:
                     raise DataError(f"cannot read image {path}: {err}. Remove or replace the file, or pass "
                                     "--skip-bad-files (skip_bad_files=True) to skip such files.") from None
@@ -250,13 +266,39 @@ def _decode_split(files: dict[str, list[Path]], classes: list[str], skip_bad_fil
                     torch.tensor(labels, dtype=torch.int64), list(classes))
 
 
+def _to_rgb(img):
+    """``img`` as 8-bit RGB; a mode whose pixel range cannot be known raises :class:`DataError`.
+
+    PIL's own ``convert("RGB")`` clips 16-bit pixels to 255 and drops transparency, leaving silently wrong
+    pixels. Transparent areas are composited onto black here.
+    """
+    from PIL import Image
+
+    if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):  # 16-bit grey (PNG opens it as I)
+        pixels = np.asarray(img).astype(np.float64)
+        if img.mode == "I" and (pixels.min() < 0 or pixels.max() > 65535):
+            raise DataError(f"its 32-bit pixels ({pixels.min():g} to {pixels.max():g}) are not 16-bit")
+        return Image.fromarray(np.round(pixels / 257).astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("I", "F"):
+        raise DataError(f"its pixel mode {img.mode!r} (32-bit {'integer' if img.mode == 'I' else 'float'}) has no "
+                        "fixed range to map to 8 bits; save it as 8-bit RGB or greyscale")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
+
+
 def _fingerprint(files: dict[str, dict[str, list[Path]]], skip_bad_files: bool) -> str:
     digest = hashlib.sha1(f"v{CACHE_VERSION} skip={skip_bad_files}".encode())
     for split, by_class in files.items():
         for name, paths in by_class.items():
             for p in paths:
-                st = p.stat()
-                digest.update(f"{split}/{name}/{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+                try:
+                    st = p.stat()
+                    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+                except OSError:  # a broken link or a symlink loop: decoding reports (or skips) it by name
+                    stamp = "unreadable"
+                digest.update(os.fsencode(f"{split}/{name}/{p.name}:{stamp}\n"))
     return digest.hexdigest()
 
 
@@ -273,15 +315,22 @@ def _read_cache(path: Path, fingerprint: str) -> Optional[tuple[dict[str, ImageS
     """The cached sets, the files skipped and the number of images resized; None if absent or stale."""
     if not path.exists():
         return None
+    # A stale, damaged or foreign cache (any other structure) is rebuilt, never trusted.
     try:
         blob = io.load_torch(path)
-    except Exception:  # a stale or damaged cache is rebuilt, never trusted
+        if blob.get("fingerprint") != fingerprint:
+            return None
+        sets = {split: ImageSet(blob[split]["images"], blob[split]["labels"], list(blob["classes"]))
+                for split in ("train", "test")}
+        for imageset in sets.values():
+            images, labels = imageset.images, imageset.labels
+            if (images.dtype != torch.uint8 or tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE)
+                    or labels.dtype != torch.int64 or labels.shape != (len(images),)
+                    or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(imageset.classes))):
+                return None
+        return sets, [str(p) for p in blob["skipped"]], int(blob["resized"])
+    except Exception:
         return None
-    if blob.get("fingerprint") != fingerprint:
-        return None
-    sets = {split: ImageSet(blob[split]["images"], blob[split]["labels"], list(blob["classes"]))
-            for split in ("train", "test")}
-    return sets, list(blob["skipped"]), int(blob["resized"])
 
 
 def _write_cache(path: Path, fingerprint: str, sets: dict[str, ImageSet], skipped: list[str],
@@ -290,8 +339,8 @@ def _write_cache(path: Path, fingerprint: str, sets: dict[str, ImageSet], skippe
             **{s: {"images": v.images, "labels": v.labels} for s, v in sets.items()}}
     try:
         io.save_torch(blob, path)
-    except OSError as err:
-        warnings.warn(f"could not write the decode cache {path} ({err}); the next load will decode again",
+    except WriteError as err:  # a full disk, or no permission: training does not need the cache
+        warnings.warn(f"could not write the decode cache {path} ({err.reason}); the next load will decode again",
                       stacklevel=3)
 
 

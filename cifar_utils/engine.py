@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from .checkpoint import checkpoint_config, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from .device import autocast
 from .errors import CheckpointError, OutOfMemoryError, TrainingDivergedError, TrainingInterrupted
 from .optim import scheduler_interval
@@ -216,12 +216,13 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
         device: torch.device, config, *, scheduler=None, scaler: Optional[torch.amp.GradScaler] = None,
         ema=None, precision: str = "fp32", checkpoint_dir: Optional[str | Path] = None, resume: bool = False,
         progress: bool = True, log: Callable[[str], None] = print,
-        extra_state: Optional[dict] = None) -> list[dict]:
+        extra_state: Optional[dict] = None, on_save: Optional[Callable[[Path], None]] = None) -> list[dict]:
     """Train for ``config.epochs`` epochs and return the history, one dict per epoch.
 
     Each history row holds ``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``lr``
     (at the start of the epoch) and ``seconds``. The model evaluated each epoch is the EMA model when
-    ``ema`` is given. ``extra_state`` (classes, normalisation) is stored in every checkpoint. Weights that
+    ``ema`` is given. ``extra_state`` (classes, normalisation) is stored in every checkpoint, and a resumed
+    checkpoint must match it; ``on_save`` is called with each checkpoint's path once written. Weights that
     became NaN or infinite raise :class:`TrainingDivergedError` instead of being checkpointed.
     """
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -233,13 +234,18 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
     if resume:
         if checkpoint_dir is None:
             raise CheckpointError("resume=True needs a checkpoint directory (out_dir) to resume from")
-        state = load_checkpoint(checkpoint_dir / CHECKPOINT_NAME, map_location=device)
-        _check_same_setup(state, config, checkpoint_dir / CHECKPOINT_NAME)
-        unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        for obj, key in ((scheduler, "scheduler"), (scaler, "scaler"), (ema, "ema")):
-            if obj is not None and state.get(key) is not None:
-                obj.load_state_dict(state[key])
+        path = checkpoint_dir / CHECKPOINT_NAME
+        state = load_checkpoint(path, map_location=device)
+        _check_same_setup(state, config, path, extra_state or {})
+        try:
+            unwrap(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            for obj, key in ((scheduler, "scheduler"), (scaler, "scaler"), (ema, "ema")):
+                if obj is not None and state.get(key) is not None:
+                    obj.load_state_dict(state[key])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:  # torch's size and group mismatches
+            raise CheckpointError(f"{path} does not fit this run's network or optimizer (was it written by "
+                                  f"another version of cifar_utils?): {str(err).splitlines()[0][:300]}") from None
         history = list(state["history"])
         start_epoch, best_val_acc = state["epoch"], state.get("best_val_acc", -1.0)
         partial = EpochProgress(**state["epoch_progress"]) if state.get("step") else EpochProgress()
@@ -269,6 +275,8 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
     def save(name: str, epoch_done: int, current: EpochProgress) -> None:
         if checkpoint_dir is not None and distributed.is_main_process():
             save_checkpoint(snapshot(epoch_done, current), checkpoint_dir / name)
+            if on_save is not None:
+                on_save(checkpoint_dir / name)
 
     with _InterruptFlag() as interrupt:
         for epoch in range(start_epoch, config.epochs):
@@ -351,20 +359,25 @@ def _check_finite_weights(model: nn.Module, epoch: int, step: int) -> None:
             raise TrainingDivergedError(epoch, step, value, quantity=f"weight {name}")
 
 
-# Settings a resumed run must share with its checkpoint: they fix the data order, the batches and the model.
-RESUME_KEYS = ("model", "batch_size", "accumulation_steps", "seed", "train_limit", "validation_split", "pipeline",
-               "scheduler", "cosine_t_max")
+# The only settings a resumed run may change: they never alter what it computes. Any other difference is
+# refused, and so is a longer run (more epochs) when the schedule is sized for the run's length.
+RESUME_MAY_CHANGE = ("data_root", "download", "num_workers", "print_every", "checkpoint_every_steps",
+                     "eval_batch_size", "epochs")
 
 
-def _check_same_setup(state: dict, config, path: Path) -> None:
-    saved = state["config"]
-    keys = list(RESUME_KEYS)
+def _check_same_setup(state: dict, config, path: Path, extra_state: dict) -> None:
+    saved = checkpoint_config(state, path).to_dict()
+    wanted = config.to_dict()
+    may_change = set(RESUME_MAY_CHANGE)
     if config.scheduler in ("onecycle", "warmup_cosine") or (config.scheduler == "cosine" and not config.cosine_t_max):
-        keys.append("epochs")  # these schedules are sized for the run's length; more epochs would restart them
-    for key in keys:
-        if saved.get(key) != getattr(config, key):
-            raise CheckpointError(f"{path} was trained with {key}={saved.get(key)!r}, but this run has "
-                                  f"{key}={getattr(config, key)!r}; resume with the same settings or use a new --out")
+        may_change.discard("epochs")  # these schedules are sized for the run's length; more epochs would restart them
+    changed = [f"{key}={saved[key]!r} -> {value!r}" for key, value in wanted.items()
+               if key not in may_change and saved[key] != value]
+    changed += [f"{key} {state[key]!r} -> {value!r}" for key, value in extra_state.items()
+                if key in state and list(state[key]) != list(value)]  # the data itself: classes, normalisation
+    if changed:
+        raise CheckpointError(f"{path} was trained with other settings than this run: {'; '.join(changed)}. "
+                              "Resume with the settings it was trained with, or start a new run in another --out")
 
 
 def _interrupt_message(checkpoint_dir: Optional[Path], epoch: int, step: int) -> str:

@@ -23,18 +23,31 @@ class CheckpointError(CifarUtilsError):
 
 
 class OutputExistsError(CifarUtilsError):
-    """An output directory that already holds an earlier run."""
+    """An output directory that already holds an earlier run, or that another process is writing to."""
+
+
+class WriteError(CifarUtilsError, OSError):
+    """A file that could not be written (full disk, no permission); an earlier file at that path is unchanged.
+
+    An :class:`OSError`, so callers that can carry on without the file (the decode cache) still catch it.
+    """
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"could not write {path} ({reason}); any earlier file there is unchanged. "
+                         "Free some disk space or fix the folder's permissions, then run again")
 
 
 class TrainingDivergedError(CifarUtilsError):
     """The loss (or, when ``quantity`` says so, a weight) became NaN or infinite."""
 
-    def __init__(self, epoch: int, step: int, loss: float, quantity: str = "the loss"):
-        self.epoch, self.step, self.loss = epoch, step, loss
+    def __init__(self, epoch: int, step: int, loss: float, quantity: str = "the loss",
+                 kept: str = "the last good checkpoint was kept"):
+        self.epoch, self.step, self.loss, self.quantity = epoch, step, loss, quantity
         super().__init__(
             f"training diverged: {quantity} became {loss} at epoch {epoch}, step {step}. "
-            "Try a smaller learning rate, gradient clipping (--grad-clip 1.0) or fp32 precision; "
-            "the last good checkpoint was kept."
+            "Try a smaller learning rate, gradient clipping (--grad-clip 1.0, or grad_clip=1.0 in Python) or "
+            f"fp32 precision; {kept}."
         )
 
 

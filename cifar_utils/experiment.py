@@ -12,6 +12,7 @@ and ``history.csv``, all written atomically. An existing run is never overwritte
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import platform
 import time
@@ -23,18 +24,20 @@ import torch
 from torch import nn
 
 from . import distributed, io
-from .checkpoint import load_checkpoint
-from .config import Config, config_from_dict, replace
+from .checkpoint import checkpoint_config, load_checkpoint
+from .config import Config, replace
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset, make_dataloader,
                    make_splits)
 from .device import autocast, describe_device, get_device, resolve_precision, set_seed
 from .ema import ExponentialMovingAverage
 from .engine import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, fit, unwrap
-from .errors import CheckpointError, ConfigError, OutOfMemoryError, OutputExistsError
+from .errors import (CheckpointError, CifarUtilsError, ConfigError, OutOfMemoryError, OutputExistsError,
+                     TrainingDivergedError, TrainingInterrupted)
 from .evaluation import Evaluation, evaluate
 from .losses import build_criterion
 from .models import build_model
 from .optim import build_optimizer, build_scheduler
+from .run_lock import RunLock
 
 RUN_FILES = (CHECKPOINT_NAME, BEST_CHECKPOINT_NAME, "metrics.json", "history.csv")
 
@@ -57,10 +60,11 @@ class RunResult:
     splits: Splits
 
 
-def load_splits(config: Config, data: Optional[CifarData] = None) -> Splits:
-    """The seeded splits ``config`` describes (its data source, validation size, limits, normalisation)."""
+def load_splits(config: Config, data: Optional[CifarData] = None, origin: Optional[str] = None) -> Splits:
+    """The seeded splits ``config`` describes (its data source, validation size, limits, normalisation);
+    ``origin`` says where ``config.data_root`` came from, for the message when no data is found there."""
     data = data or load_dataset(config.data_root, config.dataset, config.download, config.skip_bad_files,
-                                seed=config.seed)
+                                seed=config.seed, origin=origin)
     return make_splits(data, config.validation_split, config.seed, config.train_limit, config.eval_limit,
                        config.normalization)
 
@@ -97,30 +101,49 @@ def _eval_loader(imageset, splits: Splits, batch_size: int, config: Config, devi
                            config.num_workers)
 
 
-def prepare_out_dir(out_dir: Optional[str | Path], preset: str, resume: bool, overwrite: bool) -> Path:
-    """The run directory: a new timestamped one by default; an existing run needs ``resume`` or ``overwrite``."""
+def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> list[str]:
+    """Check the (locked) run directory: an existing run needs ``resume`` or ``overwrite``. The earlier run's
+    files that ``overwrite`` replaces; they stay until the new run's first checkpoint is written."""
+    existing = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if resume:
+        if not (out_dir / CHECKPOINT_NAME).exists():
+            raise CheckpointError(f"nothing to resume: {out_dir / CHECKPOINT_NAME} does not exist; "
+                                  "drop --resume (resume=False) to start a new run")
+        if distributed.is_main_process():
+            for leftover in out_dir.glob(".*.tmp"):  # temp files of saves that a crash cut short
+                leftover.unlink()
+        return []
+    if existing and not overwrite:
+        raise OutputExistsError(f"{out_dir} already holds a run ({', '.join(existing)}). Pass --resume "
+                                "(resume=True) to continue it, --overwrite (overwrite=True) to replace it, "
+                                "or choose another --out (out_dir).")
+    return existing
+
+
+def lock_out_dir(out_dir: Optional[str | Path], preset: str, resume: bool,
+                 log: Callable[[str], None]) -> tuple[Path, contextlib.ExitStack]:
+    """The run directory (a new timestamped one by default) and its lock, which rank 0 holds for the run.
+
+    Taking the lock writes into the folder, so a run that could not save its results stops here, before
+    loading any data; every rank raises the same error instead of waiting for rank 0 at a barrier.
+    """
     if out_dir is None:
         if resume:
             raise CheckpointError("resume needs the run directory to continue: pass --out DIR (out_dir=...)")
         out_dir = distributed.broadcast_from_main(_new_run_dir(preset) if distributed.is_main_process() else None)
     out_dir = Path(out_dir)
-    existing = [name for name in RUN_FILES if (out_dir / name).exists()]
-    if resume:
-        if not (out_dir / CHECKPOINT_NAME).exists():
-            raise CheckpointError(f"nothing to resume: {out_dir / CHECKPOINT_NAME} does not exist; "
-                                  "drop --resume to start a new run")
-        if distributed.is_main_process():
-            for leftover in out_dir.glob(".*.tmp"):  # temp files of saves that a crash cut short
-                leftover.unlink()
-    elif existing and overwrite:
-        if distributed.is_main_process():
-            for name in existing:
-                (out_dir / name).unlink()
-    elif existing:
-        raise OutputExistsError(f"{out_dir} already holds a run ({', '.join(existing)}). Pass --resume to "
-                                "continue it, --overwrite to replace it, or choose another --out.")
-    distributed.barrier()
-    return out_dir
+    lock, problem = contextlib.ExitStack(), None
+    if distributed.is_main_process():
+        try:
+            lock.enter_context(RunLock(out_dir, log))
+        except CifarUtilsError as err:
+            problem = err
+    message = distributed.broadcast_from_main(None if problem is None else str(problem))
+    if problem is not None:
+        raise problem
+    if message is not None:  # the other ranks: the same words (an exception itself may not survive pickling)
+        raise OutputExistsError(message)
+    return out_dir, lock
 
 
 def _new_run_dir(preset: str) -> Path:
@@ -171,7 +194,15 @@ def train(config: Config, out_dir: Optional[str | Path] = None, *, device: Optio
 
 def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: bool, progress: bool,
            log: Callable[[str], None], data: Optional[CifarData], started: float) -> RunResult:
-    out = prepare_out_dir(out_dir, config.preset, resume, overwrite)
+    out, lock = lock_out_dir(out_dir, config.preset, resume, log)
+    with lock:
+        earlier = prepare_out_dir(out, resume, overwrite)
+        distributed.barrier()
+        return _train_in(config, out, earlier, dev, resume, progress, log, data, started)
+
+
+def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, resume: bool, progress: bool,
+              log: Callable[[str], None], data: Optional[CifarData], started: float) -> RunResult:
     main = distributed.is_main_process()
     say = log if main else (lambda _msg: None)
     precision = resolve_precision(config.precision, dev)
@@ -215,21 +246,38 @@ def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: 
     torch.manual_seed(config.seed + distributed.rank())  # per-rank augmentation streams
 
     extra = {"classes": splits.classes, "mean": list(splits.mean), "std": list(splits.std)}
-    history = fit(model, criterion, optimizer, loaders.train, loaders.validation, dev, config,
-                  scheduler=scheduler, scaler=scaler, ema=ema, precision=precision, checkpoint_dir=out,
-                  resume=resume, progress=progress, log=say, extra_state=extra)
+    saved: list[Path] = []  # this run's checkpoints, as written
+
+    def replace_earlier(path: Path) -> None:
+        # The new run's first checkpoint is on disk: the earlier run's other files would now mix with it.
+        for name in earlier:
+            if name != path.name:
+                (out / name).unlink(missing_ok=True)
+        earlier.clear()
+        saved.append(path)
+
+    try:
+        history = fit(model, criterion, optimizer, loaders.train, loaders.validation, dev, config,
+                      scheduler=scheduler, scaler=scaler, ema=ema, precision=precision, checkpoint_dir=out,
+                      resume=resume, progress=progress, log=say, extra_state=extra, on_save=replace_earlier)
+    except TrainingDivergedError as err:
+        last = saved[-1] if saved else out / CHECKPOINT_NAME if resume else None
+        kept = (f"the last good checkpoint was kept: {last}" if last else
+                f"this run saved nothing, and the earlier run in {out} was left as it was" if earlier else
+                "nothing was saved, as it diverged before its first checkpoint")
+        raise TrainingDivergedError(err.epoch, err.step, err.loss, err.quantity, kept) from None
 
     distributed.barrier()  # rank 0 has written the last checkpoints before any rank reads them
     eval_model = ema.module if ema is not None else unwrap(model)
-    if config.keep_best and (out / BEST_CHECKPOINT_NAME).exists():
-        best = load_checkpoint(out / BEST_CHECKPOINT_NAME, map_location=dev)
-        if ema is not None and best.get("ema") is not None:
-            ema.load_state_dict(best["ema"])
-        else:
-            eval_model.load_state_dict(best["model"])
-        say(f"evaluating the best-validation checkpoint (epoch {best['epoch']})")
     kwargs = dict(precision=precision, tta=config.tta, channels_last=config.channels_last)
     try:
+        if config.keep_best and (out / BEST_CHECKPOINT_NAME).exists():
+            best = load_checkpoint(out / BEST_CHECKPOINT_NAME, map_location=dev)
+            if ema is not None and best.get("ema") is not None:
+                ema.load_state_dict(best["ema"])
+            else:
+                eval_model.load_state_dict(best["model"])
+            say(f"evaluating the best-validation checkpoint (epoch {best['epoch']})")
         test = evaluate(eval_model, _full_loader(loaders.test, splits.test, config, dev, splits), dev,
                         splits.classes, **kwargs)
         val = evaluate(eval_model, _full_loader(loaders.validation, splits.validation, config, dev, splits), dev,
@@ -239,6 +287,10 @@ def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: 
                                f"eval_batch_size={config.eval_batch_size}; training finished and {out} holds "
                                f"its checkpoint. Evaluate it with a smaller batch: python -m cifar_utils "
                                f"evaluate --checkpoint {out / CHECKPOINT_NAME} --batch-size {max(1, config.eval_batch_size // 2)}") from None
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(f"interrupted during the final evaluation; training had finished and "
+                                  f"{out / CHECKPOINT_NAME} holds it. Run the same command with --resume "
+                                  "(resume=True) to evaluate it and write metrics.json") from None
     metrics = {
         "preset": config.preset,
         "test_accuracy": test.accuracy, "test_loss": test.loss,
@@ -322,10 +374,15 @@ def load_model(path: str | Path, device: Optional[str] = None) -> TrainedModel:
     state = load_checkpoint(path)
     if "classes" not in state:
         raise CheckpointError(f"{path} does not record its classes; it was not written by cifar_utils.train")
-    config = config_from_dict(state["config"])
+    config = checkpoint_config(state, path)
     dev = get_device(device)
     model = build_model(config, len(state["classes"]))
-    model.load_state_dict(state["ema"]["module"] if state.get("ema") is not None else state["model"])
+    try:
+        model.load_state_dict(state["ema"]["module"] if state.get("ema") is not None else state["model"])
+    except (RuntimeError, KeyError, TypeError) as err:  # torch's missing, unexpected and mis-sized weights
+        raise CheckpointError(f"{path} does not fit the {config.model} network it names for "
+                              f"{len(state['classes'])} classes (was it written by another version of cifar_utils?): "
+                              f"{str(err).splitlines()[0][:300]}") from None
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return TrainedModel(model.to(dev).eval(), config, list(state["classes"]), tuple(state["mean"]),
@@ -351,4 +408,5 @@ def evaluate_checkpoint(path: str | Path, data_root: Optional[str] = None, devic
     trained = load_model(path, device)
     overrides = {"data_root": data_root, "eval_batch_size": batch_size}
     config = replace(trained.config, **{k: v for k, v in overrides.items() if v is not None}).validate()
-    return evaluate_model(trained, load_splits(config, data), config), config
+    origin = f"the data_root recorded in {path}" if data_root is None else None
+    return evaluate_model(trained, load_splits(config, data, origin), config), config

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -19,24 +20,33 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 import torch
 
+from .errors import WriteError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is fsync'd and renamed to ``path``."""
+    """Yield a temporary path next to ``path``; on success it is fsync'd and renamed to ``path``.
+
+    Any failure to write (a full disk, no permission) raises :class:`WriteError` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results should get the usual permissions
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results should get the usual permissions
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as err:
+        raise WriteError(path, err.strerror or str(err)) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def _umask() -> int:
@@ -67,7 +77,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: Path) -> None:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError:  # torch reports a failed write (a full disk) as a C++ "enforce fail" without a reason
+            raise OSError("torch.save stopped part-way, usually because the disk is full") from None
+
+    return atomic_write(path, write)
 
 
 def load_torch(path: str | os.PathLike, map_location=None) -> Any:
@@ -96,10 +112,21 @@ def check_archive(file: BinaryIO) -> None:
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as strict JSON: NaN and infinities (say, the loss of a diverged run) become null."""
     def write(tmp: Path) -> None:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.write_text(json.dumps(_finite(obj), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
 
     return atomic_write(path, write)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {key: _finite(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(value) for value in obj]
+    return obj
 
 
 def save_csv(rows: Sequence[dict], path: str | os.PathLike) -> Path:

@@ -301,8 +301,8 @@ class RunEvaluation:
 def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
                  device: Optional[str] = None) -> RunEvaluation:
     """Evaluate the checkpoint 03 wrote into ``run_dir`` (the best-validation one when the run kept it)."""
-    from .checkpoint import load_checkpoint
-    from .config import config_from_dict
+    from .checkpoint import checkpoint_config, load_checkpoint
+    from .config import replace
     from .data import load_dataset
     from .experiment import evaluate_model, load_model, load_splits
 
@@ -312,12 +312,16 @@ def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
         raise CheckpointError(f"no checkpoint in {run_dir}: run 03_train.ipynb first (it writes "
                               f"{latest}), or set run_dir to the folder of an earlier run")
     if (run_dir / "metrics.json").is_file():
-        saved = json.loads((run_dir / "metrics.json").read_text())["config"]
+        record = run_dir / "metrics.json"
+        config = checkpoint_config(json.loads(record.read_text()), record)
     else:  # an interrupted run: its checkpoint still says how it was trained
-        saved = load_checkpoint(latest)["config"]
-    config = config_from_dict({**saved, **({"data_root": data_root} if data_root is not None else {})})
+        record = latest
+        config = checkpoint_config(load_checkpoint(latest), latest)
+    origin = f"the data_root recorded in {record}" if data_root is None else None
+    config = replace(config, **({"data_root": data_root} if data_root is not None else {}))
     checkpoint = best if config.keep_best and best.is_file() else latest
-    data = load_dataset(config.data_root, config.dataset, config.download, config.skip_bad_files, seed=config.seed)
+    data = load_dataset(config.data_root, config.dataset, config.download, config.skip_bad_files, seed=config.seed,
+                        origin=origin)
     splits = load_splits(config, data)
     trained = load_model(checkpoint, device)
     evaluation = evaluate_model(trained, splits, config)

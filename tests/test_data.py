@@ -200,7 +200,7 @@ def test_cache_goes_elsewhere_when_the_data_folder_is_read_only(tmp_path, monkey
 
 def test_root_resolution_order(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path / "env"))
-    assert resolve_root(tmp_path / "arg") == (tmp_path / "arg", "the data_root argument")
+    assert resolve_root(tmp_path / "arg") == (tmp_path / "arg", "--data-root (data_root)")
     assert resolve_root() == (tmp_path / "env", "the CIFAR10_ROOT environment variable")
     monkeypatch.delenv("CIFAR10_ROOT")
     assert resolve_root() == (Path("data"), "the default ./data")
