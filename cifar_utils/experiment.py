@@ -76,17 +76,16 @@ def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loader
     train = make_dataloader(splits.train, build_transform(config.augmentation, splits.mean, splits.std), batch,
                             device, train_sampler, config.num_workers, torch.Generator().manual_seed(config.seed),
                             drop_last=len(train_sampler) % batch == 1 and len(train_sampler) > 1)  # BatchNorm cannot train on one image
-    evals = [_eval_loader(s, splits, eval_batch, config, device,
+    evals = [_eval_loader(s, splits.mean, splits.std, eval_batch, config, device,
                           ShardedShuffleSampler(len(s), shuffle=False, num_replicas=world, rank=rank)
                           if world > 1 else None)
              for s in (splits.validation, splits.test)]
     return Loaders(train, *evals)
 
 
-def _eval_loader(imageset, splits: Splits, batch_size: int, config: Config, device: torch.device,
-                 sampler=None):
-    """A DataLoader of ``imageset`` without augmentation, normalised as ``splits`` says, in order."""
-    return make_dataloader(imageset, build_transform("none", splits.mean, splits.std), batch_size, device, sampler,
+def _eval_loader(imageset, mean, std, batch_size: int, config: Config, device: torch.device, sampler=None):
+    """A DataLoader of ``imageset`` without augmentation, normalised with ``mean`` and ``std``, in order."""
+    return make_dataloader(imageset, build_transform("none", mean, std), batch_size, device, sampler,
                            config.num_workers)
 
 
@@ -235,8 +234,9 @@ def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: 
                                f"evaluate --checkpoint {out / CHECKPOINT_NAME} --batch-size {max(1, config.eval_batch_size // 2)}") from None
     metrics = {
         "preset": config.preset,
-        "test_accuracy": test.accuracy, "test_loss": test.loss,
-        "validation_accuracy": val.accuracy, "validation_loss": val.loss,
+        # Plain cross-entropy of the evaluated predictions; history.csv's losses are the training criterion.
+        "test_accuracy": test.accuracy, "test_cross_entropy": test.loss,
+        "validation_accuracy": val.accuracy, "validation_cross_entropy": val.loss,
         "best_validation_accuracy": max((r["val_acc"] for r in history), default=float("nan")),
         "final_train_accuracy": history[-1]["train_acc"] if history else float("nan"),
         "per_class_test_accuracy": test.per_class_accuracy,
@@ -264,7 +264,7 @@ def _full_loader(loader, imageset, config, device, splits):
     """Final evaluation reads every image on every rank (not a shard), so all ranks report the same numbers."""
     if distributed.world_size() == 1:
         return loader
-    return _eval_loader(imageset, splits, config.eval_batch_size, config, device)
+    return _eval_loader(imageset, splits.mean, splits.std, config.eval_batch_size, config, device)
 
 
 def _compile(model: nn.Module, example: torch.Tensor, device: torch.device,
@@ -323,21 +323,36 @@ def load_model(path: str | Path, device: Optional[str] = None) -> TrainedModel:
 
 def evaluate_model(trained: TrainedModel, splits: Splits, config: Config) -> Evaluation:
     """Evaluate a loaded network on the test split of ``splits`` (made from ``config``, the run's settings
-    with any overrides such as the data root or the evaluation batch)."""
+    with any overrides such as the data root or the evaluation batch), normalised with the statistics the
+    checkpoint stores: recomputing them from other data would feed the network inputs it was not trained on."""
     if trained.classes != splits.classes:
         raise CheckpointError(f"the network was trained on classes {trained.classes}, but the data has {splits.classes}")
-    loader = _eval_loader(splits.test, splits, config.eval_batch_size, config, trained.device)
+    loader = _eval_loader(splits.test, trained.mean, trained.std, config.eval_batch_size, config, trained.device)
     precision = resolve_precision(config.precision, trained.device)
     return evaluate(trained.model, loader, trained.device, splits.classes, precision=precision, tta=config.tta,
                     channels_last=config.channels_last)
 
 
+def reported_checkpoint(path: str | Path, keep_best: bool) -> Path:
+    """The checkpoint whose weights ``train`` tested: ``checkpoint_best.pt`` beside a run's ``checkpoint.pt``
+    when the run kept the best-validation weights, else ``path`` itself."""
+    path = Path(path)
+    best = path.with_name(BEST_CHECKPOINT_NAME)
+    return best if keep_best and path.name == CHECKPOINT_NAME and best.is_file() else path
+
+
 def evaluate_checkpoint(path: str | Path, data_root: Optional[str] = None, device: Optional[str] = None,
-                        data: Optional[CifarData] = None,
-                        batch_size: Optional[int] = None) -> tuple[Evaluation, Config]:
-    """Evaluate checkpoint ``path`` on its run's test split (same seed, limits and normalisation as in
-    training); ``data_root`` and ``batch_size`` (the evaluation batch) override what the run's config says."""
+                        data: Optional[CifarData] = None, batch_size: Optional[int] = None,
+                        log: Callable[[str], None] = print) -> tuple[Evaluation, Config]:
+    """Evaluate checkpoint ``path`` on its run's test split (same seed and limits as in training, the
+    normalisation stored in the checkpoint); ``data_root`` and ``batch_size`` (the evaluation batch)
+    override what the run's config says. A run's ``checkpoint.pt`` with ``keep_best`` is scored with the
+    best-validation weights beside it, as ``train`` scored it."""
     trained = load_model(path, device)
+    chosen = reported_checkpoint(path, trained.config.keep_best)
+    if chosen != Path(path):
+        log(f"evaluating {chosen}: the run kept its best-validation weights (keep_best), and train tested those")
+        trained = load_model(chosen, device)
     overrides = {"data_root": data_root, "eval_batch_size": batch_size}
     config = replace(trained.config, **{k: v for k, v in overrides.items() if v is not None}).validate()
     return evaluate_model(trained, load_splits(config, data), config), config

@@ -304,10 +304,10 @@ def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
     from .checkpoint import load_checkpoint
     from .config import config_from_dict
     from .data import load_dataset
-    from .experiment import evaluate_model, load_model, load_splits
+    from .experiment import evaluate_model, load_model, load_splits, reported_checkpoint
 
     run_dir = Path(run_dir)
-    latest, best = run_dir / "checkpoint.pt", run_dir / "checkpoint_best.pt"
+    latest = run_dir / "checkpoint.pt"
     if not latest.is_file():
         raise CheckpointError(f"no checkpoint in {run_dir}: run 03_train.ipynb first (it writes "
                               f"{latest}), or set run_dir to the folder of an earlier run")
@@ -316,7 +316,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
     else:  # an interrupted run: its checkpoint still says how it was trained
         saved = load_checkpoint(latest)["config"]
     config = config_from_dict({**saved, **({"data_root": data_root} if data_root is not None else {})})
-    checkpoint = best if config.keep_best and best.is_file() else latest
+    checkpoint = reported_checkpoint(latest, config.keep_best)
     data = load_dataset(config.data_root, config.dataset, config.download, config.skip_bad_files, seed=config.seed)
     splits = load_splits(config, data)
     trained = load_model(checkpoint, device)

@@ -41,7 +41,7 @@ def test_train_writes_metrics_history_and_checkpoint(trained_run):
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("test_accuracy", "validation_accuracy"):
         assert 0 <= metrics[key] <= 1
-    for key in ("test_loss", "validation_loss"):
+    for key in ("test_cross_entropy", "validation_cross_entropy"):
         assert math.isfinite(metrics[key]) and metrics[key] > 0
     assert metrics["train_seconds"] > 0 and metrics["total_seconds"] >= metrics["train_seconds"]
     assert metrics["epochs"] == 1 and metrics["preset"] == "seed003"

@@ -131,7 +131,7 @@ def assert_same_run(a: Path, b: Path, atol: float = 1e-6) -> None:
     for name, tensor in first["model"].items():
         torch.testing.assert_close(tensor, second["model"][name], rtol=0, atol=atol, msg=name)
     metrics_a, metrics_b = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
-    for key in ("test_accuracy", "test_loss", "validation_accuracy", "validation_loss"):
+    for key in ("test_accuracy", "test_cross_entropy", "validation_accuracy", "validation_cross_entropy"):
         assert metrics_a[key] == pytest.approx(metrics_b[key], rel=0, abs=atol), key
 
 
