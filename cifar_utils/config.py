@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .errors import ConfigError
+from .preprocessing import CROP_PADDING
 
 AUGMENTATIONS = ("affine_jitter", "crop_flip", "resized_crop_flip", "none")
 NORMALIZATIONS = ("fixed", "train_stats")
@@ -45,7 +46,7 @@ class Config:
     train_limit: Optional[int] = None  # seeded random subset of the training split, for quick runs
     eval_limit: Optional[int] = None  # seeded random subset of the validation and test splits
     augmentation: str = "crop_flip"  # affine_jitter | crop_flip | resized_crop_flip | none
-    crop_padding: int = 4  # crop_flip: shift by up to this many pixels (zero fill); other than 4 needs pipeline=gpu
+    crop_padding: int = CROP_PADDING  # crop_flip: shift by up to this many pixels (zero fill); other than 4 needs pipeline=gpu
     alternating_flip: bool = False  # gpu pipeline: flip each image on every other epoch (random start) instead of at random
     cutout: int = 0  # gpu pipeline: blank a random square of this side in each training image; 0: off
     normalization: str = "fixed"  # fixed: mean=std=0.5; train_stats: per-channel statistics of the training split
@@ -135,7 +136,7 @@ class Config:
         """The torchvision pipeline has none of the GPU pipeline's extra augmentation settings."""
         if self.pipeline != "gpu":
             used = [(name, value) for name, value, default in (
-                ("crop_padding", self.crop_padding, 4), ("alternating_flip", self.alternating_flip, False),
+                ("crop_padding", self.crop_padding, CROP_PADDING), ("alternating_flip", self.alternating_flip, False),
                 ("cutout", self.cutout, 0)) if value != default]
             if used:
                 name, value = used[0]

@@ -26,11 +26,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import io
+from . import preprocessing as spec
 from .errors import ConfigError, DataError
+from .preprocessing import FIXED_MEAN, FIXED_STD
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-FIXED_MEAN = (0.5, 0.5, 0.5)  # the fixed normalisation most reports use
-FIXED_STD = (0.5, 0.5, 0.5)
 IMAGE_SIZE = 32
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CACHE_NAME = ".cifar_utils_cache.pt"
@@ -371,19 +371,26 @@ def channel_stats(images: torch.Tensor, chunk: int = 5000) -> tuple[tuple[float,
 
 
 def augmentation_ops(name: str) -> list:
-    """The random transforms of a named augmentation (uint8 tensor in, uint8 tensor out)."""
+    """The random transforms of a named augmentation (uint8 tensor in, uint8 tensor out), with the settings
+    of ``cifar_utils.preprocessing``."""
     from torchvision.transforms import v2
+
+    def flip():
+        return v2.RandomHorizontalFlip(spec.FLIP_PROBABILITY)
 
     ops = {
         "affine_jitter": lambda: [
-            v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1)),
-            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1),
-            v2.RandomHorizontalFlip(),
+            v2.RandomAffine(degrees=spec.AFFINE_DEGREES, translate=(spec.AFFINE_TRANSLATE,) * 2,
+                            scale=spec.AFFINE_SCALE),
+            v2.ColorJitter(brightness=spec.JITTER_BRIGHTNESS, contrast=spec.JITTER_CONTRAST,
+                           saturation=spec.JITTER_SATURATION, hue=spec.JITTER_HUE),
+            flip(),
         ],
-        "crop_flip": lambda: [v2.RandomCrop(IMAGE_SIZE, padding=4), v2.RandomHorizontalFlip()],
+        "crop_flip": lambda: [v2.RandomCrop(IMAGE_SIZE, padding=spec.CROP_PADDING), flip()],
         "resized_crop_flip": lambda: [
-            v2.RandomResizedCrop(IMAGE_SIZE, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
-            v2.RandomHorizontalFlip(),
+            v2.RandomResizedCrop(IMAGE_SIZE, scale=spec.RESIZED_CROP_SCALE, ratio=spec.RESIZED_CROP_RATIO,
+                                 antialias=True),
+            flip(),
         ],
         "none": lambda: [],
     }
@@ -397,7 +404,7 @@ def build_transform(augmentation: str, mean: Sequence[float], std: Sequence[floa
     from torchvision.transforms import v2
 
     return v2.Compose([*augmentation_ops(augmentation), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(list(mean), list(std))])
+                       spec.Normalize(mean, std)])
 
 
 class TensorImageDataset(Dataset):
