@@ -42,7 +42,7 @@ class Config:
     dataset: str = "auto"  # auto-detect, or force: cifar10 | folder | synthetic
     download: bool = False  # let torchvision download the official CIFAR-10 if it is missing
     skip_bad_files: bool = False  # skip unreadable images in an image folder, with a warning, instead of stopping
-    validation_split: int = 5000  # training images held out for validation (seeded, no overlap)
+    validation_split: Optional[int] = None  # training images held out for validation (seeded); None: 10% of them
     train_limit: Optional[int] = None  # seeded random subset of the training split, for quick runs
     eval_limit: Optional[int] = None  # seeded random subset of the validation and test splits
     augmentation: str = "crop_flip"  # affine_jitter | crop_flip | resized_crop_flip | none
@@ -107,8 +107,8 @@ class Config:
         _require(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
         _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be at least 1")
         _require(self.accumulation_steps >= 1, "accumulation_steps", self.accumulation_steps, "must be at least 1")
-        _require(self.validation_split >= 1, "validation_split", self.validation_split,
-                 "must be at least 1: validation images are held out of the training set (never the test set)")
+        _require(self.validation_split is None or self.validation_split >= 1, "validation_split", self.validation_split,
+                 "must be at least 1, or None: validation images are held out of the training set (never the test set)")
         _require(self.train_limit is None or self.train_limit >= 1, "train_limit", self.train_limit, "must be at least 1, or None")
         _require(self.eval_limit is None or self.eval_limit >= 1, "eval_limit", self.eval_limit, "must be at least 1, or None")
         _require(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")

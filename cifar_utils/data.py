@@ -36,6 +36,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 CACHE_NAME = ".cifar_utils_cache.pt"
 CACHE_VERSION = 2
 TORCHVISION_FOLDER = "cifar-10-batches-py"
+VALIDATION_FRACTION = 0.1  # held out when validation_split is unset: 5,000 of CIFAR-10's 50,000 images
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Splits:
     mean: tuple[float, float, float]  # per-channel, in [0, 1] pixel units
     std: tuple[float, float, float]
     description: str
+    held_out: str  # how many training images were held out for validation, and why that many
 
     @property
     def classes(self) -> list[str]:
@@ -319,15 +321,23 @@ def synthetic_dataset(num_train: int = 600, num_test: int = 200, num_classes: in
 # ---------------------------------------------------------------------------------------------- splits
 
 
-def make_splits(data: CifarData, validation_split: int = 5000, seed: int = 0,
+def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: int = 0,
                 train_limit: Optional[int] = None, eval_limit: Optional[int] = None,
                 normalization: str = "fixed") -> Splits:
     """Seeded, non-overlapping train/validation splits of the training set, plus the test set.
 
-    ``train_limit`` takes a seeded random subset of the training split; ``eval_limit`` caps the
-    validation and test splits. Normalisation statistics come from the (limited) training split.
+    ``validation_split`` images are held out for validation; None holds out ``VALIDATION_FRACTION`` of the
+    training set (at least one image), so that small folders work without a setting. ``train_limit`` takes
+    a seeded random subset of the training split; ``eval_limit`` caps the validation and test splits.
+    Normalisation statistics come from the (limited) training split.
     """
     n = len(data.train)
+    if validation_split is None:
+        validation_split = max(1, round(n * VALIDATION_FRACTION))
+        held_out = (f"{validation_split} images held out for validation: {VALIDATION_FRACTION:.0%} of the {n} "
+                    "training images (validation_split unset; --validation-split N chooses)")
+    else:
+        held_out = f"{validation_split} images held out for validation (validation_split={validation_split})"
     if validation_split >= n:
         raise DataError(f"validation_split={validation_split} is not smaller than the training set "
                         f"({n} images); use a smaller --validation-split")
@@ -348,7 +358,8 @@ def make_splits(data: CifarData, validation_split: int = 5000, seed: int = 0,
         mean, std = channel_stats(train.images)
     else:
         mean, std = FIXED_MEAN, FIXED_STD
-    return Splits(train, data.train.subset(val_idx), data.test.subset(test_idx), mean, std, data.description)
+    return Splits(train, data.train.subset(val_idx), data.test.subset(test_idx), mean, std, data.description,
+                  held_out)
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 5000) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -173,8 +173,8 @@ def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: 
 
     splits = load_splits(config, data)
     say(f"device {describe_device(dev)}, precision {precision}, data: {splits.description}")
-    say(f"splits: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test; "
-        f"run directory {out}")
+    say(f"splits: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
+        f"({splits.held_out}); run directory {out}")
     loaders = make_loaders(splits, config, dev)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config, len(splits.classes))

@@ -164,3 +164,25 @@ def test_a_last_training_batch_of_one_image_does_not_crash_batchnorm1d(tmp_path,
                  "--out", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err
     assert (out / "metrics.json").is_file()
+
+
+def test_a_small_image_folder_trains_with_no_extra_flags(tmp_path, capsys):
+    """3 classes and 120 training images: the default validation split adapts (10%) and says so."""
+    import numpy as np
+    from PIL import Image
+
+    gen = np.random.default_rng(0)
+    for split, per_class in (("train", 40), ("test", 10)):
+        for c, name in enumerate(("cat", "dog", "fox")):
+            folder = tmp_path / "data" / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.clip(gen.normal(60 + 70 * c, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    code = main(["train", "--preset", "seed003", "--epochs", "1", "--data-root", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "splits: 108 train / 12 validation / 30 test (12 images held out for validation: 10% of the 120" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["split_sizes"] == {"train": 108, "validation": 12, "test": 30}
