@@ -67,7 +67,7 @@ def load_splits(config: Config, data: Optional[CifarData] = None) -> Splits:
 def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loaders:
     """Per-split loaders: the torchvision DataLoader pipeline or the GPU-resident one; sharded under DDP."""
     rank, world = distributed.rank(), distributed.world_size()
-    batch, eval_batch = config.batch_size // world, config.eval_batch_size // world
+    batch, eval_batch = config.batch_size // world, -(-config.eval_batch_size // world)
     if config.pipeline == "gpu":
         from .gpu_data import make_gpu_loaders
 
@@ -141,7 +141,7 @@ def train(config: Config, out_dir: Optional[str | Path] = None, *, device: Optio
     config.validate()
     dev = get_device(device)
     # Checked on every rank before any collective, so a bad launch fails everywhere instead of hanging.
-    distributed.check_batch_divides(config.batch_size, config.eval_batch_size, distributed.env_info().world_size)
+    distributed.check_batch_divides(config.batch_size, distributed.env_info().world_size)
     if config.sync_batchnorm and dev.type != "cuda":
         raise ConfigError("sync_batchnorm=True needs CUDA GPUs (torch's SyncBatchNorm has no CPU kernel); "
                           "drop it on the CPU, where each rank's BatchNorm uses its own shard")
