@@ -221,12 +221,15 @@ def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: 
         else:
             eval_model.load_state_dict(best["model"])
         say(f"evaluating the best-validation checkpoint (epoch {best['epoch']})")
+    tta = f", test-time augmentation {config.tta}" if config.tta != "none" else ""
+    say(f"final evaluation: {len(splits.test)} test and {len(splits.validation)} validation images{tta}")
     kwargs = dict(precision=precision, tta=config.tta, channels_last=config.channels_last)
+    bars = progress and main  # a long final evaluation shows where it is
     try:
         test = evaluate(eval_model, _full_loader(loaders.test, splits.test, config, dev, splits), dev,
-                        splits.classes, **kwargs)
+                        splits.classes, progress="test" if bars else None, **kwargs)
         val = evaluate(eval_model, _full_loader(loaders.validation, splits.validation, config, dev, splits), dev,
-                       splits.classes, **kwargs)
+                       splits.classes, progress="validation" if bars else None, **kwargs)
     except torch.OutOfMemoryError:
         raise OutOfMemoryError(f"{dev.type} ran out of memory in the final evaluation with "
                                f"eval_batch_size={config.eval_batch_size}; training finished and {out} holds "

@@ -147,3 +147,15 @@ def test_evaluate_checkpoint_scores_what_train_reported(tmp_path, synthetic):
     assert "checkpoint_best.pt" in lines[0]
     assert evaluation.accuracy == result.metrics["test_accuracy"]
     assert evaluation.loss == pytest.approx(result.metrics["test_cross_entropy"], abs=1e-6)
+
+
+def test_final_evaluation_says_what_it_does_and_shows_progress(tmp_path, synthetic, capsys):
+    from cifar_utils.experiment import train
+    from cifar_utils.presets import from_preset
+
+    config = from_preset("seed003", dataset="synthetic", validation_split=100, train_limit=32, eval_limit=48,
+                         epochs=1, batch_size=32, eval_batch_size=16)
+    train(config, tmp_path / "run", device="cpu", progress=True, data=synthetic)
+    captured = capsys.readouterr()
+    assert "final evaluation: 48 test and 48 validation images" in captured.out
+    assert "test: " in captured.err and "validation: " in captured.err  # the tqdm bars of both splits
