@@ -44,7 +44,8 @@ class Config:
     skip_bad_files: bool = False  # skip unreadable images in an image folder, with a warning, instead of stopping
     validation_split: Optional[int] = None  # training images held out for validation (seeded); None: 10% of them
     train_limit: Optional[int] = None  # seeded random subset of the training split, for quick runs
-    eval_limit: Optional[int] = None  # seeded random subset of the validation and test splits
+    validation_limit: Optional[int] = None  # seeded random subset of the validation split, for quick runs
+    test_limit: Optional[int] = None  # seeded random subset of the test set, for quick runs
     augmentation: str = "crop_flip"  # affine_jitter | crop_flip | resized_crop_flip | none
     crop_padding: int = CROP_PADDING  # crop_flip: shift by up to this many pixels (zero fill); other than 4 needs pipeline=gpu
     alternating_flip: bool = False  # gpu pipeline: flip each image on every other epoch (random start) instead of at random
@@ -110,7 +111,9 @@ class Config:
         _require(self.validation_split is None or self.validation_split >= 1, "validation_split", self.validation_split,
                  "must be at least 1, or None: validation images are held out of the training set (never the test set)")
         _require(self.train_limit is None or self.train_limit >= 1, "train_limit", self.train_limit, "must be at least 1, or None")
-        _require(self.eval_limit is None or self.eval_limit >= 1, "eval_limit", self.eval_limit, "must be at least 1, or None")
+        for name in ("validation_limit", "test_limit"):
+            _require(getattr(self, name) is None or getattr(self, name) >= 1, name, getattr(self, name),
+                     "must be at least 1, or None")
         _require(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
         _require(not self.nesterov or self.momentum > 0, "nesterov", self.nesterov,
                  "needs momentum > 0 (Nesterov momentum with momentum=0 is undefined)")
@@ -165,6 +168,11 @@ def replace(config: Config, **overrides: Any) -> Config:
 
 def config_from_dict(values: dict[str, Any]) -> Config:
     """Rebuild a config saved with :meth:`Config.to_dict` (for example inside a checkpoint)."""
+    values = dict(values)
+    if "eval_limit" in values:  # runs saved before eval_limit was split into validation_limit and test_limit
+        limit = values.pop("eval_limit")
+        values.setdefault("validation_limit", limit)
+        values.setdefault("test_limit", limit)
     return replace(Config(), **values)
 
 

@@ -322,13 +322,13 @@ def synthetic_dataset(num_train: int = 600, num_test: int = 200, num_classes: in
 
 
 def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: int = 0,
-                train_limit: Optional[int] = None, eval_limit: Optional[int] = None,
-                normalization: str = "fixed") -> Splits:
+                train_limit: Optional[int] = None, validation_limit: Optional[int] = None,
+                test_limit: Optional[int] = None, normalization: str = "fixed") -> Splits:
     """Seeded, non-overlapping train/validation splits of the training set, plus the test set.
 
     ``validation_split`` images are held out for validation; None holds out ``VALIDATION_FRACTION`` of the
     training set (at least one image), so that small folders work without a setting. ``train_limit`` takes
-    a seeded random subset of the training split; ``eval_limit`` caps the validation and test splits.
+    a seeded random subset of the training split; ``validation_limit`` and ``test_limit`` take seeded random subsets of the validation and test splits.
     Normalisation statistics come from the (limited) training split.
     """
     n = len(data.train)
@@ -350,9 +350,10 @@ def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: i
                             f"({len(train_idx)} images after holding out {validation_split} for validation)")
         train_idx = train_idx[torch.randperm(len(train_idx), generator=gen)[:train_limit]]
     test_idx = torch.arange(len(data.test))
-    if eval_limit is not None:
-        val_idx = val_idx[torch.randperm(len(val_idx), generator=gen)[:eval_limit]]
-        test_idx = torch.randperm(len(data.test), generator=gen)[:eval_limit]
+    if validation_limit is not None:
+        val_idx = val_idx[torch.randperm(len(val_idx), generator=gen)[:validation_limit]]
+    if test_limit is not None:
+        test_idx = torch.randperm(len(data.test), generator=gen)[:test_limit]
     train = data.train.subset(train_idx)
     if normalization == "train_stats":
         mean, std = channel_stats(train.images)

@@ -60,8 +60,8 @@ def load_splits(config: Config, data: Optional[CifarData] = None) -> Splits:
     """The seeded splits ``config`` describes (its data source, validation size, limits, normalisation)."""
     data = data or load_dataset(config.data_root, config.dataset, config.download, config.skip_bad_files,
                                 seed=config.seed)
-    return make_splits(data, config.validation_split, config.seed, config.train_limit, config.eval_limit,
-                       config.normalization)
+    return make_splits(data, config.validation_split, config.seed, config.train_limit, config.validation_limit,
+                       config.test_limit, config.normalization)
 
 
 def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loaders:

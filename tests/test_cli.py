@@ -28,7 +28,7 @@ def trained_run(tmp_path_factory):
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main(["train", "--preset", "seed003", "--epochs", "1", "--set", "dataset=synthetic",
                      "--set", "validation_split=100", "--train-limit", "200", "--batch-size", "100",
-                     "--eval-limit", "100", "--out", str(out), "--no-progress"])
+                     "--validation-limit", "100", "--test-limit", "100", "--out", str(out), "--no-progress"])
     return code, out, stdout.getvalue(), stderr.getvalue()
 
 
@@ -50,7 +50,8 @@ def test_train_writes_metrics_history_and_checkpoint(trained_run):
     config = metrics["config"]
     assert (config["preset"], config["model"], config["epochs"]) == ("seed003", "resnet32", 1)
     assert (config["dataset"], config["validation_split"]) == ("synthetic", 100)
-    assert (config["train_limit"], config["eval_limit"], config["batch_size"]) == (200, 100, 100)
+    assert (config["train_limit"], config["validation_limit"], config["test_limit"], config["batch_size"]) == (
+        200, 100, 100, 100)
     assert f"test accuracy {metrics['test_accuracy']:.2%}" in stdout
 
     with open(out / "history.csv", newline="") as f:
@@ -145,7 +146,7 @@ def test_training_with_no_validation_split_does_not_crash(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--preset", "seed003", "--epochs", "1", "--set", "dataset=synthetic",
                  "--set", "model=resnet20", "--validation-split", "0", "--train-limit", "32", "--batch-size", "32",
-                 "--eval-limit", "20", "--out", str(out), "--no-progress"])
+                 "--validation-limit", "20", "--test-limit", "20", "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err
     assert code in (0, 2), err
     if code == 2:
@@ -160,7 +161,7 @@ def test_a_last_training_batch_of_one_image_does_not_crash_batchnorm1d(tmp_path,
     """seed004's head has BatchNorm1d, which cannot train on one image: 5 images in batches of 4 leave one."""
     out = tmp_path / "run"
     code = main(["train", "--preset", "seed004", "--epochs", "1", "--set", "dataset=synthetic",
-                 "--set", "validation_split=100", "--train-limit", "5", "--batch-size", "4", "--eval-limit", "10",
+                 "--set", "validation_split=100", "--train-limit", "5", "--batch-size", "4", "--validation-limit", "10", "--test-limit", "10",
                  "--out", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err
     assert (out / "metrics.json").is_file()

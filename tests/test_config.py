@@ -164,3 +164,10 @@ def test_optimizer_and_scheduler_values_torch_would_reject_are_caught_early(over
 
     with pytest.raises(ConfigError, match=field):
         from_preset("seed003", **overrides)
+
+
+def test_a_config_saved_with_eval_limit_loads_as_both_limits():
+    from cifar_utils.config import config_from_dict
+
+    config = config_from_dict({"eval_limit": 7})
+    assert (config.validation_limit, config.test_limit) == (7, 7)

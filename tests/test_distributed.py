@@ -115,7 +115,7 @@ def test_readme_torchrun_lines_run_as_written(tmp_path):
         batch = int(args[args.index("--batch-size") + 1]) if "--batch-size" in args else from_preset(args[6]).batch_size
         check_batch_divides(batch, 4)  # the README's own 4 processes can split it
     small = ["--device", "cpu", "--epochs", "1", "--set", "dataset=synthetic", "--train-limit", "160",
-             "--eval-limit", "40", "--no-progress"]
+             "--validation-limit", "40", "--test-limit", "40", "--no-progress"]
     for args, expected in ((train_line, "test accuracy"), (resume_line, "nothing to resume")):
         result = run(torchrun(2, *args[3:], *small), tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]

@@ -137,7 +137,8 @@ def small_setup(synthetic, **overrides):
     values = dict(epochs=3, lr=0.05, optimizer="adam", scheduler="cosine", batch_size=50, eval_batch_size=100,
                   validation_split=100, train_limit=200, augmentation="none", print_every=2, num_workers=0)
     config = Config(**{**values, **overrides}).validate()
-    splits = make_splits(synthetic, config.validation_split, config.seed, config.train_limit, config.eval_limit)
+    splits = make_splits(synthetic, config.validation_split, config.seed, config.train_limit,
+                         config.validation_limit, config.test_limit)
     loaders = make_loaders(splits, config, CPU)
     torch.manual_seed(0)
     model = TinyNet()

@@ -132,7 +132,7 @@ def test_evaluate_checkpoint_scores_what_train_reported(tmp_path, synthetic):
     from cifar_utils.experiment import evaluate_checkpoint, train
     from cifar_utils.presets import from_preset
 
-    config = from_preset("seed003", dataset="synthetic", validation_split=100, train_limit=64, eval_limit=48,
+    config = from_preset("seed003", dataset="synthetic", validation_split=100, train_limit=64, validation_limit=48, test_limit=48,
                          epochs=4, batch_size=32, lr=0.3, scheduler="none", keep_best=True,
                          normalization="train_stats")
     result = train(config, tmp_path / "run", device="cpu", progress=False, data=synthetic, log=lambda _: None)
@@ -153,7 +153,7 @@ def test_final_evaluation_says_what_it_does_and_shows_progress(tmp_path, synthet
     from cifar_utils.experiment import train
     from cifar_utils.presets import from_preset
 
-    config = from_preset("seed003", dataset="synthetic", validation_split=100, train_limit=32, eval_limit=48,
+    config = from_preset("seed003", dataset="synthetic", validation_split=100, train_limit=32, validation_limit=48, test_limit=48,
                          epochs=1, batch_size=32, eval_batch_size=16)
     train(config, tmp_path / "run", device="cpu", progress=True, data=synthetic)
     captured = capsys.readouterr()

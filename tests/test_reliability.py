@@ -99,13 +99,13 @@ def tiny(monkeypatch):
 
 def tiny_args(out: Path | None, *extra: str) -> list[str]:
     return ["train", "--preset", "seed003", "--set", "dataset=synthetic", "--set", "model=tiny", "--epochs", "2",
-            "--validation-split", "100", "--train-limit", "64", "--batch-size", "16", "--set", "eval_limit=32",
+            "--validation-split", "100", "--train-limit", "64", "--batch-size", "16", "--set", "validation_limit=32", "--set", "test_limit=32",
             "--lr", "0.05", "--device", "cpu", "--no-progress", *(["--out", str(out)] if out else []), *extra]
 
 
 def tiny_config(**overrides) -> Config:
     values = dict(dataset="synthetic", model="tiny", epochs=2, validation_split=100, train_limit=64, batch_size=16,
-                  eval_limit=32, lr=0.05)
+                  validation_limit=32, test_limit=32, lr=0.05)
     return from_preset("seed003", **{**values, **overrides})
 
 

@@ -24,7 +24,7 @@ from cifar_utils.checkpoint import load_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 6  # 48 training images in mini-batches of 8
 ARGS = ["train", "--preset", "seed003", "--set", "dataset=synthetic", "--set", "model=resnet20", "--epochs", "2",
-        "--validation-split", "100", "--train-limit", "48", "--batch-size", "8", "--set", "eval_limit=16",
+        "--validation-split", "100", "--train-limit", "48", "--batch-size", "8", "--set", "validation_limit=16", "--set", "test_limit=16",
         "--lr", "0.02", "--checkpoint-every-steps", "1", "--device", "cpu", "--no-progress"]
 
 

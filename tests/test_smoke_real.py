@@ -22,7 +22,7 @@ def test_one_epoch_of_seed003_on_real_images(jpeg_subset_root, tmp_path, capsys,
     monkeypatch.delenv("CIFAR10_ROOT", raising=False)
     out = tmp_path / "run"
     code = main(["train", "--preset", "seed003", "--epochs", "1", "--data-root", str(jpeg_subset_root),
-                 "--validation-split", "200", "--train-limit", "1000", "--eval-limit", "200",
+                 "--validation-split", "200", "--train-limit", "1000", "--validation-limit", "200", "--test-limit", "200",
                  "--out", str(out), "--no-progress"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
