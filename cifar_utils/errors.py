@@ -29,10 +29,10 @@ class OutputExistsError(CifarUtilsError):
 class TrainingDivergedError(CifarUtilsError):
     """The loss (or, when ``quantity`` says so, a weight) became NaN or infinite."""
 
-    def __init__(self, epoch: int, step: int, loss: float, quantity: str = "the loss"):
-        self.epoch, self.step, self.loss = epoch, step, loss
+    def __init__(self, epoch: int, batch: int, loss: float, quantity: str = "the loss"):
+        self.epoch, self.batch, self.loss = epoch, batch, loss
         super().__init__(
-            f"training diverged: {quantity} became {loss} at epoch {epoch}, step {step}. "
+            f"training diverged: {quantity} became {loss} at epoch {epoch}, mini-batch {batch}. "
             "Try a smaller learning rate, gradient clipping (--grad-clip 1.0) or fp32 precision; "
             "the last good checkpoint was kept."
         )

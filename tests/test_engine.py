@@ -406,7 +406,7 @@ def test_deferred_read_back_still_names_the_first_non_finite_mini_batch():
     with pytest.raises(TrainingDivergedError) as info:
         train_epoch(model, data, torch.nn.CrossEntropyLoss(), optimizer, torch.device("cpu"), epoch=2,
                     read_back_every=4)
-    assert (info.value.epoch, info.value.step) == (2, 3)
+    assert (info.value.epoch, info.value.batch) == (2, 3)
     assert model.calls == 4  # read back after the 4th mini-batch, not at the end of the epoch
 
 

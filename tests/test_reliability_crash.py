@@ -43,7 +43,7 @@ def wait_for_mid_epoch_checkpoint(proc: subprocess.Popen, path: Path, epoch: int
         assert proc.poll() is None, f"the run ended (status {proc.returncode}) before it could be killed"
         if path.exists():
             state = load_checkpoint(path)  # written atomically, so never seen half-written
-            if state["epoch"] == epoch and state["step"] >= 1:
+            if state["epoch"] == epoch and state["batches"] >= 1:
                 return
         time.sleep(0.02)
     pytest.fail("no mid-epoch checkpoint appeared")
@@ -63,7 +63,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, one
         log.close()
     assert proc.returncode == -signal.SIGKILL
     state = load_checkpoint(killed / "checkpoint.pt")
-    assert state["epoch"] == 1 and 1 <= state["step"] < STEPS_PER_EPOCH, "not killed during epoch 2"
+    assert state["epoch"] == 1 and 1 <= state["batches"] < STEPS_PER_EPOCH, "not killed during epoch 2"
     assert not (killed / "metrics.json").exists()
 
     resumed = subprocess.run([sys.executable, "-m", "cifar_utils", *ARGS, "--out", str(killed), "--resume"],
