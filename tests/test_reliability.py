@@ -33,7 +33,7 @@ from cifar_utils.errors import (CheckpointError, ConfigError, DataError, OutOfMe
 from cifar_utils.presets import from_preset
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS_PER_EPOCH = 4  # 64 training images in mini-batches of 16
+BATCHES_PER_EPOCH = 4  # 64 training images in mini-batches of 16
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -175,7 +175,7 @@ def test_checkpoint_every_epoch_and_optionally_every_n_steps(tiny, tmp_path, mon
 
 def test_resume_at_an_epoch_boundary_matches_an_uninterrupted_run(tiny, tmp_path, reference):
     out = tmp_path / "run"
-    tiny((STEPS_PER_EPOCH + 1, crash))  # dies on the first mini-batch of epoch 2
+    tiny((BATCHES_PER_EPOCH + 1, crash))  # dies on the first mini-batch of epoch 2
     with pytest.raises(SimulatedCrash):
         cli.main(tiny_args(out))
     state = load_checkpoint(out / "checkpoint.pt")
@@ -187,7 +187,7 @@ def test_resume_at_an_epoch_boundary_matches_an_uninterrupted_run(tiny, tmp_path
 
 def test_resume_true_in_python_continues_mid_epoch(tiny, tmp_path, reference):
     out = tmp_path / "run"
-    tiny((STEPS_PER_EPOCH + 3, crash))
+    tiny((BATCHES_PER_EPOCH + 3, crash))
     with pytest.raises(SimulatedCrash):
         experiment.train(tiny_config(checkpoint_every_steps=1), out, device="cpu", progress=False)
     state = load_checkpoint(out / "checkpoint.pt")
@@ -525,7 +525,7 @@ def test_out_of_memory_suggests_smaller_batches_and_keeps_the_checkpoint(tiny, t
 
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tiny, tmp_path, capsys):
-    tiny((STEPS_PER_EPOCH + 2, nan_loss))
+    tiny((BATCHES_PER_EPOCH + 2, nan_loss))
     out = tmp_path / "run"
     cli_error(capsys, tiny_args(out, "--checkpoint-every-steps", "1"), "training diverged",
               "the loss became nan at epoch 2, mini-batch 2", "last good checkpoint was kept")

@@ -22,10 +22,10 @@ from cifar_utils import cli
 from cifar_utils.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS_PER_EPOCH = 6  # 48 training images in mini-batches of 8
+BATCHES_PER_EPOCH = 6  # 48 training images in mini-batches of 8
 ARGS = ["train", "--preset", "seed003", "--set", "dataset=synthetic", "--set", "model=resnet20", "--epochs", "2",
-        "--validation-split", "100", "--train-limit", "48", "--batch-size", "8", "--set", "validation_limit=16", "--set", "test_limit=16",
-        "--lr", "0.02", "--checkpoint-every-steps", "1", "--device", "cpu", "--no-progress"]
+        "--validation-split", "100", "--train-limit", "48", "--batch-size", "8", "--set", "validation_limit=16",
+        "--set", "test_limit=16", "--lr", "0.02", "--checkpoint-every-steps", "1", "--device", "cpu", "--no-progress"]
 
 
 @pytest.fixture
@@ -63,13 +63,13 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, one
         log.close()
     assert proc.returncode == -signal.SIGKILL
     state = load_checkpoint(killed / "checkpoint.pt")
-    assert state["epoch"] == 1 and 1 <= state["batches"] < STEPS_PER_EPOCH, "not killed during epoch 2"
+    assert state["epoch"] == 1 and 1 <= state["batches"] < BATCHES_PER_EPOCH, "not killed during epoch 2"
     assert not (killed / "metrics.json").exists()
 
     resumed = subprocess.run([sys.executable, "-m", "cifar_utils", *ARGS, "--out", str(killed), "--resume"],
                              cwd=tmp_path, env=one_thread, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"epoch 2, mini-batch {state['step']}" in resumed.stdout
+    assert f"epoch 2, mini-batch {state['batches']}" in resumed.stdout
 
     reference = tmp_path / "reference"
     assert cli.main([*ARGS, "--out", str(reference)]) == 0
