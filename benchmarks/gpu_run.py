@@ -61,7 +61,7 @@ PROBE_IMAGES = 5000  # training images of the one-epoch probes that measure seco
 
 # --dry-run: a few steps on tiny data; the fast presets also get a short warm-up and EMA horizon, or their
 # averaged weights would still be the initial ones.
-TINY = dict(train_limit=64, eval_limit=32, batch_size=32, eval_batch_size=32, validation_split=32)
+TINY = dict(train_limit=64, validation_limit=32, test_limit=32, batch_size=32, eval_batch_size=32, validation_split=32)
 TINY_FAST = dict(TINY, warmup_epochs=0.5, ema_decay=0.5)
 
 

@@ -5,7 +5,7 @@ Usage::
     python benchmarks/preset_epoch.py --data-root data/cifar10-jpeg [--train-limit 2000] [--device cpu]
 
 Each preset trains for one epoch on ``--train-limit`` training images (seeded subset) and is evaluated
-on ``--eval-limit`` validation and test images. Results go to
+on ``--validation-limit`` validation and ``--test-limit`` test images. Results go to
 ``benchmarks/results/preset-epoch-<device>-<date>.json`` with device, versions and settings. Accuracies
 after one epoch on 2,000 images say nothing about a preset's final accuracy; the times show what a
 CPU user should expect per 2,000 images.
@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument("--data-root", default=None, help="default: $CIFAR10_ROOT, then ./data")
     parser.add_argument("--presets", nargs="*", default=[p for p in PRESETS if p.startswith("seed")])
     parser.add_argument("--train-limit", type=int, default=2000)
-    parser.add_argument("--eval-limit", type=int, default=500)
+    parser.add_argument("--validation-limit", type=int, default=500)
+    parser.add_argument("--test-limit", type=int, default=500)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/...)")
     parser.add_argument("--overwrite", action="store_true")
@@ -49,7 +50,7 @@ def main() -> None:
     runs = []
     for name in args.presets:
         config = from_preset(name, epochs=1, data_root=args.data_root, train_limit=args.train_limit,
-                             eval_limit=args.eval_limit)
+                             validation_limit=args.validation_limit, test_limit=args.test_limit)
         with tempfile.TemporaryDirectory() as tmp:
             result = train(config, Path(tmp) / name, device=args.device, progress=False)
         runs.append({
@@ -63,7 +64,8 @@ def main() -> None:
     io.save_json({
         "benchmark": "one epoch per preset", "command": " ".join(["python", *sys.argv]), "date": date, "device": describe_device(device),
         "torch_version": torch.__version__, "python_version": platform.python_version(),
-        "settings": {"train_limit": args.train_limit, "eval_limit": args.eval_limit, "epochs": 1},
+        "settings": {"train_limit": args.train_limit, "validation_limit": args.validation_limit,
+                     "test_limit": args.test_limit, "epochs": 1},
         "note": "measured on the offline JPEG copy of CIFAR-10, not the official data set",
         "runs": runs,
     }, out)

@@ -4,7 +4,7 @@ A checkpoint is a dict::
 
     {"model", "optimizer", "scheduler", "scaler", "ema",   # state_dicts (None where unused)
      "epoch",          # epochs completed
-     "step",           # mini-batches done in the next epoch (0 at an epoch boundary)
+     "batches",        # mini-batches done in the next epoch (0 at an epoch boundary)
      "epoch_progress", # running sums of that partial epoch
      "config", "history", "best_val_acc", "rng", "classes", "mean", "std", "format_version"}
 

@@ -26,7 +26,7 @@ from .presets import PRESETS, from_preset
 # Command-line flags that map one-to-one onto config fields.
 FIELD_FLAGS = {
     "epochs": int, "lr": float, "batch_size": int, "seed": int, "data_root": str, "train_limit": int,
-    "eval_limit": int, "pipeline": str, "validation_split": int, "accumulation_steps": int,
+    "validation_limit": int, "test_limit": int, "pipeline": str, "validation_split": int, "accumulation_steps": int,
     "grad_clip": float, "precision": str, "checkpoint_every_steps": int,
 }
 

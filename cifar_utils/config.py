@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .errors import ConfigError
+from .preprocessing import CROP_PADDING
 
 AUGMENTATIONS = ("affine_jitter", "crop_flip", "resized_crop_flip", "none")
 NORMALIZATIONS = ("fixed", "train_stats")
@@ -42,11 +43,12 @@ class Config:
     dataset: str = "auto"  # auto-detect, or force: cifar10 | folder | synthetic
     download: bool = False  # let torchvision download the official CIFAR-10 if it is missing
     skip_bad_files: bool = False  # skip unreadable images in an image folder, with a warning, instead of stopping
-    validation_split: int = 5000  # training images held out for validation (seeded, no overlap)
+    validation_split: Optional[int] = None  # training images held out for validation (seeded); None: 10% of them
     train_limit: Optional[int] = None  # seeded random subset of the training split, for quick runs
-    eval_limit: Optional[int] = None  # seeded random subset of the validation and test splits
+    validation_limit: Optional[int] = None  # seeded random subset of the validation split, for quick runs
+    test_limit: Optional[int] = None  # seeded random subset of the test set, for quick runs
     augmentation: str = "crop_flip"  # affine_jitter | crop_flip | resized_crop_flip | none
-    crop_padding: int = 4  # crop_flip: shift by up to this many pixels (zero fill); other than 4 needs pipeline=gpu
+    crop_padding: int = CROP_PADDING  # crop_flip: shift by up to this many pixels (zero fill); other than 4 needs pipeline=gpu
     alternating_flip: bool = False  # gpu pipeline: flip each image on every other epoch (random start) instead of at random
     cutout: int = 0  # gpu pipeline: blank a random square of this side in each training image; 0: off
     normalization: str = "fixed"  # fixed: mean=std=0.5; train_stats: per-channel statistics of the training split
@@ -113,10 +115,12 @@ class Config:
         _require(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
         _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be at least 1")
         _require(self.accumulation_steps >= 1, "accumulation_steps", self.accumulation_steps, "must be at least 1")
-        _require(self.validation_split >= 1, "validation_split", self.validation_split,
-                 "must be at least 1: validation images are held out of the training set (never the test set)")
+        _require(self.validation_split is None or self.validation_split >= 1, "validation_split", self.validation_split,
+                 "must be at least 1, or None: validation images are held out of the training set (never the test set)")
         _require(self.train_limit is None or self.train_limit >= 1, "train_limit", self.train_limit, "must be at least 1, or None")
-        _require(self.eval_limit is None or self.eval_limit >= 1, "eval_limit", self.eval_limit, "must be at least 1, or None")
+        for name in ("validation_limit", "test_limit"):
+            _require(getattr(self, name) is None or getattr(self, name) >= 1, name, getattr(self, name),
+                     "must be at least 1, or None")
         _require(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
         _require(not self.nesterov or self.momentum > 0, "nesterov", self.nesterov,
                  "needs momentum > 0 (Nesterov momentum with momentum=0 is undefined)")
@@ -143,7 +147,7 @@ class Config:
         """The torchvision pipeline has none of the GPU pipeline's extra augmentation settings."""
         if self.pipeline != "gpu":
             used = [(name, value) for name, value, default in (
-                ("crop_padding", self.crop_padding, 4), ("alternating_flip", self.alternating_flip, False),
+                ("crop_padding", self.crop_padding, CROP_PADDING), ("alternating_flip", self.alternating_flip, False),
                 ("cutout", self.cutout, 0)) if value != default]
             if used:
                 name, value = used[0]
@@ -172,6 +176,11 @@ def replace(config: Config, **overrides: Any) -> Config:
 
 def config_from_dict(values: dict[str, Any]) -> Config:
     """Rebuild a config saved with :meth:`Config.to_dict` (for example inside a checkpoint)."""
+    values = dict(values)
+    if "eval_limit" in values:  # runs saved before eval_limit was split into validation_limit and test_limit
+        limit = values.pop("eval_limit")
+        values.setdefault("validation_limit", limit)
+        values.setdefault("test_limit", limit)
     return replace(Config(), **values)
 
 

@@ -26,16 +26,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import io
+from . import preprocessing as spec
 from .errors import ConfigError, DataError, WriteError
+from .preprocessing import FIXED_MEAN, FIXED_STD
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-FIXED_MEAN = (0.5, 0.5, 0.5)  # the fixed normalisation most reports use
-FIXED_STD = (0.5, 0.5, 0.5)
 IMAGE_SIZE = 32
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CACHE_NAME = ".cifar_utils_cache.pt"
 CACHE_VERSION = 2
 TORCHVISION_FOLDER = "cifar-10-batches-py"
+VALIDATION_FRACTION = 0.1  # held out when validation_split is unset: 5,000 of CIFAR-10's 50,000 images
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Splits:
     mean: tuple[float, float, float]  # per-channel, in [0, 1] pixel units
     std: tuple[float, float, float]
     description: str
+    held_out: str  # how many training images were held out for validation, and why that many
 
     @property
     def classes(self) -> list[str]:
@@ -368,15 +370,23 @@ def synthetic_dataset(num_train: int = 600, num_test: int = 200, num_classes: in
 # ---------------------------------------------------------------------------------------------- splits
 
 
-def make_splits(data: CifarData, validation_split: int = 5000, seed: int = 0,
-                train_limit: Optional[int] = None, eval_limit: Optional[int] = None,
-                normalization: str = "fixed") -> Splits:
+def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: int = 0,
+                train_limit: Optional[int] = None, validation_limit: Optional[int] = None,
+                test_limit: Optional[int] = None, normalization: str = "fixed") -> Splits:
     """Seeded, non-overlapping train/validation splits of the training set, plus the test set.
 
-    ``train_limit`` takes a seeded random subset of the training split; ``eval_limit`` caps the
-    validation and test splits. Normalisation statistics come from the (limited) training split.
+    ``validation_split`` images are held out for validation; None holds out ``VALIDATION_FRACTION`` of the
+    training set (at least one image), so that small folders work without a setting. ``train_limit`` takes
+    a seeded random subset of the training split; ``validation_limit`` and ``test_limit`` take seeded random subsets of the validation and test splits.
+    Normalisation statistics come from the (limited) training split.
     """
     n = len(data.train)
+    if validation_split is None:
+        validation_split = max(1, round(n * VALIDATION_FRACTION))
+        held_out = (f"{validation_split} images held out for validation: {VALIDATION_FRACTION:.0%} of the {n} "
+                    "training images (validation_split unset; --validation-split N chooses)")
+    else:
+        held_out = f"{validation_split} images held out for validation (validation_split={validation_split})"
     if validation_split >= n:
         raise DataError(f"validation_split={validation_split} is not smaller than the training set "
                         f"({n} images); use a smaller --validation-split")
@@ -389,15 +399,17 @@ def make_splits(data: CifarData, validation_split: int = 5000, seed: int = 0,
                             f"({len(train_idx)} images after holding out {validation_split} for validation)")
         train_idx = train_idx[torch.randperm(len(train_idx), generator=gen)[:train_limit]]
     test_idx = torch.arange(len(data.test))
-    if eval_limit is not None:
-        val_idx = val_idx[torch.randperm(len(val_idx), generator=gen)[:eval_limit]]
-        test_idx = torch.randperm(len(data.test), generator=gen)[:eval_limit]
+    if validation_limit is not None:
+        val_idx = val_idx[torch.randperm(len(val_idx), generator=gen)[:validation_limit]]
+    if test_limit is not None:
+        test_idx = torch.randperm(len(data.test), generator=gen)[:test_limit]
     train = data.train.subset(train_idx)
     if normalization == "train_stats":
         mean, std = channel_stats(train.images)
     else:
         mean, std = FIXED_MEAN, FIXED_STD
-    return Splits(train, data.train.subset(val_idx), data.test.subset(test_idx), mean, std, data.description)
+    return Splits(train, data.train.subset(val_idx), data.test.subset(test_idx), mean, std, data.description,
+                  held_out)
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 5000) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -420,19 +432,26 @@ def channel_stats(images: torch.Tensor, chunk: int = 5000) -> tuple[tuple[float,
 
 
 def augmentation_ops(name: str) -> list:
-    """The random transforms of a named augmentation (uint8 tensor in, uint8 tensor out)."""
+    """The random transforms of a named augmentation (uint8 tensor in, uint8 tensor out), with the settings
+    of ``cifar_utils.preprocessing``."""
     from torchvision.transforms import v2
+
+    def flip():
+        return v2.RandomHorizontalFlip(spec.FLIP_PROBABILITY)
 
     ops = {
         "affine_jitter": lambda: [
-            v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1)),
-            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1),
-            v2.RandomHorizontalFlip(),
+            v2.RandomAffine(degrees=spec.AFFINE_DEGREES, translate=(spec.AFFINE_TRANSLATE,) * 2,
+                            scale=spec.AFFINE_SCALE),
+            v2.ColorJitter(brightness=spec.JITTER_BRIGHTNESS, contrast=spec.JITTER_CONTRAST,
+                           saturation=spec.JITTER_SATURATION, hue=spec.JITTER_HUE),
+            flip(),
         ],
-        "crop_flip": lambda: [v2.RandomCrop(IMAGE_SIZE, padding=4), v2.RandomHorizontalFlip()],
+        "crop_flip": lambda: [v2.RandomCrop(IMAGE_SIZE, padding=spec.CROP_PADDING), flip()],
         "resized_crop_flip": lambda: [
-            v2.RandomResizedCrop(IMAGE_SIZE, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
-            v2.RandomHorizontalFlip(),
+            v2.RandomResizedCrop(IMAGE_SIZE, scale=spec.RESIZED_CROP_SCALE, ratio=spec.RESIZED_CROP_RATIO,
+                                 antialias=True),
+            flip(),
         ],
         "none": lambda: [],
     }
@@ -446,7 +465,7 @@ def build_transform(augmentation: str, mean: Sequence[float], std: Sequence[floa
     from torchvision.transforms import v2
 
     return v2.Compose([*augmentation_ops(augmentation), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(list(mean), list(std))])
+                       spec.Normalize(mean, std)])
 
 
 class TensorImageDataset(Dataset):

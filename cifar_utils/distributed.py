@@ -49,12 +49,16 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def check_batch_divides(batch_size: int, eval_batch_size: int, world: int) -> None:
-    """Every rank runs this before any collective, so a bad setting fails everywhere instead of hanging."""
-    for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-        if value % world:
-            raise ConfigError(f"{name}={value} does not divide across {world} processes; choose a multiple "
-                              f"of {world} (the per-process batch is {name} / nproc_per_node)")
+def check_batch_divides(batch_size: int, world: int) -> None:
+    """Every rank runs this before any collective, so a bad setting fails everywhere instead of hanging.
+
+    Only the training batch must divide: equal shards keep DDP's averaged gradient the mean over the global
+    batch. Evaluation has no gradient, so its batch is simply split as evenly as it goes."""
+    if batch_size % world:
+        suggestion = -(-batch_size // world) * world
+        raise ConfigError(f"batch_size={batch_size} does not divide across {world} processes; choose a multiple "
+                          f"of {world}, such as --batch-size {suggestion} (the per-process batch is "
+                          "batch_size / nproc_per_node)")
 
 
 def setup(device_type: str) -> DistInfo:

@@ -34,15 +34,15 @@ from .optim import scheduler_interval
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_CHECKPOINT_NAME = "checkpoint_best.pt"
 # Mini-batches between reads of the running loss on a GPU: reading it waits for the device to finish,
-# which leaves it idle while the host queues the next step.
+# which leaves it idle while the host queues the next mini-batch.
 ACCELERATOR_READ_BACK_EVERY = 32
 
 
 @dataclass
 class EpochProgress:
-    """Running totals of a (possibly partial) training epoch; saved in step checkpoints."""
+    """Running totals of a (possibly partial) training epoch; saved in mid-epoch checkpoints."""
 
-    step: int = 0  # mini-batches done in this epoch
+    batches: int = 0  # mini-batches done in this epoch
     loss_sum: float = 0.0  # sum over samples of the loss
     correct: int = 0  # correctly classified training samples
     count: int = 0  # samples seen
@@ -62,7 +62,7 @@ class EpochProgress:
         first = ~torch.isfinite(loss) & (self._first_bad[0] < 0)
         self._first_bad = torch.where(first, torch.stack([torch.full_like(loss, batch_number), loss]),
                                       self._first_bad)
-        self.step, self.count = batch_number, self.count + count
+        self.batches, self.count = batch_number, self.count + count
 
     def read_back(self, epoch: int) -> None:
         """Fold the device sums into the fields (one host-device sync); raise at a non-finite loss."""
@@ -109,7 +109,7 @@ def train_epoch(model: nn.Module, dataloader, criterion: nn.Module, optimizer: t
     at the end of the epoch; each mini-batch's loss is divided by the size of its group, so a step sees
     the mean gradient. ``scheduler`` (per-step schedules only) and ``ema`` are stepped after every
     optimizer step, then ``on_step`` is called with the running totals. ``start`` resumes an epoch
-    part-way: the loader must already skip the ``start.step`` mini-batches done.
+    part-way: the loader must already skip the ``start.batches`` mini-batches done.
 
     Losses and correct counts are summed on the device and read back every ``read_back_every``
     mini-batches. With 1 (the CPU default) a NaN or infinite loss raises :class:`TrainingDivergedError`
@@ -119,12 +119,12 @@ def train_epoch(model: nn.Module, dataloader, criterion: nn.Module, optimizer: t
     """
     model.train()
     state = start or EpochProgress()
-    total_batches = state.step + len(dataloader)
+    total_batches = state.batches + len(dataloader)
     optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(total=total_batches, initial=state.step, desc=f"epoch {epoch}", leave=False,
+    bar = tqdm(total=total_batches, initial=state.batches, desc=f"epoch {epoch}", leave=False,
                disable=not progress, file=sys.stderr, dynamic_ncols=True)
     with bar:
-        for batch_index, (images, labels) in enumerate(dataloader, start=state.step):
+        for batch_index, (images, labels) in enumerate(dataloader, start=state.batches):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             if channels_last:
@@ -248,9 +248,9 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                                   f"another version of cifar_utils?): {str(err).splitlines()[0][:300]}") from None
         history = list(state["history"])
         start_epoch, best_val_acc = state["epoch"], state.get("best_val_acc", -1.0)
-        partial = EpochProgress(**state["epoch_progress"]) if state.get("step") else EpochProgress()
+        partial = EpochProgress(**state["epoch_progress"]) if state.get("batches") else EpochProgress()
         if distributed.rank() != 0:  # the saved partial sums are rank 0's; counting them on every rank inflates them
-            partial = EpochProgress(step=partial.step, seconds=partial.seconds)
+            partial = EpochProgress(batches=partial.batches, seconds=partial.seconds)
         if distributed.world_size() == 1:
             restore_rng_state(state["rng"])
         else:  # each rank has its own augmentation stream; reseed it deterministically
@@ -259,7 +259,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
             log(f"nothing to resume: {checkpoint_dir} already finished {start_epoch} of {config.epochs} epochs")
             return history
         log(f"resuming from {checkpoint_dir / CHECKPOINT_NAME}: epoch {start_epoch + 1}, "
-            f"mini-batch {partial.step}")
+            f"mini-batch {partial.batches}")
 
     def snapshot(epoch_done: int, current: EpochProgress) -> dict:
         return {
@@ -267,7 +267,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "ema": ema.state_dict() if ema is not None else None,
-            "epoch": epoch_done, "step": current.step, "epoch_progress": asdict(current),
+            "epoch": epoch_done, "batches": current.batches, "epoch_progress": asdict(current),
             "config": config.to_dict(), "history": list(history), "best_val_acc": best_val_acc,
             "rng": rng_state(), **(extra_state or {}),
         }
@@ -281,21 +281,21 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
     with _InterruptFlag() as interrupt:
         for epoch in range(start_epoch, config.epochs):
             current, partial = partial, EpochProgress()
-            _set_epoch(train_loader, epoch, current.step)
+            _set_epoch(train_loader, epoch, current.batches)
             lr = optimizer.param_groups[0]["lr"]
             started = time.perf_counter()
 
             def on_step(running: EpochProgress, epoch=epoch, started=started) -> None:
                 every = config.checkpoint_every_steps * config.accumulation_steps
-                if interrupt.requested or (every and running.step % every == 0):
+                if interrupt.requested or (every and running.batches % every == 0):
                     running.read_back(epoch + 1)
-                    _check_finite_weights(model, epoch + 1, running.step)
+                    _check_finite_weights(model, epoch + 1, running.batches)
                     running_seconds = running.seconds
                     running.seconds += time.perf_counter() - started
                     save(CHECKPOINT_NAME, epoch, running)
                     running.seconds = running_seconds
                 if interrupt.requested:
-                    raise TrainingInterrupted(_interrupt_message(checkpoint_dir, epoch + 1, running.step))
+                    raise TrainingInterrupted(_interrupt_message(checkpoint_dir, epoch + 1, running.batches))
 
             try:
                 train_loss, train_acc = train_epoch(
@@ -309,7 +309,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                                                    precision=precision, channels_last=config.channels_last)
             except torch.OutOfMemoryError:
                 raise OutOfMemoryError(_oom_message(config, device, checkpoint_dir)) from None
-            _check_finite_weights(model, epoch + 1, current.step)
+            _check_finite_weights(model, epoch + 1, current.batches)
             if scheduler is not None and interval == "epoch":
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     scheduler.step(val_loss)
@@ -345,7 +345,7 @@ def _set_epoch(loader, epoch: int, skip_batches: int) -> None:
         raise CheckpointError("this loader cannot resume part-way through an epoch")
 
 
-def _check_finite_weights(model: nn.Module, epoch: int, step: int) -> None:
+def _check_finite_weights(model: nn.Module, epoch: int, batch: int) -> None:
     """Raise :class:`TrainingDivergedError` if a weight or buffer is NaN or infinite.
 
     Called before every checkpoint: an optimizer step can overflow the weights while its loss is still
@@ -356,7 +356,7 @@ def _check_finite_weights(model: nn.Module, epoch: int, step: int) -> None:
     for (name, tensor), ok in zip(tensors.items(), finite):
         if not ok:
             value = tensor[~torch.isfinite(tensor)][0].item()
-            raise TrainingDivergedError(epoch, step, value, quantity=f"weight {name}")
+            raise TrainingDivergedError(epoch, batch, value, quantity=f"weight {name}")
 
 
 # The only settings a resumed run may change: they never alter what it computes. Any other difference is
@@ -380,11 +380,11 @@ def _check_same_setup(state: dict, config, path: Path, extra_state: dict) -> Non
                               "Resume with the settings it was trained with, or start a new run in another --out")
 
 
-def _interrupt_message(checkpoint_dir: Optional[Path], epoch: int, step: int) -> str:
+def _interrupt_message(checkpoint_dir: Optional[Path], epoch: int, batch: int) -> str:
     if checkpoint_dir is None:
         return "training interrupted (no checkpoint directory was given, so nothing was saved)"
     return (f"training interrupted; a checkpoint was saved in {checkpoint_dir} at epoch {epoch}, "
-            f"mini-batch {step}. Resume with the same command plus --resume (or resume=True in a notebook).")
+            f"mini-batch {batch}. Resume with the same command plus --resume (or resume=True in a notebook).")
 
 
 def _oom_message(config, device: torch.device, checkpoint_dir: Optional[Path]) -> str:

@@ -41,11 +41,11 @@ class WriteError(CifarUtilsError, OSError):
 class TrainingDivergedError(CifarUtilsError):
     """The loss (or, when ``quantity`` says so, a weight) became NaN or infinite."""
 
-    def __init__(self, epoch: int, step: int, loss: float, quantity: str = "the loss",
+    def __init__(self, epoch: int, batch: int, loss: float, quantity: str = "the loss",
                  kept: str = "the last good checkpoint was kept"):
-        self.epoch, self.step, self.loss, self.quantity = epoch, step, loss, quantity
+        self.epoch, self.batch, self.loss, self.quantity = epoch, batch, loss, quantity
         super().__init__(
-            f"training diverged: {quantity} became {loss} at epoch {epoch}, step {step}. "
+            f"training diverged: {quantity} became {loss} at epoch {epoch}, mini-batch {batch}. "
             "Try a smaller learning rate, gradient clipping (--grad-clip 1.0, or grad_clip=1.0 in Python) or "
             f"fp32 precision; {kept}."
         )

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from .device import autocast
 
@@ -50,11 +53,14 @@ def _views(images: torch.Tensor, tta: str) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def predict(model: nn.Module, dataloader, device: torch.device, *, precision: str = "fp32",
-            tta: str = "none", channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits averaged over test-time views, and labels: ([N, C] float32, [N] int64), on the CPU."""
+            tta: str = "none", channels_last: bool = False,
+            progress: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits averaged over test-time views, and labels: ([N, C] float32, [N] int64), on the CPU.
+    ``progress`` names a progress bar over the batches (none when None)."""
     model.eval()
     all_logits, all_labels = [], []
-    for images, labels in dataloader:
+    for images, labels in tqdm(dataloader, desc=progress, disable=progress is None, leave=False, file=sys.stderr,
+                               dynamic_ncols=True):
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -67,12 +73,13 @@ def predict(model: nn.Module, dataloader, device: torch.device, *, precision: st
 
 def evaluate(model: nn.Module, dataloader, device: torch.device, classes: Sequence[str], *,
              precision: str = "fp32", tta: str = "none", channels_last: bool = False,
-             logits_and_labels: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> Evaluation:
+             logits_and_labels: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+             progress: Optional[str] = None) -> Evaluation:
     """Predict ``dataloader`` and summarise: accuracy, per-class accuracy, confusion, sklearn report."""
     from sklearn.metrics import classification_report
 
     logits, labels = logits_and_labels or predict(model, dataloader, device, precision=precision, tta=tta,
-                                                  channels_last=channels_last)
+                                                  channels_last=channels_last, progress=progress)
     predictions = logits.argmax(1)
     c = len(classes)
     confusion = torch.bincount(labels * c + predictions, minlength=c * c).view(c, c)

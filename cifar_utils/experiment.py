@@ -65,14 +65,14 @@ def load_splits(config: Config, data: Optional[CifarData] = None, origin: Option
     ``origin`` says where ``config.data_root`` came from, for the message when no data is found there."""
     data = data or load_dataset(config.data_root, config.dataset, config.download, config.skip_bad_files,
                                 seed=config.seed, origin=origin)
-    return make_splits(data, config.validation_split, config.seed, config.train_limit, config.eval_limit,
-                       config.normalization)
+    return make_splits(data, config.validation_split, config.seed, config.train_limit, config.validation_limit,
+                       config.test_limit, config.normalization)
 
 
 def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loaders:
     """Per-split loaders: the torchvision DataLoader pipeline or the GPU-resident one; sharded under DDP."""
     rank, world = distributed.rank(), distributed.world_size()
-    batch, eval_batch = config.batch_size // world, config.eval_batch_size // world
+    batch, eval_batch = config.batch_size // world, -(-config.eval_batch_size // world)
     if config.pipeline == "gpu":
         from .gpu_data import make_gpu_loaders
 
@@ -81,7 +81,7 @@ def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loader
     train = make_dataloader(splits.train, build_transform(config.augmentation, splits.mean, splits.std), batch,
                             device, train_sampler, config.num_workers, torch.Generator().manual_seed(config.seed),
                             drop_last=_drop_last(config.drop_last, len(train_sampler), batch))
-    evals = [_eval_loader(s, splits, eval_batch, config, device,
+    evals = [_eval_loader(s, splits.mean, splits.std, eval_batch, config, device,
                           ShardedShuffleSampler(len(s), shuffle=False, num_replicas=world, rank=rank)
                           if world > 1 else None)
              for s in (splits.validation, splits.test)]
@@ -94,10 +94,9 @@ def _drop_last(asked: bool, images: int, batch: int) -> bool:
     return (asked and images >= batch) or (images % batch == 1 and images > 1)
 
 
-def _eval_loader(imageset, splits: Splits, batch_size: int, config: Config, device: torch.device,
-                 sampler=None):
-    """A DataLoader of ``imageset`` without augmentation, normalised as ``splits`` says, in order."""
-    return make_dataloader(imageset, build_transform("none", splits.mean, splits.std), batch_size, device, sampler,
+def _eval_loader(imageset, mean, std, batch_size: int, config: Config, device: torch.device, sampler=None):
+    """A DataLoader of ``imageset`` without augmentation, normalised with ``mean`` and ``std``, in order."""
+    return make_dataloader(imageset, build_transform("none", mean, std), batch_size, device, sampler,
                            config.num_workers)
 
 
@@ -172,7 +171,7 @@ def train(config: Config, out_dir: Optional[str | Path] = None, *, device: Optio
     config.validate()
     dev = get_device(device)
     # Checked on every rank before any collective, so a bad launch fails everywhere instead of hanging.
-    distributed.check_batch_divides(config.batch_size, config.eval_batch_size, distributed.env_info().world_size)
+    distributed.check_batch_divides(config.batch_size, distributed.env_info().world_size)
     if config.sync_batchnorm and dev.type != "cuda":
         raise ConfigError("sync_batchnorm=True needs CUDA GPUs (torch's SyncBatchNorm has no CPU kernel); "
                           "drop it on the CPU, where each rank's BatchNorm uses its own shard")
@@ -213,8 +212,8 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     splits = load_splits(config, data)
     say(f"device {describe_device(dev)}, precision {precision}{_precision_reason(config.precision, precision, dev)}, "
         f"data: {splits.description}")
-    say(f"splits: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test; "
-        f"run directory {out}")
+    say(f"splits: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
+        f"({splits.held_out}); run directory {out}")
     loaders = make_loaders(splits, config, dev)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config, len(splits.classes))
@@ -265,11 +264,14 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
         kept = (f"the last good checkpoint was kept: {last}" if last else
                 f"this run saved nothing, and the earlier run in {out} was left as it was" if earlier else
                 "nothing was saved, as it diverged before its first checkpoint")
-        raise TrainingDivergedError(err.epoch, err.step, err.loss, err.quantity, kept) from None
+        raise TrainingDivergedError(err.epoch, err.batch, err.loss, err.quantity, kept) from None
 
     distributed.barrier()  # rank 0 has written the last checkpoints before any rank reads them
     eval_model = ema.module if ema is not None else unwrap(model)
+    tta = f", test-time augmentation {config.tta}" if config.tta != "none" else ""
+    say(f"final evaluation: {len(splits.test)} test and {len(splits.validation)} validation images{tta}")
     kwargs = dict(precision=precision, tta=config.tta, channels_last=config.channels_last)
+    bars = progress and main  # a long final evaluation shows where it is
     try:
         if config.keep_best and (out / BEST_CHECKPOINT_NAME).exists():
             best = load_checkpoint(out / BEST_CHECKPOINT_NAME, map_location=dev)
@@ -279,9 +281,9 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
                 eval_model.load_state_dict(best["model"])
             say(f"evaluating the best-validation checkpoint (epoch {best['epoch']})")
         test = evaluate(eval_model, _full_loader(loaders.test, splits.test, config, dev, splits), dev,
-                        splits.classes, **kwargs)
+                        splits.classes, progress="test" if bars else None, **kwargs)
         val = evaluate(eval_model, _full_loader(loaders.validation, splits.validation, config, dev, splits), dev,
-                       splits.classes, **kwargs)
+                       splits.classes, progress="validation" if bars else None, **kwargs)
     except torch.OutOfMemoryError:
         raise OutOfMemoryError(f"{dev.type} ran out of memory in the final evaluation with "
                                f"eval_batch_size={config.eval_batch_size}; training finished and {out} holds "
@@ -293,8 +295,9 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
                                   "(resume=True) to evaluate it and write metrics.json") from None
     metrics = {
         "preset": config.preset,
-        "test_accuracy": test.accuracy, "test_loss": test.loss,
-        "validation_accuracy": val.accuracy, "validation_loss": val.loss,
+        # Plain cross-entropy of the evaluated predictions; history.csv's losses are the training criterion.
+        "test_accuracy": test.accuracy, "test_cross_entropy": test.loss,
+        "validation_accuracy": val.accuracy, "validation_cross_entropy": val.loss,
         "best_validation_accuracy": max((r["val_acc"] for r in history), default=float("nan")),
         "final_train_accuracy": history[-1]["train_acc"] if history else float("nan"),
         "per_class_test_accuracy": test.per_class_accuracy,
@@ -332,7 +335,7 @@ def _full_loader(loader, imageset, config, device, splits):
     """Final evaluation reads every image on every rank (not a shard), so all ranks report the same numbers."""
     if distributed.world_size() == 1:
         return loader
-    return _eval_loader(imageset, splits, config.eval_batch_size, config, device)
+    return _eval_loader(imageset, splits.mean, splits.std, config.eval_batch_size, config, device)
 
 
 def _compile(model: nn.Module, example: torch.Tensor, device: torch.device,
@@ -391,21 +394,36 @@ def load_model(path: str | Path, device: Optional[str] = None) -> TrainedModel:
 
 def evaluate_model(trained: TrainedModel, splits: Splits, config: Config) -> Evaluation:
     """Evaluate a loaded network on the test split of ``splits`` (made from ``config``, the run's settings
-    with any overrides such as the data root or the evaluation batch)."""
+    with any overrides such as the data root or the evaluation batch), normalised with the statistics the
+    checkpoint stores: recomputing them from other data would feed the network inputs it was not trained on."""
     if trained.classes != splits.classes:
         raise CheckpointError(f"the network was trained on classes {trained.classes}, but the data has {splits.classes}")
-    loader = _eval_loader(splits.test, splits, config.eval_batch_size, config, trained.device)
+    loader = _eval_loader(splits.test, trained.mean, trained.std, config.eval_batch_size, config, trained.device)
     precision = resolve_precision(config.precision, trained.device)
     return evaluate(trained.model, loader, trained.device, splits.classes, precision=precision, tta=config.tta,
                     channels_last=config.channels_last)
 
 
+def reported_checkpoint(path: str | Path, keep_best: bool) -> Path:
+    """The checkpoint whose weights ``train`` tested: ``checkpoint_best.pt`` beside a run's ``checkpoint.pt``
+    when the run kept the best-validation weights, else ``path`` itself."""
+    path = Path(path)
+    best = path.with_name(BEST_CHECKPOINT_NAME)
+    return best if keep_best and path.name == CHECKPOINT_NAME and best.is_file() else path
+
+
 def evaluate_checkpoint(path: str | Path, data_root: Optional[str] = None, device: Optional[str] = None,
-                        data: Optional[CifarData] = None,
-                        batch_size: Optional[int] = None) -> tuple[Evaluation, Config]:
-    """Evaluate checkpoint ``path`` on its run's test split (same seed, limits and normalisation as in
-    training); ``data_root`` and ``batch_size`` (the evaluation batch) override what the run's config says."""
+                        data: Optional[CifarData] = None, batch_size: Optional[int] = None,
+                        log: Callable[[str], None] = print) -> tuple[Evaluation, Config]:
+    """Evaluate checkpoint ``path`` on its run's test split (same seed and limits as in training, the
+    normalisation stored in the checkpoint); ``data_root`` and ``batch_size`` (the evaluation batch)
+    override what the run's config says. A run's ``checkpoint.pt`` with ``keep_best`` is scored with the
+    best-validation weights beside it, as ``train`` scored it."""
     trained = load_model(path, device)
+    chosen = reported_checkpoint(path, trained.config.keep_best)
+    if chosen != Path(path):
+        log(f"evaluating {chosen}: the run kept its best-validation weights (keep_best), and train tested those")
+        trained = load_model(chosen, device)
     overrides = {"data_root": data_root, "eval_batch_size": batch_size}
     config = replace(trained.config, **{k: v for k, v in overrides.items() if v is not None}).validate()
     origin = f"the data_root recorded in {path}" if data_root is None else None

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Block, Classifier, Net
+from .preprocessing import Normalize
 
 KERNEL_SIZES = (3, 1)  # the two branches of every Block
 STEM_PATCH = 2  # the whitening stem's patch side, in pixels
@@ -114,10 +115,7 @@ class FastNet(Net):
 
     def init_from_data(self, images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> None:
         """Fit the whitening to the first training images (uint8 [N, 3, H, W]), normalised with ``mean``, ``std``."""
-        subset = images[:STEM_FIT_IMAGES].float() / 255
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.whitening.fit((subset - mean_t) / std_t)
+        self.whitening.fit(Normalize(mean, std)(images[:STEM_FIT_IMAGES].float() / 255))
 
 
 def fast_stages(stages: Sequence[tuple[int, int]], in_channels: int, residual: bool,

@@ -17,7 +17,8 @@ run, and the global random stream is never touched. Under DDP every rank draws t
 every ``world_size``-th position of it, padded as ``DistributedSampler`` pads.
 
 The augmentations are batched versions of the named torchvision ones in ``data.augmentation_ops``
-(``crop_flip``, ``affine_jitter``, ``resized_crop_flip``, ``none``), written with tensor indexing and
+(``crop_flip``, ``affine_jitter``, ``resized_crop_flip``, ``none``), with the same settings and
+normalisation (both read ``cifar_utils.preprocessing``), written with tensor indexing and
 ``affine_grid``/``grid_sample``. Differences from torchvision: ColorJitter's four adjustments run in a
 fixed order (brightness, contrast, saturation, hue) rather than a random order per image, and a resized
 crop is interpolated from the whole image, so its border pixels may blend in a neighbour from outside the
@@ -34,13 +35,12 @@ import torch.nn.functional as F
 
 from .data import ImageSet, pad_to_multiple
 from .errors import ConfigError
+from . import preprocessing as spec
+from .preprocessing import CROP_PADDING, Normalize
 
 FLIPPING_AUGMENTATIONS = ("crop_flip", "affine_jitter", "resized_crop_flip")
 GPU_AUGMENTATIONS = (*FLIPPING_AUGMENTATIONS, "none")
-# torchvision's settings of the named augmentations (see data.augmentation_ops)
-AFFINE_DEGREES, AFFINE_TRANSLATE, AFFINE_SCALE = 15.0, 0.1, (0.9, 1.1)
-JITTER_BRIGHTNESS, JITTER_CONTRAST, JITTER_SATURATION, JITTER_HUE = 0.2, 0.2, 0.2, 0.1
-RESIZED_CROP_SCALE, RESIZED_CROP_RATIO, RESIZED_CROP_ATTEMPTS = (0.8, 1.0), (0.9, 1.1), 10
+RESIZED_CROP_ATTEMPTS = 10  # as torchvision's RandomResizedCrop
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 
 
@@ -156,23 +156,23 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator, shape: Seque
 
 
 def draw_augmentation(augmentation: str, n: int, gen: torch.Generator, image_size: int = 32,
-                      crop_padding: int = 4) -> dict[str, torch.Tensor]:
+                      crop_padding: int = CROP_PADDING) -> dict[str, torch.Tensor]:
     """The random parameters of ``augmentation`` (without its flip) for ``n`` images: name -> tensor [n]."""
     device = gen.device
     if augmentation == "crop_flip":
         return {name: torch.randint(-crop_padding, crop_padding + 1, (n,), generator=gen, device=device)
                 for name in ("shift_y", "shift_x")}
     if augmentation == "affine_jitter":
-        max_shift = AFFINE_TRANSLATE * image_size
+        max_shift = spec.AFFINE_TRANSLATE * image_size
         return {
-            "angle": _uniform(n, -AFFINE_DEGREES, AFFINE_DEGREES, gen),
+            "angle": _uniform(n, -spec.AFFINE_DEGREES, spec.AFFINE_DEGREES, gen),
             "translate_x": torch.round(_uniform(n, -max_shift, max_shift, gen)),
             "translate_y": torch.round(_uniform(n, -max_shift, max_shift, gen)),
-            "scale": _uniform(n, *AFFINE_SCALE, gen),
-            "brightness": _uniform(n, 1 - JITTER_BRIGHTNESS, 1 + JITTER_BRIGHTNESS, gen),
-            "contrast": _uniform(n, 1 - JITTER_CONTRAST, 1 + JITTER_CONTRAST, gen),
-            "saturation": _uniform(n, 1 - JITTER_SATURATION, 1 + JITTER_SATURATION, gen),
-            "hue": _uniform(n, -JITTER_HUE, JITTER_HUE, gen),
+            "scale": _uniform(n, *spec.AFFINE_SCALE, gen),
+            "brightness": _uniform(n, 1 - spec.JITTER_BRIGHTNESS, 1 + spec.JITTER_BRIGHTNESS, gen),
+            "contrast": _uniform(n, 1 - spec.JITTER_CONTRAST, 1 + spec.JITTER_CONTRAST, gen),
+            "saturation": _uniform(n, 1 - spec.JITTER_SATURATION, 1 + spec.JITTER_SATURATION, gen),
+            "hue": _uniform(n, -spec.JITTER_HUE, spec.JITTER_HUE, gen),
         }
     if augmentation == "resized_crop_flip":
         return _draw_resized_crop(n, gen, image_size)
@@ -188,8 +188,8 @@ def check_augmentation(augmentation: str) -> None:
 
 def _draw_resized_crop(n: int, gen: torch.Generator, size: int) -> dict[str, torch.Tensor]:
     """RandomResizedCrop's boxes: up to 10 tries of area and aspect ratio each, the whole image if none fits."""
-    area = size * size * _uniform(n, *RESIZED_CROP_SCALE, gen, (RESIZED_CROP_ATTEMPTS,))
-    log_ratio = _uniform(n, math.log(RESIZED_CROP_RATIO[0]), math.log(RESIZED_CROP_RATIO[1]), gen,
+    area = size * size * _uniform(n, *spec.RESIZED_CROP_SCALE, gen, (RESIZED_CROP_ATTEMPTS,))
+    log_ratio = _uniform(n, math.log(spec.RESIZED_CROP_RATIO[0]), math.log(spec.RESIZED_CROP_RATIO[1]), gen,
                          (RESIZED_CROP_ATTEMPTS,))
     width = torch.round(torch.sqrt(area * torch.exp(log_ratio)))
     height = torch.round(torch.sqrt(area / torch.exp(log_ratio)))
@@ -205,7 +205,7 @@ def _draw_resized_crop(n: int, gen: torch.Generator, size: int) -> dict[str, tor
 
 
 def apply_augmentation(augmentation: str, images: torch.Tensor, params: dict[str, torch.Tensor],
-                       crop_padding: int = 4) -> torch.Tensor:
+                       crop_padding: int = CROP_PADDING) -> torch.Tensor:
     """Apply ``augmentation`` (without its flip) with the drawn ``params`` to images in [0, 1]."""
     if augmentation == "crop_flip":
         return translate_images(images, params["shift_y"], params["shift_x"], crop_padding)
@@ -249,9 +249,7 @@ class _DeviceImages:
         self.classes = list(imageset.classes)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.channels_last = channels_last
-        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self._scale, self._shift = 1 / std_t, -mean_t / std_t  # (x - mean) / std as one multiply-add
+        self._normalise = Normalize(mean, std, self.device)
         self.epoch, self.skip_batches = 0, 0
 
     @property
@@ -276,10 +274,6 @@ class _DeviceImages:
         mine = torch.arange(self.rank, total, self.world_size, device=self.device)
         for b in range(self.skip_batches, self.batches_per_epoch):
             yield mine[b * self.batch_size:(b + 1) * self.batch_size]
-
-    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """Float images in [0, 1] -> (x - mean) / std per channel."""
-        return images * self._scale + self._shift
 
     def _layout(self, images: torch.Tensor) -> torch.Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
@@ -307,7 +301,7 @@ class GpuTrainLoader(_DeviceImages):
     """
 
     def __init__(self, imageset: ImageSet, mean: Sequence[float], std: Sequence[float], batch_size: int,
-                 device: torch.device | str, *, augmentation: str = "crop_flip", crop_padding: int = 4,
+                 device: torch.device | str, *, augmentation: str = "crop_flip", crop_padding: int = CROP_PADDING,
                  alternating_flip: bool = False, cutout: int = 0, seed: int = 0, rank: int = 0,
                  world_size: int = 1, channels_last: bool = False, drop_last: bool = False):
         super().__init__(imageset, mean, std, batch_size, device, rank, world_size, channels_last)
@@ -340,7 +334,7 @@ class GpuTrainLoader(_DeviceImages):
             if self._first_flip is not None:
                 params["flip"] = self._first_flip[order] ^ bool(epoch % 2)
             else:
-                params["flip"] = torch.rand(len(order), generator=gen, device=self.device) < 0.5
+                params["flip"] = torch.rand(len(order), generator=gen, device=self.device) < spec.FLIP_PROBABILITY
         if self.cutout:
             for name in ("cutout_top", "cutout_left"):
                 params[name] = torch.randint(0, self.image_size - self.cutout + 1, (len(order),), generator=gen,

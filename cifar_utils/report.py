@@ -47,7 +47,7 @@ SMOKE_ENV = "CIFAR_UTILS_SMOKE"
 OUTPUT_ENV = "CIFAR_UTILS_OUTPUT"
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"  # present in a clone, not in a wheel
 NOTEBOOKS = ("01_data.ipynb", "02_model.ipynb", "03_train.ipynb", "04_evaluate.ipynb", "05_lr_comparison.ipynb")
-SMOKE_PROFILE = {"epochs": 1, "train_limit": 200, "eval_limit": 100}  # caps of every smoke training run
+SMOKE_PROFILE = {"epochs": 1, "train_limit": 200, "validation_limit": 100, "test_limit": 100}  # caps of every smoke training run
 TRAIN_RUN_NAME = "03_train"  # 03's run directory under the runs folder; 04 evaluates it
 # Settings that do not change what a run computes, ignored when deciding whether a finished run matches.
 NOT_RESULT_FIELDS = ("print_every", "num_workers", "checkpoint_every_steps")
@@ -85,7 +85,8 @@ def notebook_setup(log: Callable[[str], None] = print) -> NotebookSetup:
                           figures_dir=output / "figures", runs_dir=output / "runs" / f"report-{'smoke' if smoke else 'full'}")
     if smoke:
         profile = (f"smoke ({SMOKE_ENV}=1): at most {SMOKE_PROFILE['epochs']} epoch on {SMOKE_PROFILE['train_limit']} "
-                   f"training images, {SMOKE_PROFILE['eval_limit']} validation and test images")
+                   f"training images, {SMOKE_PROFILE['validation_limit']} validation and "
+                   f"{SMOKE_PROFILE['test_limit']} test images")
     else:
         profile = "full (each notebook's own settings; set CIFAR_UTILS_SMOKE=1 for a quick check)"
     from .plots import show_inline
@@ -111,11 +112,12 @@ def data_copy_note(description: str) -> str:
 
 def notebook_config(preset: str, *, smoke: bool, epochs: Optional[int] = None, lr: Optional[float] = None,
                     batch_size: Optional[int] = None, seed: int = 0, data_root: Optional[str] = None,
-                    train_limit: Optional[int] = None, eval_limit: Optional[int] = None,
+                    train_limit: Optional[int] = None, validation_limit: Optional[int] = None,
+                    test_limit: Optional[int] = None,
                     download: bool = False) -> Config:
     """The validated config of a notebook run: ``preset`` with the values that are not None.
 
-    In the smoke profile, epochs are capped at 1 and ``train_limit``/``eval_limit`` default to the
+    In the smoke profile, epochs are capped at 1 and ``train_limit``, ``validation_limit`` and ``test_limit`` default to the
     :data:`SMOKE_PROFILE` sizes. Wrong names, types or values raise :class:`ConfigError`.
     """
     if not isinstance(preset, str):
@@ -123,11 +125,12 @@ def notebook_config(preset: str, *, smoke: bool, epochs: Optional[int] = None, l
                           f"(one of {', '.join(PRESETS)})")
     overrides: dict[str, Any] = {"seed": seed, "data_root": data_root, "download": download}
     for name, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
-                        ("train_limit", train_limit), ("eval_limit", eval_limit)):
+                        ("train_limit", train_limit), ("validation_limit", validation_limit),
+                        ("test_limit", test_limit)):
         if value is not None:
             overrides[name] = value
     if smoke:
-        for name in ("train_limit", "eval_limit"):
+        for name in ("train_limit", "validation_limit", "test_limit"):
             overrides.setdefault(name, SMOKE_PROFILE[name])
         epochs_asked = overrides.get("epochs")
         if isinstance(epochs_asked, int) and not isinstance(epochs_asked, bool):
@@ -141,7 +144,8 @@ def notebook_config(preset: str, *, smoke: bool, epochs: Optional[int] = None, l
 
 def describe_config(config: Config) -> str:
     """One line with the settings a reader of the report wants to see."""
-    limits = (f"{config.train_limit or 'all'} training images, {config.eval_limit or 'all'} validation/test images")
+    limits = (f"{config.train_limit or 'all'} training images, {config.validation_limit or 'all'} validation images, "
+              f"{config.test_limit or 'all'} test images")
     return (f"preset {config.preset} (model {config.model}): {config.epochs} epoch(s), {config.optimizer} "
             f"lr {config.lr:g}, batch {config.batch_size}, {config.scheduler} schedule, {config.loss} loss, "
             f"augmentation {config.augmentation}, seed {config.seed}; {limits}")
@@ -304,10 +308,10 @@ def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
     from .checkpoint import checkpoint_config, load_checkpoint
     from .config import replace
     from .data import load_dataset
-    from .experiment import evaluate_model, load_model, load_splits
+    from .experiment import evaluate_model, load_model, load_splits, reported_checkpoint
 
     run_dir = Path(run_dir)
-    latest, best = run_dir / "checkpoint.pt", run_dir / "checkpoint_best.pt"
+    latest = run_dir / "checkpoint.pt"
     if not latest.is_file():
         raise CheckpointError(f"no checkpoint in {run_dir}: run 03_train.ipynb first (it writes "
                               f"{latest}), or set run_dir to the folder of an earlier run")
@@ -319,7 +323,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
         config = checkpoint_config(load_checkpoint(latest), latest)
     origin = f"the data_root recorded in {record}" if data_root is None else None
     config = replace(config, **({"data_root": data_root} if data_root is not None else {}))
-    checkpoint = best if config.keep_best and best.is_file() else latest
+    checkpoint = reported_checkpoint(latest, config.keep_best)
     data = load_dataset(config.data_root, config.dataset, config.download, config.skip_bad_files, seed=config.seed,
                         origin=origin)
     splits = load_splits(config, data)

@@ -31,7 +31,8 @@ TRAIN_NOTEBOOK = NOTEBOOKS_DIR / "03_train.ipynb"
 # 03's parameters that a sweep sets itself, per run.
 PER_RUN_PARAMETERS = ("lr", "out_dir", "device", "overwrite", "resume", "progress", "figures_dir")
 # 03's parameters that feed its config (the rest are about where and how it runs).
-CONFIG_PARAMETERS = ("preset", "epochs", "batch_size", "seed", "data_root", "train_limit", "eval_limit")
+CONFIG_PARAMETERS = ("preset", "epochs", "batch_size", "seed", "data_root", "train_limit", "validation_limit",
+                     "test_limit")
 TABLE_NAME = "comparison.csv"
 
 

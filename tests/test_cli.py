@@ -28,7 +28,7 @@ def trained_run(tmp_path_factory):
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main(["train", "--preset", "seed003", "--epochs", "1", "--set", "dataset=synthetic",
                      "--set", "validation_split=100", "--train-limit", "200", "--batch-size", "100",
-                     "--eval-limit", "100", "--out", str(out), "--no-progress"])
+                     "--validation-limit", "100", "--test-limit", "100", "--out", str(out), "--no-progress"])
     return code, out, stdout.getvalue(), stderr.getvalue()
 
 
@@ -41,7 +41,7 @@ def test_train_writes_metrics_history_and_checkpoint(trained_run):
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("test_accuracy", "validation_accuracy"):
         assert 0 <= metrics[key] <= 1
-    for key in ("test_loss", "validation_loss"):
+    for key in ("test_cross_entropy", "validation_cross_entropy"):
         assert math.isfinite(metrics[key]) and metrics[key] > 0
     assert metrics["train_seconds"] > 0 and metrics["total_seconds"] >= metrics["train_seconds"]
     assert metrics["epochs"] == 1 and metrics["preset"] == "seed003"
@@ -50,7 +50,8 @@ def test_train_writes_metrics_history_and_checkpoint(trained_run):
     config = metrics["config"]
     assert (config["preset"], config["model"], config["epochs"]) == ("seed003", "resnet32", 1)
     assert (config["dataset"], config["validation_split"]) == ("synthetic", 100)
-    assert (config["train_limit"], config["eval_limit"], config["batch_size"]) == (200, 100, 100)
+    assert (config["train_limit"], config["validation_limit"], config["test_limit"], config["batch_size"]) == (
+        200, 100, 100, 100)
     assert f"test accuracy {metrics['test_accuracy']:.2%}" in stdout
 
     with open(out / "history.csv", newline="") as f:
@@ -145,7 +146,7 @@ def test_training_with_no_validation_split_does_not_crash(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--preset", "seed003", "--epochs", "1", "--set", "dataset=synthetic",
                  "--set", "model=resnet20", "--validation-split", "0", "--train-limit", "32", "--batch-size", "32",
-                 "--eval-limit", "20", "--out", str(out), "--no-progress"])
+                 "--validation-limit", "20", "--test-limit", "20", "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err
     assert code in (0, 2), err
     if code == 2:
@@ -160,7 +161,29 @@ def test_a_last_training_batch_of_one_image_does_not_crash_batchnorm1d(tmp_path,
     """seed004's head has BatchNorm1d, which cannot train on one image: 5 images in batches of 4 leave one."""
     out = tmp_path / "run"
     code = main(["train", "--preset", "seed004", "--epochs", "1", "--set", "dataset=synthetic",
-                 "--set", "validation_split=100", "--train-limit", "5", "--batch-size", "4", "--eval-limit", "10",
+                 "--set", "validation_split=100", "--train-limit", "5", "--batch-size", "4", "--validation-limit", "10", "--test-limit", "10",
                  "--out", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err
     assert (out / "metrics.json").is_file()
+
+
+def test_a_small_image_folder_trains_with_no_extra_flags(tmp_path, capsys):
+    """3 classes and 120 training images: the default validation split adapts (10%) and says so."""
+    import numpy as np
+    from PIL import Image
+
+    gen = np.random.default_rng(0)
+    for split, per_class in (("train", 40), ("test", 10)):
+        for c, name in enumerate(("cat", "dog", "fox")):
+            folder = tmp_path / "data" / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.clip(gen.normal(60 + 70 * c, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    code = main(["train", "--preset", "seed003", "--epochs", "1", "--data-root", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "splits: 108 train / 12 validation / 30 test (12 images held out for validation: 10% of the 120" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["split_sizes"] == {"train": 108, "validation": 12, "test": 30}

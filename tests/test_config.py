@@ -26,7 +26,7 @@ def test_every_preset_builds_a_valid_config(name):
         assert getattr(config, field) == value, field
     assert config.validate() is config  # validate() returns the config, raising nothing
     # No preset may validate on the test set (report 002's leak): a validation split is carved from train.
-    assert config.validation_split > 0
+    assert config.validation_split is None or config.validation_split > 0  # None: 10% of the training set
 
 
 def test_seed_presets_follow_their_reports():
@@ -164,3 +164,10 @@ def test_optimizer_and_scheduler_values_torch_would_reject_are_caught_early(over
 
     with pytest.raises(ConfigError, match=field):
         from_preset("seed003", **overrides)
+
+
+def test_a_config_saved_with_eval_limit_loads_as_both_limits():
+    from cifar_utils.config import config_from_dict
+
+    config = config_from_dict({"eval_limit": 7})
+    assert (config.validation_limit, config.test_limit) == (7, 7)

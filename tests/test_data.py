@@ -362,12 +362,12 @@ def test_splits_are_seeded_disjoint_and_sized():
 def test_train_and_eval_limits_take_seeded_subsets():
     d = numbered_data()
     full = make_splits(d, validation_split=50, seed=1)
-    s = make_splits(d, validation_split=50, seed=1, train_limit=40, eval_limit=20)
+    s = make_splits(d, validation_split=50, seed=1, train_limit=40, validation_limit=20, test_limit=20)
     assert (len(s.train), len(s.validation), len(s.test)) == (40, 20, 20)
     assert set(ids(s.train)) < set(ids(full.train))
     assert set(ids(s.validation)) < set(ids(full.validation))
     assert len(set(ids(s.test))) == 20 and set(ids(s.test)) < set(range(1000, 1080))
-    assert ids(make_splits(d, validation_split=50, seed=1, train_limit=40, eval_limit=20).train) == ids(s.train)
+    assert ids(make_splits(d, validation_split=50, seed=1, train_limit=40, validation_limit=20, test_limit=20).train) == ids(s.train)
     assert ids(make_splits(d, validation_split=50, seed=3, train_limit=40).train) != ids(s.train)
 
 

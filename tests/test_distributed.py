@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -95,7 +96,28 @@ def test_batch_that_does_not_divide_fails_on_every_rank_with_one_message(tmp_pat
                           "--batch-size", "33", "--out", str(tmp_path / "run")), tmp_path)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
-    assert errors == ["error: batch_size=33 does not divide across 2 processes; choose a multiple of 2 "
-                      "(the per-process batch is batch_size / nproc_per_node)"]
+    assert errors == ["error: batch_size=33 does not divide across 2 processes; choose a multiple of 2, "
+                      "such as --batch-size 34 (the per-process batch is batch_size / nproc_per_node)"]
     assert "exitcode  : 2" in result.stderr  # both ranks exited with the CLI's bad-input status
     assert not (tmp_path / "run").exists()
+
+
+def test_readme_torchrun_lines_run_as_written(tmp_path):
+    """The README's torchrun lines, with 2 gloo processes instead of 4 and small-data flags appended."""
+    from cifar_utils.distributed import check_batch_divides
+    from cifar_utils.presets import from_preset
+
+    lines = [shlex.split(line) for line in (REPO / "README.md").read_text().splitlines() if line.startswith("torchrun ")]
+    train_line, resume_line, sync_line = lines
+    assert "--resume" in resume_line and "sync_batchnorm=true" in sync_line  # the last one needs CUDA GPUs
+    for args in lines:
+        assert args[:4] == ["torchrun", "--nproc_per_node", "4", "-m"]
+        batch = int(args[args.index("--batch-size") + 1]) if "--batch-size" in args else from_preset(args[6]).batch_size
+        check_batch_divides(batch, 4)  # the README's own 4 processes can split it
+    small = ["--device", "cpu", "--epochs", "1", "--set", "dataset=synthetic", "--train-limit", "160",
+             "--validation-limit", "40", "--test-limit", "40", "--no-progress"]
+    for args, expected in ((train_line, "test accuracy"), (resume_line, "nothing to resume")):
+        result = run(torchrun(2, *args[3:], *small), tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert expected in result.stdout
+    assert json.loads((tmp_path / "runs" / "seed002-ddp" / "metrics.json").read_text())["world_size"] == 2

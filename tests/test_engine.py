@@ -138,7 +138,8 @@ def small_setup(synthetic, **overrides):
     values = dict(epochs=3, lr=0.05, optimizer="adam", scheduler="cosine", batch_size=50, eval_batch_size=100,
                   validation_split=100, train_limit=200, augmentation="none", print_every=2, num_workers=0)
     config = Config(**{**values, **overrides}).validate()
-    splits = make_splits(synthetic, config.validation_split, config.seed, config.train_limit, config.eval_limit)
+    splits = make_splits(synthetic, config.validation_split, config.seed, config.train_limit,
+                         config.validation_limit, config.test_limit)
     loaders = make_loaders(splits, config, CPU)
     torch.manual_seed(0)
     model = TinyNet()
@@ -443,7 +444,7 @@ def test_deferred_read_back_still_names_the_first_non_finite_mini_batch():
     with pytest.raises(TrainingDivergedError) as info:
         train_epoch(model, data, torch.nn.CrossEntropyLoss(), optimizer, torch.device("cpu"), epoch=2,
                     read_back_every=4)
-    assert (info.value.epoch, info.value.step) == (2, 3)
+    assert (info.value.epoch, info.value.batch) == (2, 3)
     assert model.calls == 4  # read back after the 4th mini-batch, not at the end of the epoch
 
 

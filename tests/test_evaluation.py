@@ -124,3 +124,38 @@ def test_predict_averages_logits_over_views(tta):
     if tta != "none":
         with torch.no_grad():
             assert not torch.allclose(logits, model(x))
+
+
+def test_evaluate_checkpoint_scores_what_train_reported(tmp_path, synthetic):
+    from cifar_utils.checkpoint import load_checkpoint
+    from cifar_utils.data import CifarData, ImageSet
+    from cifar_utils.experiment import evaluate_checkpoint, train
+    from cifar_utils.presets import from_preset
+
+    config = from_preset("seed003", dataset="synthetic", validation_split=100, train_limit=64, validation_limit=48, test_limit=48,
+                         epochs=4, batch_size=32, lr=0.3, scheduler="none", keep_best=True,
+                         normalization="train_stats")
+    result = train(config, tmp_path / "run", device="cpu", progress=False, data=synthetic, log=lambda _: None)
+    best_epoch = load_checkpoint(tmp_path / "run" / "checkpoint_best.pt")["epoch"]
+    assert best_epoch < config.epochs  # otherwise the last and the best weights are the same
+
+    # Other training images give other train_stats; the checkpoint's own statistics must be used.
+    darker = ImageSet(synthetic.train.images // 2, synthetic.train.labels, synthetic.train.classes)
+    lines = []
+    evaluation, _ = evaluate_checkpoint(tmp_path / "run" / "checkpoint.pt", device="cpu", log=lines.append,
+                                        data=CifarData(darker, synthetic.test, "synthetic", "darker"))
+    assert "checkpoint_best.pt" in lines[0]
+    assert evaluation.accuracy == result.metrics["test_accuracy"]
+    assert evaluation.loss == pytest.approx(result.metrics["test_cross_entropy"], abs=1e-6)
+
+
+def test_final_evaluation_says_what_it_does_and_shows_progress(tmp_path, synthetic, capsys):
+    from cifar_utils.experiment import train
+    from cifar_utils.presets import from_preset
+
+    config = from_preset("seed003", dataset="synthetic", validation_split=100, train_limit=32, validation_limit=48, test_limit=48,
+                         epochs=1, batch_size=32, eval_batch_size=16)
+    train(config, tmp_path / "run", device="cpu", progress=True, data=synthetic)
+    captured = capsys.readouterr()
+    assert "final evaluation: 48 test and 48 validation images" in captured.out
+    assert "test: " in captured.err and "validation: " in captured.err  # the tqdm bars of both splits

@@ -19,7 +19,7 @@ from cifar_utils.presets import from_preset
 @pytest.fixture(scope="module")
 def trained_fast(tmp_path_factory, synthetic):
     """``fast`` for 3 short epochs on 32 synthetic images (a small batch and learning rate to match)."""
-    config = from_preset("fast", dataset="synthetic", validation_split=100, train_limit=32, eval_limit=16, epochs=3,
+    config = from_preset("fast", dataset="synthetic", validation_split=100, train_limit=32, validation_limit=16, test_limit=16, epochs=3,
                          batch_size=16, eval_batch_size=16, lr=0.1, warmup_epochs=0.5, ema_decay=0.5, tta="flip")
     out = tmp_path_factory.mktemp("fast")
     return train(config, out, device="cpu", progress=False, log=lambda _message: None, data=synthetic)

@@ -302,3 +302,29 @@ def test_cutout_blanks_one_square_of_the_given_size():
     out = gpu_data.cutout_images(images, torch.tensor([0, 6]), torch.tensor([2, 5]), size=4)
     assert (out[0, :, 0:4, 2:6] == 0).all() and (out == 0).sum(dim=(1, 2, 3)).tolist() == [48, 48]
     assert (out[1, :, 6:10, 5:9] == 0).all()
+
+
+def test_both_pipelines_read_one_augmentation_spec(monkeypatch):
+    from torchvision.transforms import v2
+
+    from cifar_utils import preprocessing
+    from cifar_utils.data import augmentation_ops
+
+    monkeypatch.setattr(preprocessing, "AFFINE_DEGREES", 2.0)
+    monkeypatch.setattr(preprocessing, "JITTER_HUE", 0.01)
+    affine, jitter, _ = augmentation_ops("affine_jitter")
+    assert isinstance(affine, v2.RandomAffine) and affine.degrees == [-2.0, 2.0]
+    assert jitter.hue == (-0.01, 0.01)
+    drawn = gpu_data.draw_augmentation("affine_jitter", 2000, torch.Generator().manual_seed(0))
+    assert 1.9 < drawn["angle"].abs().max() <= 2.0 and 0.009 < drawn["hue"].abs().max() <= 0.01
+
+
+def test_both_pipelines_normalise_alike():
+    from cifar_utils.data import build_transform
+
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    torchvision_out = torch.stack([build_transform("none", MEAN, STD)(image) for image in images])
+    gpu_out, _ = next(iter(GpuEvalLoader(ImageSet(images, torch.zeros(4, dtype=torch.int64), ["a"]), MEAN, STD,
+                                         4, "cpu")))
+    torch.testing.assert_close(gpu_out, torchvision_out)
+    torch.testing.assert_close(gpu_out, normalised(images))

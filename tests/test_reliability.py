@@ -33,7 +33,7 @@ from cifar_utils.errors import (CheckpointError, ConfigError, DataError, OutOfMe
 from cifar_utils.presets import from_preset
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS_PER_EPOCH = 4  # 64 training images in mini-batches of 16
+BATCHES_PER_EPOCH = 4  # 64 training images in mini-batches of 16
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -99,13 +99,13 @@ def tiny(monkeypatch):
 
 def tiny_args(out: Path | None, *extra: str) -> list[str]:
     return ["train", "--preset", "seed003", "--set", "dataset=synthetic", "--set", "model=tiny", "--epochs", "2",
-            "--validation-split", "100", "--train-limit", "64", "--batch-size", "16", "--set", "eval_limit=32",
+            "--validation-split", "100", "--train-limit", "64", "--batch-size", "16", "--set", "validation_limit=32", "--set", "test_limit=32",
             "--lr", "0.05", "--device", "cpu", "--no-progress", *(["--out", str(out)] if out else []), *extra]
 
 
 def tiny_config(**overrides) -> Config:
     values = dict(dataset="synthetic", model="tiny", epochs=2, validation_split=100, train_limit=64, batch_size=16,
-                  eval_limit=32, lr=0.05)
+                  validation_limit=32, test_limit=32, lr=0.05)
     return from_preset("seed003", **{**values, **overrides})
 
 
@@ -122,7 +122,7 @@ def reference(tmp_path_factory) -> Path:
 def assert_same_run(a: Path, b: Path, atol: float = 1e-6) -> None:
     """Same final history (but for timings), weights and test metrics, to within ``atol``."""
     first, second = load_checkpoint(a / "checkpoint.pt"), load_checkpoint(b / "checkpoint.pt")
-    assert (first["epoch"], first["step"]) == (second["epoch"], second["step"])
+    assert (first["epoch"], first["batches"]) == (second["epoch"], second["batches"])
     assert len(first["history"]) == len(second["history"]) == first["epoch"]
     for row_a, row_b in zip(first["history"], second["history"]):
         for key in row_a.keys() - {"seconds"}:
@@ -131,7 +131,7 @@ def assert_same_run(a: Path, b: Path, atol: float = 1e-6) -> None:
     for name, tensor in first["model"].items():
         torch.testing.assert_close(tensor, second["model"][name], rtol=0, atol=atol, msg=name)
     metrics_a, metrics_b = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
-    for key in ("test_accuracy", "test_loss", "validation_accuracy", "validation_loss"):
+    for key in ("test_accuracy", "test_cross_entropy", "validation_accuracy", "validation_cross_entropy"):
         assert metrics_a[key] == pytest.approx(metrics_b[key], rel=0, abs=atol), key
 
 
@@ -160,7 +160,7 @@ def test_checkpoint_every_epoch_and_optionally_every_n_steps(tiny, tmp_path, mon
     saved = []
 
     def recording_save(state, path):
-        saved.append((Path(path).name, state["epoch"], state["step"]))
+        saved.append((Path(path).name, state["epoch"], state["batches"]))
         return save_checkpoint(state, path)
 
     monkeypatch.setattr(engine, "save_checkpoint", recording_save)
@@ -175,11 +175,11 @@ def test_checkpoint_every_epoch_and_optionally_every_n_steps(tiny, tmp_path, mon
 
 def test_resume_at_an_epoch_boundary_matches_an_uninterrupted_run(tiny, tmp_path, reference):
     out = tmp_path / "run"
-    tiny((STEPS_PER_EPOCH + 1, crash))  # dies on the first mini-batch of epoch 2
+    tiny((BATCHES_PER_EPOCH + 1, crash))  # dies on the first mini-batch of epoch 2
     with pytest.raises(SimulatedCrash):
         cli.main(tiny_args(out))
     state = load_checkpoint(out / "checkpoint.pt")
-    assert (state["epoch"], state["step"], len(state["history"])) == (1, 0, 1)
+    assert (state["epoch"], state["batches"], len(state["history"])) == (1, 0, 1)
     tiny()
     assert cli.main(tiny_args(out, "--resume")) == 0
     assert_same_run(out, reference)
@@ -187,11 +187,11 @@ def test_resume_at_an_epoch_boundary_matches_an_uninterrupted_run(tiny, tmp_path
 
 def test_resume_true_in_python_continues_mid_epoch(tiny, tmp_path, reference):
     out = tmp_path / "run"
-    tiny((STEPS_PER_EPOCH + 3, crash))
+    tiny((BATCHES_PER_EPOCH + 3, crash))
     with pytest.raises(SimulatedCrash):
         experiment.train(tiny_config(checkpoint_every_steps=1), out, device="cpu", progress=False)
     state = load_checkpoint(out / "checkpoint.pt")
-    assert (state["epoch"], state["step"]) == (1, 2)
+    assert (state["epoch"], state["batches"]) == (1, 2)
     tiny()
     experiment.train(tiny_config(checkpoint_every_steps=1), out, device="cpu", resume=True, progress=False)
     assert_same_run(out, reference)
@@ -203,7 +203,7 @@ def test_ctrl_c_saves_a_checkpoint_says_how_to_resume_and_resuming_finishes(tiny
     line = cli_error(capsys, tiny_args(out), str(out), "--resume", status=130)
     assert "epoch 1, mini-batch 2" in line
     state = load_checkpoint(out / "checkpoint.pt")
-    assert (state["epoch"], state["step"]) == (0, 2)
+    assert (state["epoch"], state["batches"]) == (0, 2)
     tiny()
     assert cli.main(tiny_args(out, "--resume")) == 0
     assert_same_run(out, reference)
@@ -286,7 +286,7 @@ def test_a_process_killed_while_saving_never_leaves_a_half_file_under_the_final_
 def test_checkpoints_load_with_weights_only(reference):
     for name in ("checkpoint.pt", "checkpoint_best.pt"):
         state = torch.load(reference / name, weights_only=True)
-        assert {"model", "optimizer", "scheduler", "rng", "epoch", "step", "history", "config"} <= state.keys()
+        assert {"model", "optimizer", "scheduler", "rng", "epoch", "batches", "history", "config"} <= state.keys()
 
 
 class RunsCode:
@@ -519,39 +519,39 @@ def test_out_of_memory_suggests_smaller_batches_and_keeps_the_checkpoint(tiny, t
     line = cli_error(capsys, tiny_args(out, "--checkpoint-every-steps", "1"), "ran out of memory",
                      "--batch-size 8", "--accumulation-steps 2", f"last checkpoint in {out} is intact")
     assert "Tried to allocate" not in line  # one message of ours, not torch's
-    assert (load_checkpoint(out / "checkpoint.pt")["step"]) == 2
+    assert (load_checkpoint(out / "checkpoint.pt")["batches"]) == 2
     with pytest.raises(OutOfMemoryError, match="batch_size=16"):
         experiment.train(tiny_config(), tmp_path / "python", device="cpu", progress=False)
 
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tiny, tmp_path, capsys):
-    tiny((STEPS_PER_EPOCH + 2, nan_loss))
+    tiny((BATCHES_PER_EPOCH + 2, nan_loss))
     out = tmp_path / "run"
     cli_error(capsys, tiny_args(out, "--checkpoint-every-steps", "1"), "training diverged",
-              "the loss became nan at epoch 2, step 2", "last good checkpoint was kept")
+              "the loss became nan at epoch 2, mini-batch 2", "last good checkpoint was kept")
     state = load_checkpoint(out / "checkpoint.pt")
-    assert (state["epoch"], state["step"]) == (1, 1) and finite(state)
+    assert (state["epoch"], state["batches"]) == (1, 1) and finite(state)
     with pytest.raises(TrainingDivergedError) as info:
         experiment.train(tiny_config(), tmp_path / "python", device="cpu", progress=False)
-    assert (info.value.epoch, info.value.step) == (2, 2)
+    assert (info.value.epoch, info.value.batch) == (2, 2)
 
 
 def test_non_finite_weights_are_never_checkpointed(tiny, tmp_path, capsys):
     tiny((3, overflowing_gradient))  # the loss stays finite: only the check before saving can notice
     out = tmp_path / "run"
     line = cli_error(capsys, tiny_args(out, "--checkpoint-every-steps", "1"), "training diverged")
-    assert re.search(r"weight \S+ became (nan|-?inf) at epoch 1, step 3", line), line
+    assert re.search(r"weight \S+ became (nan|-?inf) at epoch 1, mini-batch 3", line), line
     state = load_checkpoint(out / "checkpoint.pt")
-    assert (state["epoch"], state["step"]) == (0, 2) and finite(state)
+    assert (state["epoch"], state["batches"]) == (0, 2) and finite(state)
 
 
 def test_a_huge_learning_rate_stops_with_a_clear_error_and_a_finite_checkpoint(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     line = cli_error(capsys, tiny_args(out, "--lr", "1e30", "--checkpoint-every-steps", "1"), "training diverged")
-    where = re.search(r"became (nan|-?inf) at epoch 1, step (\d+)", line)
+    where = re.search(r"became (nan|-?inf) at epoch 1, mini-batch (\d+)", line)
     assert where, line
     state = load_checkpoint(out / "checkpoint.pt")  # the first step starts from finite weights, so one exists
-    assert state["step"] < int(where.group(2)) and finite(state)
+    assert state["batches"] < int(where.group(2)) and finite(state)
 
 
 # --------------------------------------------------------------------------------------- determinism

@@ -22,10 +22,10 @@ from cifar_utils import cli
 from cifar_utils.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS_PER_EPOCH = 6  # 48 training images in mini-batches of 8
+BATCHES_PER_EPOCH = 6  # 48 training images in mini-batches of 8
 ARGS = ["train", "--preset", "seed003", "--set", "dataset=synthetic", "--set", "model=resnet20", "--epochs", "2",
-        "--validation-split", "100", "--train-limit", "48", "--batch-size", "8", "--set", "eval_limit=16",
-        "--lr", "0.02", "--checkpoint-every-steps", "1", "--device", "cpu", "--no-progress"]
+        "--validation-split", "100", "--train-limit", "48", "--batch-size", "8", "--set", "validation_limit=16",
+        "--set", "test_limit=16", "--lr", "0.02", "--checkpoint-every-steps", "1", "--device", "cpu", "--no-progress"]
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def wait_for_mid_epoch_checkpoint(proc: subprocess.Popen, path: Path, epoch: int
         assert proc.poll() is None, f"the run ended (status {proc.returncode}) before it could be killed"
         if path.exists():
             state = load_checkpoint(path)  # written atomically, so never seen half-written
-            if state["epoch"] == epoch and state["step"] >= 1:
+            if state["epoch"] == epoch and state["batches"] >= 1:
                 return
         time.sleep(0.02)
     pytest.fail("no mid-epoch checkpoint appeared")
@@ -63,13 +63,13 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, one
         log.close()
     assert proc.returncode == -signal.SIGKILL
     state = load_checkpoint(killed / "checkpoint.pt")
-    assert state["epoch"] == 1 and 1 <= state["step"] < STEPS_PER_EPOCH, "not killed during epoch 2"
+    assert state["epoch"] == 1 and 1 <= state["batches"] < BATCHES_PER_EPOCH, "not killed during epoch 2"
     assert not (killed / "metrics.json").exists()
 
     resumed = subprocess.run([sys.executable, "-m", "cifar_utils", *ARGS, "--out", str(killed), "--resume"],
                              cwd=tmp_path, env=one_thread, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"epoch 2, mini-batch {state['step']}" in resumed.stdout
+    assert f"epoch 2, mini-batch {state['batches']}" in resumed.stdout
 
     reference = tmp_path / "reference"
     assert cli.main([*ARGS, "--out", str(reference)]) == 0
@@ -82,5 +82,5 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, one
     for name, tensor in expected["model"].items():
         torch.testing.assert_close(final["model"][name], tensor, rtol=0, atol=1e-6, msg=name)
     metrics, expected_metrics = (json.loads((d / "metrics.json").read_text()) for d in (killed, reference))
-    for key in ("test_accuracy", "test_loss", "validation_accuracy"):
+    for key in ("test_accuracy", "test_cross_entropy", "validation_accuracy"):
         assert metrics[key] == pytest.approx(expected_metrics[key], rel=0, abs=1e-6), key

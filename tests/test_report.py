@@ -25,7 +25,7 @@ from cifar_utils.presets import from_preset
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = [REPO / "notebooks" / name for name in report.NOTEBOOKS]
 TRAIN_PARAMETERS = ("preset", "epochs", "lr", "batch_size", "seed", "data_root", "out_dir", "train_limit",
-                    "eval_limit", "progress")
+                    "validation_limit", "test_limit", "progress")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def smoke_env(monkeypatch, tmp_path):
 
 
 def tiny_config(**overrides):
-    values = dict(dataset="synthetic", validation_split=100, train_limit=64, eval_limit=32, epochs=1,
+    values = dict(dataset="synthetic", validation_split=100, train_limit=64, validation_limit=32, test_limit=32, epochs=1,
                   batch_size=32, eval_batch_size=64)
     return from_preset("seed003", **{**values, **overrides})
 
@@ -102,8 +102,8 @@ def test_smoke_mode_reads_the_environment(monkeypatch):
 
 def test_notebook_config_smoke_caps_and_defaults():
     smoke = report.notebook_config("seed000", smoke=True, epochs=40)
-    assert (smoke.epochs, smoke.train_limit, smoke.eval_limit) == (1, report.SMOKE_PROFILE["train_limit"],
-                                                                   report.SMOKE_PROFILE["eval_limit"])
+    assert (smoke.epochs, smoke.train_limit, smoke.validation_limit, smoke.test_limit) == (
+        1, report.SMOKE_PROFILE["train_limit"], report.SMOKE_PROFILE["validation_limit"], report.SMOKE_PROFILE["test_limit"])
     explicit = report.notebook_config("seed000", smoke=True, train_limit=64)
     assert explicit.train_limit == 64
     full = report.notebook_config("seed000", smoke=False)
@@ -149,7 +149,9 @@ def test_train_or_reuse_never_replaces_a_run_silently(tmp_path):
     again = report.train_or_reuse(tiny_config(), run_dir, device="cpu", log=lines.append)
     assert again.reused and "reusing" in lines[0]
     assert (run_dir / "metrics.json").stat().st_mtime_ns == stamp  # not trained again
-    assert again.history == pytest.approx(first.history)
+    assert len(again.history) == len(first.history)
+    for row, first_row in zip(again.history, first.history):  # approx() takes flat mappings only
+        assert row == pytest.approx(first_row)
 
     with pytest.raises(OutputExistsError, match=r"other settings \(lr: 0\.1 -> 0\.05\).*overwrite=True"):
         report.train_or_reuse(tiny_config(lr=0.05), run_dir, device="cpu")
@@ -270,7 +272,7 @@ def test_train_notebook_with_a_wrong_parameter_fails_clearly(parameters, message
 
 def test_lr_comparison_notebook_with_two_rates(full_data_root, smoke_env, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    parameters = {"learning_rates": [0.05, 0.01], "preset": "seed003", "train_limit": 64, "eval_limit": 32,
+    parameters = {"learning_rates": [0.05, 0.01], "preset": "seed003", "train_limit": 64, "validation_limit": 32, "test_limit": 32,
                   "data_root": str(full_data_root), "out_dir": str(sweep_dir)}
     report.execute_notebook(REPO / "notebooks" / "05_lr_comparison.ipynb", tmp_path / "05.ipynb", parameters)
 
@@ -293,7 +295,7 @@ def test_lr_comparison_notebook_with_two_rates(full_data_root, smoke_env, tmp_pa
 
     # The same sweep again reuses the finished runs instead of training them again.
     lines = []
-    again = sweep.run_lr_sweep([0.05, 0.01], {"preset": "seed003", "epochs": 30, "train_limit": 64, "eval_limit": 32,
+    again = sweep.run_lr_sweep([0.05, 0.01], {"preset": "seed003", "epochs": 30, "train_limit": 64, "validation_limit": 32, "test_limit": 32,
                                               "data_root": str(full_data_root)}, sweep_dir, log=lines.append)
     assert [run.reused for run in again] == [True, True] and all("reusing" in line for line in lines)
 

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 # A real (small) network, so that a subprocess can train it: 48 images in 6 mini-batches of 8.
 SUBPROCESS_ARGS = ["train", "--preset", "seed003", "--set", "dataset=synthetic", "--set", "model=resnet20",
                    "--epochs", "2", "--validation-split", "100", "--train-limit", "48", "--batch-size", "8",
-                   "--set", "eval_limit=16", "--lr", "0.02", "--device", "cpu", "--no-progress"]
+                   "--set", "validation_limit=16", "--set", "test_limit=16", "--lr", "0.02", "--device", "cpu", "--no-progress"]
 
 
 def subprocess_env() -> dict:
@@ -172,7 +172,7 @@ def one_epoch_of_two(tiny, tmp_path) -> Path:
     (["--lr", "0.1"], "lr"),
     (["--set", "weight_decay=0.001"], "weight_decay"),
     (["--set", "normalization=fixed"], "normalization"),
-    (["--set", "eval_limit=16"], "eval_limit"),
+    (["--set", "validation_limit=16"], "validation_limit"),
     (["--set", "augmentation=none"], "augmentation"),
     (["--set", "label_smoothing=0.1"], "label_smoothing"),
     (["--set", "keep_best=false"], "keep_best"),

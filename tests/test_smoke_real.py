@@ -22,7 +22,7 @@ def test_one_epoch_of_seed003_on_real_images(jpeg_subset_root, tmp_path, capsys,
     monkeypatch.delenv("CIFAR10_ROOT", raising=False)
     out = tmp_path / "run"
     code = main(["train", "--preset", "seed003", "--epochs", "1", "--data-root", str(jpeg_subset_root),
-                 "--validation-split", "200", "--train-limit", "1000", "--eval-limit", "200",
+                 "--validation-split", "200", "--train-limit", "1000", "--validation-limit", "200", "--test-limit", "200",
                  "--out", str(out), "--no-progress"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -34,7 +34,7 @@ def test_one_epoch_of_seed003_on_real_images(jpeg_subset_root, tmp_path, capsys,
     assert list(metrics["per_class_test_accuracy"]) == list(CIFAR10_CLASSES)
     for key in ("test_accuracy", "validation_accuracy", "final_train_accuracy"):
         assert 0 <= metrics[key] <= 1
-    for key in ("test_loss", "validation_loss"):
+    for key in ("test_cross_entropy", "validation_cross_entropy"):
         assert math.isfinite(metrics[key])
     assert metrics["train_seconds"] > 0
     assert metrics["config"]["data_root"] == str(jpeg_subset_root)

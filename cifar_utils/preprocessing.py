@@ -1,0 +1,34 @@
+"""The named augmentations' settings and the input normalisation, defined once.
+
+Both pipelines read these: the torchvision one (``data.augmentation_ops``, ``data.build_transform``) and
+the batched one on the device (``gpu_data``), so a setting changed here changes both.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+FIXED_MEAN = (0.5, 0.5, 0.5)  # normalization="fixed", the normalisation most reports use
+FIXED_STD = (0.5, 0.5, 0.5)
+
+CROP_PADDING = 4  # crop_flip: largest shift in pixels (zero fill); config.crop_padding's default
+FLIP_PROBABILITY = 0.5  # every flipping augmentation mirrors an image with this probability
+AFFINE_DEGREES = 15.0  # affine_jitter: rotation in [-15, 15] degrees
+AFFINE_TRANSLATE = 0.1  # affine_jitter: shift of up to this fraction of the image size, each axis
+AFFINE_SCALE = (0.9, 1.1)  # affine_jitter: zoom range
+JITTER_BRIGHTNESS, JITTER_CONTRAST, JITTER_SATURATION, JITTER_HUE = 0.2, 0.2, 0.2, 0.1  # affine_jitter's ColorJitter
+RESIZED_CROP_SCALE = (0.8, 1.0)  # resized_crop_flip: crop area as a fraction of the image
+RESIZED_CROP_RATIO = (0.9, 1.1)  # resized_crop_flip: crop aspect ratio range
+
+
+class Normalize:
+    """Float images in [0, 1], [3, H, W] or [B, 3, H, W] -> ``(x - mean) / std`` per channel."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu"):
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(-1, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
