@@ -81,7 +81,7 @@ class Splits:
     mean: tuple[float, float, float]  # per-channel, in [0, 1] pixel units
     std: tuple[float, float, float]
     description: str
-    held_out: str  # how many training images were held out for validation, and why that many
+    held_out: str  # how the validation images were chosen from how many training images
 
     @property
     def classes(self) -> list[str]:
@@ -383,10 +383,10 @@ def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: i
     n = len(data.train)
     if validation_split is None:
         validation_split = max(1, round(n * VALIDATION_FRACTION))
-        held_out = (f"{validation_split} images held out for validation: {VALIDATION_FRACTION:.0%} of the {n} "
-                    "training images (validation_split unset; --validation-split N chooses)")
+        held_out = (f"validation: the default {VALIDATION_FRACTION:.0%} of {n} training images; "
+                    "--validation-split N chooses")
     else:
-        held_out = f"{validation_split} images held out for validation (validation_split={validation_split})"
+        held_out = f"validation: validation_split={validation_split} of {n} training images"
     if validation_split >= n:
         raise DataError(f"validation_split={validation_split} is not smaller than the training set "
                         f"({n} images); use a smaller --validation-split")

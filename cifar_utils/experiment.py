@@ -28,7 +28,7 @@ from .checkpoint import checkpoint_config, load_checkpoint
 from .config import Config, replace
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset, make_dataloader,
                    make_splits)
-from .device import autocast, describe_device, get_device, resolve_precision, set_seed
+from .device import autocast, cpu_has_native_bf16, describe_device, get_device, resolve_precision, set_seed
 from .ema import ExponentialMovingAverage
 from .engine import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, fit, unwrap
 from .errors import (CheckpointError, CifarUtilsError, ConfigError, OutOfMemoryError, OutputExistsError,
@@ -326,8 +326,10 @@ def _precision_reason(asked: str, chosen: str, device: torch.device) -> str:
     if asked != "auto":
         return ""
     if device.type == "cpu":
-        return (" (auto: this CPU has native bf16)" if chosen == "bf16"
-                else " (auto: this CPU has no native bf16, which would be slower than fp32)")
+        if chosen == "bf16":
+            return " (auto: bf16 measured faster than fp32 on this CPU)"
+        return (" (auto: bf16 measured no faster than fp32 on this CPU)" if cpu_has_native_bf16()
+                else " (auto: this CPU has no bf16 arithmetic)")
     return f" (auto on {device.type})"
 
 

@@ -81,14 +81,16 @@ PRESETS: dict[str, Preset] = {
         ),
     ),
     "cpu": Preset(
-        description="6 Blocks (3x3 + 1x1, K=2), 32-128-128 channels, on a frozen whitening stem; ~90% in minutes on 2 CPU cores",
+        description="6 Blocks (3x3 + 1x1, K=2), 32-128-128 channels, on a frozen whitening stem; trains in minutes on 2 CPU cores",
         source="issue 10 (real results on any machine): the fast recipe at half width, tuned on a 2-core CPU",
         reported="none (our own preset; see benchmarks/README.md)",
         overrides=dict(
-            # The fast recipe per image: half fast's batch, so half its lr (the same lr / batch) and one step's EMA
-            # decay squared-rooted (the same average over images). Fixed batch shape for the CPU's kernels.
-            **{**FAST_RECIPE, "batch_size": 512, "eval_batch_size": 500}, model="cpu_net", crop_padding=2, lr=0.5,
-            warmup_epochs=2.0, epochs=10, ema_decay=0.995, norm_bias_lr_scale=16.0, print_every=1,
+            # Measured on 2 CPU cores (JPEG copy, validation split): batch 256 trains more images per second than
+            # 512 or 1024 there and reached a higher validation accuracy than 512 in 8 epochs; lr keeps fast's
+            # lr / batch. The EMA was dropped: with BatchNorm statistics of the live weights, it scored about 2%
+            # below the live model at the end of a 10-epoch run, whose learning rate decays to 0 anyway.
+            **{**FAST_RECIPE, "batch_size": 256, "eval_batch_size": 500}, model="cpu_net", crop_padding=2, lr=0.25,
+            warmup_epochs=1.0, epochs=10, norm_bias_lr_scale=16.0, print_every=1,
         ),
     ),
     "fast": Preset(

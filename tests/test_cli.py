@@ -184,6 +184,6 @@ def test_a_small_image_folder_trains_with_no_extra_flags(tmp_path, capsys):
                  "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "splits: 108 train / 12 validation / 30 test (12 images held out for validation: 10% of the 120" in out
+    assert "splits: 108 train / 12 validation / 30 test (validation: the default 10% of 120 training images" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["split_sizes"] == {"train": 108, "validation": 12, "test": 30}

@@ -362,12 +362,24 @@ def test_preset_optimizers():
 
 
 @pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
-def test_auto_precision_uses_bf16_only_on_cpus_that_have_it(monkeypatch, native, expected):
+def test_auto_precision_uses_bf16_only_on_cpus_where_it_is_faster(monkeypatch, native, expected):
     from cifar_utils import device as device_module
 
-    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(device_module, "cpu_bf16_is_faster", lambda: native)
     assert device_module.resolve_precision("auto", CPU) == expected
     assert device_module.resolve_precision("fp32", CPU) == "fp32"  # an explicit choice is kept
+
+
+def test_bf16_speed_is_not_measured_on_cpus_without_bf16(monkeypatch):
+    from cifar_utils import device as device_module
+
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device_module.torch.nn, "Conv2d", None)  # building the probe would fail
+    device_module.cpu_bf16_is_faster.cache_clear()
+    try:
+        assert device_module.cpu_bf16_is_faster() is False
+    finally:
+        device_module.cpu_bf16_is_faster.cache_clear()
 
 
 def test_get_device_falls_back_to_cpu(monkeypatch):

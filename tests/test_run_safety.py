@@ -148,7 +148,7 @@ def test_overwrite_replaces_the_earlier_run_only_once_the_new_one_has_a_checkpoi
                          progress=False)
     assert set(files_of(out)) == {"checkpoint.pt"}  # nothing of the earlier run left to mix with it
     state = load_checkpoint(out / "checkpoint.pt")
-    assert (state["epoch"], state["step"], state["config"]["lr"]) == (0, 2, 0.01)
+    assert (state["epoch"], state["batches"], state["config"]["lr"]) == (0, 2, 0.01)
 
     tiny()
     result = experiment.train(tiny_config(lr=0.01), out, device="cpu", overwrite=True, progress=False)
