@@ -99,7 +99,8 @@ PRESETS: dict[str, Preset] = {
         reported="not yet measured on a GPU; see benchmarks/README.md",
         overrides=dict(
             # Chosen by reasoning, not measured (no GPU yet): airbench94's layout, epochs ~ its 9.9 plus a margin
-            # for the recipe parts a single param group cannot have (BN-bias learning-rate boost, lookahead).
+            # for the recipe part it lacks (lookahead); norm_bias_lr_scale (airbench's BN-bias boost) is for the
+            # GPU tuning to set.
             # lr / (1 - momentum) and lr * weight_decay / (1 - momentum) match airbench94's tuned step sizes.
             **FAST_RECIPE, model="fast_net", crop_padding=2, lr=1.0, warmup_epochs=2.0, epochs=12, ema_decay=0.99,
             print_every=4,
