@@ -80,7 +80,7 @@ def cpu_has_native_bf16() -> bool:
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_is_faster() -> bool:
     """Whether bf16 autocast trains a 3x3 convolution at least 1.2x faster than fp32 on this CPU, measured
-    once per process (about 0.3 s) where the CPU advertises bf16. Advertising it is not enough: with the
+    once per process (a fraction of a second) where the CPU advertises bf16. Advertising it is not enough: with the
     same torch, bf16 trained faster than fp32 on an AMD EPYC with AVX-512 BF16 and slower on an Intel Xeon
     with the same flag."""
     if not cpu_has_native_bf16():
