@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", default=None,
                         help="the CIFAR-10 copy (default: data/cifar10-jpeg, extracted from data/cifar10-jpeg.tar.gz)")
     parser.add_argument("--part", default="1/1", help="seeds: run part K of N of the preset list (e.g. 1/2)")
+    parser.add_argument("--sharing", type=int, default=1,
+                        help="seeds: how many of these processes share the GPU at once (recorded beside the times)")
     parser.add_argument("--cap-seconds", type=float, default=None,
                         help="seeds: training seconds per preset (default 40); best: in all (default 300)")
     parser.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
@@ -404,7 +406,8 @@ def phase_seeds(phase: Phase) -> None:
     cap = args.cap_seconds or (2.0 if args.dry_run else 40.0)
     base = TINY if args.dry_run else {}
     phase.record.data["settings"] = {"presets": mine, "cap_seconds": cap, "probe_images": PROBE_IMAGES,
-                                     "base_overrides": base, "validation": "held-out split of the training set"}
+                                     "base_overrides": base, "validation": "held-out split of the training set",
+                                     "processes_sharing_the_gpu": args.sharing}
     with tempfile.TemporaryDirectory() as scratch:
         for preset in mine:
             if not phase.time_left():
