@@ -7,8 +7,10 @@ Phases, each made to fit one command of at most 9 minutes:
 
     check   device and versions, the wheels' imports, one ``fast`` training step under
             torch.cuda.set_sync_debug_mode("error"), a profiler table of one ``fast`` and one airbench94 step
+    profile one epoch of the real training loop (data, step, EMA, validation) of each --preset on
+            PROBE_IMAGES images, after a warm-up epoch: the profiler's tables by host and by device time
     speed   benchmarks/speed.py: airbench94 against ``fast``, 10 runs each, in this one process
-    tune    a small grid over ``fast``'s epochs, lr and EMA decay, chosen on validation
+    tune    a small grid over --preset's (``fast``) epochs, lr and EMA decay, chosen on validation
     seeds   the reference presets (seed000..seed004, plus any faithful variant) on the GPU pipeline, each
             capped in time, with the torchvision pipeline's seconds per epoch beside them; --part K/N
     best    ``fast_best`` capped at 5 minutes of training
@@ -49,7 +51,7 @@ import speed  # noqa: E402  (benchmarks/speed.py)
 from cifar_utils import build_model, from_preset, load_dataset, make_splits  # noqa: E402
 from cifar_utils.errors import CifarUtilsError, ConfigError  # noqa: E402
 
-PHASES = ("check", "speed", "tune", "seeds", "best", "report")
+PHASES = ("check", "profile", "speed", "tune", "seeds", "best", "report")
 DEFAULT_ARCHIVE = REPO / "data" / "cifar10-jpeg.tar.gz"  # what gpu_prepare.sh puts there
 PACKAGES = ("airbench", "papermill", "nbclient", "nbformat", "nbval", "ipykernel", "jupyter_client")
 # The longest (seed000, seed004) first: dealt round robin into parts, they land in different ones.
@@ -74,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --dry-run)")
     parser.add_argument("--data-root", default=None,
                         help="the CIFAR-10 copy (default: data/cifar10-jpeg, extracted from data/cifar10-jpeg.tar.gz)")
+    parser.add_argument("--preset", default="fast",
+                        help="tune: the preset tuned; profile: comma-separated presets (default fast)")
     parser.add_argument("--part", default="1/1", help="seeds: run part K of N of the preset list (e.g. 1/2)")
     parser.add_argument("--sharing", type=int, default=1,
                         help="seeds: how many of these processes share the GPU at once (recorded beside the times)")
@@ -302,6 +306,28 @@ def phase_check(phase: Phase) -> None:
                   f"{run['table']}")
 
 
+def phase_profile(phase: Phase) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    args = phase.args
+    base = TINY if args.dry_run else {"train_limit": PROBE_IMAGES, "validation_split": 5000}
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if phase.device.type == "cuda" else [])
+    with tempfile.TemporaryDirectory() as scratch:
+        for preset in args.preset.split(","):
+            measured_run(phase, preset, {**base, "epochs": 1}, Path(scratch) / f"{preset}-warmup")
+            with profile(activities=activities) as prof:
+                run = measured_run(phase, preset, {**base, "epochs": 1}, Path(scratch) / preset)
+            batches = math.ceil(run["split_sizes"]["train"] / from_preset(preset).batch_size)
+            run.update(name=f"{preset}_epoch_profile", batches=batches,
+                       ms_per_batch=1e3 * run["epoch_seconds"][0] / batches)
+            for sort in ("self_cpu_time_total", "self_cuda_time_total" if len(activities) > 1 else None):
+                if sort:
+                    run[f"table_{sort}"] = prof.key_averages().table(sort_by=sort, row_limit=20)
+            phase.record.add_run(run)
+            say(f"[profile] {preset}: {run['epoch_seconds'][0]:.2f} s for {batches} mini-batches "
+                f"({run['ms_per_batch']:.1f} ms each, validation included)\n{run['table_self_cpu_time_total']}")
+
+
 def phase_speed(phase: Phase) -> None:
     """speed.py writes the record itself: the phase only chooses its settings."""
     args = phase.args
@@ -351,15 +377,15 @@ def phase_tune(phase: Phase) -> None:
     base = TINY_FAST if args.dry_run else {"validation_split": 5000}
     points = grid_points(grid)
     for point in points:  # fail on a bad field or value before any GPU time is spent
-        from_preset("fast", **{**base, **point})
-    phase.record.data["settings"] = {"preset": "fast", "grid": grid, "base_overrides": base,
+        from_preset(args.preset, **{**base, **point})
+    phase.record.data["settings"] = {"preset": args.preset, "grid": grid, "base_overrides": base,
                                      "chosen_on": "validation accuracy"}
     with tempfile.TemporaryDirectory() as scratch:
-        measured_run(phase, "fast", {**base, "epochs": 1, "seed": 10_000}, Path(scratch) / "warmup")
+        measured_run(phase, args.preset, {**base, "epochs": 1, "seed": 10_000}, Path(scratch) / "warmup")
         for index, point in enumerate(points):
             if not phase.time_left():
                 break
-            run = measured_run(phase, "fast", {**base, **point}, Path(scratch) / f"point{index}")
+            run = measured_run(phase, args.preset, {**base, **point}, Path(scratch) / f"point{index}")
             phase.record.data["best"] = max([*phase.record.data["runs"], run],
                                             key=lambda r: r["validation_accuracy"])["overrides"]
             phase.record.add_run(run)
@@ -371,16 +397,18 @@ def capped_run(phase: Phase, preset: str, base: dict, cap_seconds: float, folder
                pipelines: tuple[str, ...] = ("gpu", "torchvision")) -> dict:
     """``preset`` at full length unless its measured seconds per epoch say that would pass ``cap_seconds``;
     then with as many epochs as fit (the schedule shortened to match), marked ``capped``. One-epoch probes on
-    ``PROBE_IMAGES`` images time each of ``pipelines`` alike (the GPU one, first, warms up too)."""
+    ``PROBE_IMAGES`` images time each of ``pipelines`` alike."""
     full_epochs = from_preset(preset).epochs
-    probe = {**base, "epochs": 1, "train_limit": min(base.get("train_limit") or PROBE_IMAGES, PROBE_IMAGES)}
+    # Two epochs, the second one timed: the first holds cuDNN's autotuning and other one-off costs (a first
+    # epoch on 5,000 images took 8x longer than a steady one on an H100, which capped runs far too early).
+    probe = {**base, "epochs": 2, "train_limit": min(base.get("train_limit") or PROBE_IMAGES, PROBE_IMAGES)}
     probes = {pipeline: measured_run(phase, preset, {**probe, "pipeline": pipeline}, folder / f"probe-{pipeline}")
               for pipeline in pipelines}
     train_images = len(phase.dataset().train) - base.get("validation_split", 5000)
     if base.get("train_limit"):
         train_images = min(train_images, base["train_limit"])
     scale = train_images / probes["gpu"]["split_sizes"]["train"]
-    estimate = {pipeline: run["epoch_seconds"][0] * scale for pipeline, run in probes.items()}
+    estimate = {pipeline: run["epoch_seconds"][-1] * scale for pipeline, run in probes.items()}
     epochs = max(1, min(full_epochs, math.floor(cap_seconds / estimate["gpu"])))
     run = measured_run(phase, preset, {**base, "epochs": epochs, "pipeline": "gpu"}, folder / "run")
     steady = run["epoch_seconds"][1:] or run["epoch_seconds"]  # the first epoch holds one-off costs
@@ -500,8 +528,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not args.phase or not args.out:
             raise ConfigError("give a phase and --out DIR (or --table RESULTS_JSON); see --help")
         phase = Phase(args, argv)
-        runner = {"check": phase_check, "speed": phase_speed, "tune": phase_tune, "seeds": phase_seeds,
-                  "best": phase_best, "report": phase_report}[args.phase]
+        runner = {"check": phase_check, "profile": phase_profile, "speed": phase_speed, "tune": phase_tune,
+                  "seeds": phase_seeds, "best": phase_best, "report": phase_report}[args.phase]
         if args.phase != "speed":
             phase.record.save()
         runner(phase)

@@ -23,9 +23,10 @@ from torch import nn
 class ExponentialMovingAverage:
     """``avg <- d * avg + (1 - d) * weights`` after every optimizer step; ``module`` holds ``avg``.
 
-    ``d = min(decay, (1 + t) / (10 + t))`` after ``t`` updates: the average follows the weights closely at
-    first and averages over ``1 / (1 - decay)`` steps only later, so that it never drags the random
-    initial weights along for the first epochs of a short run.
+    ``d = min(decay, t / (t + 1))`` after ``t`` updates: until ``1 / (1 - decay)`` steps have passed, the
+    average is the plain mean of every weight seen so far, and from then on ``decay`` itself. (An earlier
+    ``(1 + t) / (10 + t)`` warm-up stayed under 0.99 for 890 steps, longer than a whole ``fast`` run, so
+    the configured decay never took effect: measured on an H100, 0.99 and 0.995 gave identical runs.)
     """
 
     def __init__(self, model: nn.Module, decay: float):
@@ -48,7 +49,7 @@ class ExponentialMovingAverage:
         """Move the average towards ``model``'s current weights (the plain module, not a DDP wrapper)."""
         avg_params, avg_buffers = self._tensors(self.module)
         params, buffers = self._tensors(model)
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        decay = min(self.decay, self.updates / (self.updates + 1))
         if params:
             torch._foreach_lerp_(avg_params, params, 1 - decay)
         if buffers:

@@ -221,11 +221,23 @@ def test_ema_is_an_exponential_average_of_the_weights_after_each_step():
     train_epoch(model, tiny_batches(5), nn.CrossEntropyLoss(), optimizer, CPU, ema=ema)
     assert len(snapshots) == 5 and ema.updates == 5
     for t, snap in enumerate(snapshots):
-        d = min(0.8, (1 + t) / (10 + t))  # the warm-up: 0.1, 0.18, 0.25, ... until it reaches 0.8
+        d = min(0.8, t / (t + 1))  # the warm-up (a plain mean): 0, 1/2, 2/3, 3/4, then 0.8
         expected = [d * e + (1 - d) * s for e, s in zip(expected, snap)]
     for ours, theirs in zip(ema.module.parameters(), expected):
         torch.testing.assert_close(ours, theirs)
     assert not torch.allclose(ema.module.weight, model.weight)
+
+
+def test_the_configured_decay_takes_effect_within_a_short_run():
+    # The old warm-up, (1 + t) / (10 + t), held any decay of 0.99 or more below 0.99 for 890 steps.
+    model = nn.Linear(2, 2)
+    averages = {decay: ExponentialMovingAverage(model, decay) for decay in (0.9, 0.95)}
+    for _ in range(40):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        for ema in averages.values():
+            ema.update(model)
+    assert averages[0.9].module.weight[0, 0] > averages[0.95].module.weight[0, 0] + 1  # 0.9 follows faster
 
 
 def test_ema_skips_frozen_parameters_and_copies_buffers():
