@@ -460,7 +460,7 @@ def phase_best(phase: Phase) -> None:
 
 
 def phase_report(phase: Phase) -> None:
-    from cifar_utils.report import NOTEBOOKS, run_report  # what `python -m cifar_utils report` runs
+    from cifar_utils.report import NOTEBOOKS, TRAIN_RUN_NAME, run_report  # what `python -m cifar_utils report` runs
 
     args = phase.args
     names = args.notebooks.split(",") if args.notebooks else list(NOTEBOOKS)
@@ -477,7 +477,11 @@ def phase_report(phase: Phase) -> None:
             run_report(smoke=args.dry_run, data_root=str(phase.data_root), output_dir=str(root), notebooks=[name],
                        log=say)
             phase.record.add_run({"notebook": name, "seconds": time.monotonic() - started})
-            members = sorted(root.glob("*.ipynb")) + sorted((root / "figures").glob("*"))
+            # The runs' records too: the results table reads them, and 03's run is the one the repository ships.
+            runs = [path for path in sorted((root / "runs").rglob("*"))
+                    if path.name in ("metrics.json", "history.csv", "comparison.csv")
+                    or (path.name == "checkpoint.pt" and path.parent.name == TRAIN_RUN_NAME)]
+            members = sorted(root.glob("*.ipynb")) + sorted((root / "figures").glob("*")) + runs
             pack(phase.out, "report", root, members)
 
 

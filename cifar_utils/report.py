@@ -49,6 +49,12 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"  # present in 
 NOTEBOOKS = ("01_data.ipynb", "02_model.ipynb", "03_train.ipynb", "04_evaluate.ipynb", "05_lr_comparison.ipynb")
 SMOKE_PROFILE = {"epochs": 1, "train_limit": 200, "validation_limit": 100, "test_limit": 100}  # caps of every smoke training run
 TRAIN_RUN_NAME = "03_train"  # 03's run directory under the runs folder; 04 evaluates it
+# A finished full-data run of 03's default settings, committed with the repository (its metrics.json says how
+# and where it was trained), so 04 and 05 show a real model minutes after a fresh clone.
+SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / TRAIN_RUN_NAME
+SHIPPED_FILES = ("metrics.json", "history.csv", "checkpoint.pt")
+# Where the data lies is not what a run computed: a shipped run is reused whatever these say.
+LOCATION_FIELDS = ("data_root", "download")
 # Settings that do not change what a run computes, ignored when deciding whether a finished run matches.
 NOT_RESULT_FIELDS = ("print_every", "num_workers", "checkpoint_every_steps")
 # The kernel's own start-up warnings (such as "running over TCP without encryption") would otherwise land in
@@ -140,6 +146,40 @@ def notebook_config(preset: str, *, smoke: bool, epochs: Optional[int] = None, l
     if isinstance(data_root, os.PathLike):  # a Path is fine; other wrong types fail validation below
         overrides["data_root"] = os.fspath(data_root)
     return from_preset(preset, **overrides)
+
+
+def _run_sentence(metrics: Mapping[str, Any]) -> str:
+    """One run's provenance, from its metrics.json: preset, epochs, split sizes, data copy, device, time, date."""
+    sizes = metrics.get("split_sizes", {})
+    return (f"preset `{metrics.get('preset')}`, {metrics.get('epochs')} epoch(s) on {sizes.get('train', 0):,} training "
+            f"images ({sizes.get('validation', 0):,} validation, {sizes.get('test', 0):,} test) of "
+            f"{data_copy_note(metrics.get('data', 'unknown data'))}, trained on {metrics.get('device')} "
+            f"({metrics.get('precision')}) in {format_duration(metrics.get('train_seconds', 0.0))} on "
+            f"{str(metrics.get('date', ''))[:10]}")
+
+
+def banner(setup: NotebookSetup, runs: Sequence[Mapping[str, Any]] = (), what: str = "These outputs"):
+    """A Markdown banner saying where a notebook's outputs came from, built from the runs' own metadata
+    (``metrics.json`` dicts) and the notebook's set-up, so it cannot go stale. Displayed as the notebook's
+    first result."""
+    from IPython.display import Markdown
+
+    kind = ("**smoke profile**: tiny subsets and one epoch, so the numbers only show that the code works"
+            if setup.smoke else "**full profile**: whole splits, each preset's own epochs")
+    lines = [f"> **{what}** were produced on {describe_device(setup.device)}, {kind}."]
+    if not runs:
+        root, origin = resolve_root(None)
+        lines.append(f"> Data: {data_copy_note(_describe_root(root))} (from {origin}).")
+    for metrics in runs:
+        lines.append(f"> Run: {_run_sentence(metrics)}.")
+    return Markdown("\n>\n".join(lines))
+
+
+def _describe_root(root: Path) -> str:
+    from .data import detect_source
+
+    source = detect_source(root)
+    return f"image folder {root}" if source == "folder" else f"official CIFAR-10 at {root}" if source else str(root)
 
 
 def describe_config(config: Config) -> str:
@@ -258,17 +298,42 @@ def _require_type(name: str, value: Any, kinds: tuple, what: str) -> None:
         raise ConfigError(f"{name}={value!r} has type {type(value).__name__}, but {name} must be {what}")
 
 
+def copy_shipped_run(config: Config, out_dir: Path, shipped: Path = SHIPPED_RUN,
+                     log: Callable[[str], None] = print) -> Optional[RunRecord]:
+    """Copy the shipped run into the empty ``out_dir`` when it was trained with ``config`` (data location
+    aside) and return it; None when there is no shipped run or its settings differ."""
+    if not (shipped / "metrics.json").is_file() or any(out_dir.glob("*")):
+        return None
+    record = read_run(shipped)
+    differences = config_differences(record.metrics.get("config", {}), config)
+    if [d for d in differences if d.split(":")[0] not in LOCATION_FIELDS]:
+        return None
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".shipped-", dir=out_dir.parent))
+    for name in SHIPPED_FILES:
+        shutil.copy2(shipped / name, staging / name)
+    if out_dir.exists():
+        out_dir.rmdir()  # empty, checked above
+    os.replace(staging, out_dir)  # all files appear at once
+    log(f"using the shipped run {shipped} ({_run_sentence(record.metrics)}); "
+        "set use_shipped=False to train it yourself")
+    return RunRecord(out_dir, record.history, record.metrics, reused=True)
+
+
 def train_or_reuse(config: Config, out_dir: str | os.PathLike, *, device: Optional[str] = None,
                    overwrite: bool = False, resume: bool = False, progress: bool = False,
-                   log: Callable[[str], None] = print) -> RunRecord:
+                   use_shipped: bool = False, log: Callable[[str], None] = print) -> RunRecord:
     """Train ``config`` into ``out_dir``, or reuse the finished run there when it has the same settings.
 
     ``overwrite=True`` replaces an earlier run (and says so); ``resume=True`` continues an interrupted
     one from its checkpoint. Anything else already in ``out_dir`` stops with a clear error.
+    ``use_shipped=True`` copies the committed run (:data:`SHIPPED_RUN`) into an empty ``out_dir`` instead
+    of training, when it has the same settings.
     """
     _require_type("out_dir", out_dir, (str, os.PathLike), "a path (str)")
     _require_type("device", device, (str, type(None)), "a str such as 'cpu' or 'cuda', or None")
-    for name, value in (("overwrite", overwrite), ("resume", resume), ("progress", progress)):
+    for name, value in (("overwrite", overwrite), ("resume", resume), ("progress", progress),
+                        ("use_shipped", use_shipped)):
         _require_type(name, value, (bool,), "True or False")
     if overwrite and resume:
         raise ConfigError("overwrite=True and resume=True contradict each other: choose one")
@@ -279,6 +344,9 @@ def train_or_reuse(config: Config, out_dir: str | os.PathLike, *, device: Option
             log(f"reusing the finished run in {out_dir}: it has the same settings "
                 f"(set overwrite=True to train again)")
             return earlier
+        shipped = copy_shipped_run(config, out_dir, log=log) if use_shipped and not overwrite else None
+        if shipped is not None:
+            return shipped
         if overwrite and any((out_dir / name).exists() for name in ("metrics.json", "checkpoint.pt")):
             log(f"overwrite=True: replacing the earlier run in {out_dir}")
     from .experiment import train
@@ -340,6 +408,12 @@ class BranchWeightSummary:
     entropy: float  # mean entropy of a over Blocks and images, in nats (NaN without Blocks)
     uniform: float  # log K: the entropy of an even mix (NaN without Blocks)
     figure: Any  # the heatmaps of a for the first images, or None without Blocks
+    branch_labels: tuple = ()  # one name per branch, such as "3x3"
+
+    def preferences(self) -> list[tuple[str, float]]:
+        """Per Block, the branch with the largest mean weight over the images and that mean weight."""
+        means = [a.float().mean(dim=0) for a in self.weights]
+        return [(self.branch_labels[int(m.argmax())], float(m.max())) for m in means]
 
     def describe(self) -> str:
         """A clause for a conclusion, such as 'its Blocks mix their branches almost evenly (...)'."""
@@ -369,7 +443,72 @@ def summarize_branch_weights(model: torch.nn.Module, weights: Sequence[torch.Ten
         f"{entropy:.3f} nats (uniform: log K = {uniform:.3f}; one branch only: 0)")
     figure = plots.plot_branch_weights(weights, [f"{k}x{k}" for k in kernel_sizes], images=images, count=count,
                                        title=title, save_to=save_to)
-    return BranchWeightSummary(list(weights), entropy, uniform, figure)
+    return BranchWeightSummary(list(weights), entropy, uniform, figure, tuple(f"{k}x{k}" for k in kernel_sizes))
+
+
+def discuss_training(record: RunRecord, smoke: bool = False) -> str:
+    """A discussion of a finished run, every number read from its history and metrics: the train-validation
+    gap (overfitting), where validation loss bottomed out, and how well validation predicted test."""
+    history, metrics = record.history, record.metrics
+    last = history[-1]
+    gap = last["train_acc"] - last["val_acc"]
+    if gap < 0.02:
+        fit = ("the two are close, so the network is not overfitting; training accuracy is measured on augmented "
+               "images while the weights still change, which is why it can even sit below validation accuracy")
+    elif gap < 0.08:
+        fit = "a moderate gap: some overfitting, held in check by augmentation, label smoothing and weight decay"
+    else:
+        fit = ("a large gap: the network memorises its training images; stronger augmentation, more weight decay "
+               "or fewer epochs would narrow it")
+    lowest = min(history, key=lambda row: row["val_loss"])
+    if lowest["epoch"] == last["epoch"]:
+        trend = ("validation loss was lowest at the last epoch, so training had not started to overfit and more "
+                 "epochs might still help")
+    else:
+        trend = (f"validation loss was lowest at epoch {lowest['epoch']} of {last['epoch']} ({lowest['val_loss']:.3f}) and "
+                 f"ended at {last['val_loss']:.3f}: the later epochs fitted the training images more than the "
+                 "validation ones")
+    text = [f"After {last['epoch']} epoch(s) training accuracy is {last['train_acc']:.1%} and validation accuracy "
+            f"{last['val_acc']:.1%} ({gap * 100:+.1f} points): {fit}.", f"In the curves, {trend}."]
+    if metrics.get("validation_accuracy") is not None:
+        diff = metrics["test_accuracy"] - metrics["validation_accuracy"]
+        agree = "so the validation split predicted the test result well" if abs(diff) < 0.01 else \
+            "a difference larger than one point, so treat either as uncertain by about that much"
+        text.append(f"Test accuracy ({metrics['test_accuracy']:.2%}) is {diff * 100:+.2f} points from the final "
+                    f"validation accuracy ({metrics['validation_accuracy']:.2%}), {agree}.")
+    if smoke:
+        text.insert(0, "This is a smoke run (a few hundred images, one epoch): the sentences below describe it "
+                       "faithfully, but it says nothing about the method.")
+    return " ".join(text)
+
+
+def discuss_evaluation(evaluation, branches: BranchWeightSummary, smoke: bool = False) -> str:
+    """A discussion of a test evaluation: strongest and weakest class, the most frequent confusion and
+    whether it goes both ways, and which branch each Block's gate prefers."""
+    ranked = sorted(evaluation.per_class_accuracy.items(), key=lambda item: item[1])
+    text = [f"Test accuracy is {evaluation.accuracy:.2%}. The weakest class is {ranked[0][0]} ({ranked[0][1]:.1%}), "
+            f"the strongest {ranked[-1][0]} ({ranked[-1][1]:.1%})."]
+    pairs = evaluation.most_confused(top=1)
+    if pairs:
+        true, predicted, count = pairs[0]
+        i, j = evaluation.classes.index(true), evaluation.classes.index(predicted)
+        back = int(evaluation.confusion[j, i])
+        text.append(f"The most frequent mistake is {true} predicted as {predicted} ({count} images), and "
+                    f"{predicted} is taken for {true} {back} times: "
+                    + ("the two classes are confused both ways, as similar-looking classes are."
+                       if back >= count / 2 else "the confusion mostly goes one way."))
+    if branches.weights:
+        preferred = branches.preferences()
+        even = 1 / len(branches.branch_labels)
+        per_block = ", ".join(f"Block {b + 1}: {name} {share:.0%}" for b, (name, share) in enumerate(preferred))
+        clear = sorted({name for name, share in preferred if share > even + 0.05})  # 5 points off an even mix
+        lean = (f"some Blocks lean towards {' and '.join(clear)}" if clear
+                else f"no Block gives its favourite branch more than {even + 0.05:.0%} on average")
+        text.append(f"The largest mean weight per Block over the test images is {per_block}: {lean}; "
+                    f"{branches.describe()}.")
+    if smoke:
+        text.insert(0, "This is a smoke run: the numbers describe it faithfully but say nothing about the method.")
+    return " ".join(text)
 
 
 def trained_branch_weights(result: RunEvaluation, batch_size: int = 500) -> list[torch.Tensor]:
