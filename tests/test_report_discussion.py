@@ -1,0 +1,92 @@
+"""The report's generated parts: banners from run metadata, discussions from the run's numbers, and the
+shipped run that 03 reuses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cifar_utils import report
+from cifar_utils.evaluation import Evaluation
+from cifar_utils.presets import from_preset
+
+
+def tiny_config(**overrides):
+    values = dict(dataset="synthetic", validation_split=100, train_limit=64, validation_limit=32, test_limit=32,
+                  epochs=1, batch_size=32, eval_batch_size=64)
+    return from_preset("seed003", **{**values, **overrides})
+
+
+def record(history, **metrics):
+    return report.RunRecord(out_dir=None, history=history, metrics=metrics)
+
+
+def row(epoch, train_acc, val_acc, val_loss):
+    return {"epoch": epoch, "train_loss": 1.0, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
+            "lr": 0.1, "seconds": 1.0}
+
+
+def test_training_discussion_reads_overfitting_from_the_run():
+    overfit = record([row(1, 0.70, 0.68, 0.9), row(2, 0.99, 0.80, 1.2)], test_accuracy=0.79, validation_accuracy=0.80)
+    text = report.discuss_training(overfit)
+    assert "+19.0 points" in text and "large gap" in text
+    assert "lowest at epoch 1 of 2 (0.900)" in text and "ended at 1.200" in text
+    assert "-1.00 points" in text
+
+    healthy = record([row(1, 0.60, 0.62, 1.1), row(2, 0.86, 0.87, 0.5)], test_accuracy=0.871, validation_accuracy=0.87)
+    text = report.discuss_training(healthy)
+    assert "not overfitting" in text and "lowest at the last epoch" in text and "predicted the test result well" in text
+    assert "smoke" not in text and "smoke run" in report.discuss_training(healthy, smoke=True)
+
+
+def test_evaluation_discussion_names_confusions_and_gate_preferences():
+    classes = ["cat", "dog", "ship"]
+    confusion = torch.tensor([[80, 15, 5], [12, 85, 3], [1, 0, 99]])
+    labels = torch.repeat_interleave(torch.arange(3), 100)
+    evaluation = Evaluation(accuracy=0.88, loss=0.4, labels=labels, predictions=labels, confusion=confusion, probabilities=None,
+                            classes=classes, per_class_accuracy={"cat": 0.80, "dog": 0.85, "ship": 0.99}, report="")
+    branches = report.BranchWeightSummary(
+        weights=[torch.tensor([[0.8, 0.2], [0.6, 0.4]]), torch.tensor([[0.5, 0.5], [0.52, 0.48]])],
+        entropy=0.6, uniform=math.log(2), figure=None, branch_labels=("3x3", "1x1"))
+    text = report.discuss_evaluation(evaluation, branches)
+    assert "weakest class is cat (80.0%)" in text and "strongest ship (99.0%)" in text
+    assert "cat predicted as dog (15 images)" in text and "dog is taken for cat 12 times" in text
+    assert "both ways" in text
+    assert "Block 1: 3x3 70%" in text and "Block 2: 3x3 51%" in text and "lean towards 3x3" in text
+
+
+def test_gate_preferences_without_a_clear_favourite():
+    branches = report.BranchWeightSummary([torch.tensor([[0.52, 0.48]])], 0.69, math.log(2), None, ("3x3", "1x1"))
+    evaluation = Evaluation(accuracy=0.5, loss=1.0, labels=torch.zeros(2, dtype=torch.long),
+                            predictions=torch.zeros(2, dtype=torch.long), confusion=torch.tensor([[2, 0], [0, 0]]), probabilities=None,
+                            classes=["a", "b"], per_class_accuracy={"a": 1.0, "b": 0.0}, report="")
+    assert "no Block gives its favourite branch more than 55%" in report.discuss_evaluation(evaluation, branches)
+
+
+def test_banner_is_built_from_the_run_metadata(monkeypatch, tmp_path):
+    monkeypatch.setenv(report.OUTPUT_ENV, str(tmp_path))
+    setup = report.NotebookSetup(smoke=False, device=torch.device("cpu"), in_colab=False, figures_dir=tmp_path,
+                                 runs_dir=tmp_path)
+    metrics = {"preset": "cpu", "epochs": 10, "split_sizes": {"train": 45000, "validation": 5000, "test": 10000},
+               "data": "image folder /x/cifar10-jpeg", "device": "cuda (NVIDIA H100 80GB HBM3)", "precision": "bf16",
+               "train_seconds": 75.0, "date": "2026-11-22T19:00:00"}
+    text = report.banner(setup, [metrics]).data
+    assert "**full profile**" in text and "preset `cpu`, 10 epoch(s) on 45,000 training images" in text
+    assert "JPEG copy" in text and "NVIDIA H100" in text and "2026-11-22" in text and "75 s" in text
+
+
+def test_a_matching_shipped_run_is_copied_instead_of_trained(tmp_path):
+    shipped = tmp_path / "shipped"
+    trained = report.train_or_reuse(tiny_config(), shipped, device="cpu", log=lambda _: None)
+    lines = []
+    got = report.copy_shipped_run(tiny_config(data_root=str(tmp_path / "elsewhere")), tmp_path / "runs" / "03",
+                                  shipped=shipped, log=lines.append)
+    assert got is not None and got.reused and got.metrics == trained.metrics
+    assert sorted(p.name for p in (tmp_path / "runs" / "03").iterdir()) == sorted(report.SHIPPED_FILES)
+    assert "using the shipped run" in lines[0]
+    # other settings, or a folder that already holds something: never copied
+    assert report.copy_shipped_run(tiny_config(lr=0.05), tmp_path / "runs" / "other", shipped=shipped) is None
+    assert report.copy_shipped_run(tiny_config(), tmp_path / "runs" / "03", shipped=shipped) is None
+    assert not list((tmp_path / "runs").glob(".shipped-*"))  # no staging folder left behind
