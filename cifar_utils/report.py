@@ -511,6 +511,47 @@ def discuss_evaluation(evaluation, branches: BranchWeightSummary, smoke: bool = 
     return " ".join(text)
 
 
+def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, smoke: bool = False) -> str:
+    """A discussion of a learning-rate comparison (:func:`cifar_utils.sweep.summarize_by_learning_rate`
+    rows): the rate chosen on validation, whether its lead is larger than the spread between seeds, and
+    which side of it the other rates fall on."""
+    rows = sorted((row for row in summary if not math.isnan(row["val_acc_mean"])), key=lambda row: row["learning_rate"])
+    best = next(row for row in rows if row["learning_rate"] == chosen)
+
+    def spread(row: Mapping[str, Any], key: str) -> str:
+        return f" ± {row[key + '_std']:.2%}" if not math.isnan(row[key + "_std"]) else ""
+
+    text = [f"Chosen on mean validation accuracy, lr {chosen:g} reaches {best['val_acc_mean']:.2%}"
+            f"{spread(best, 'val_acc')} validation and {best['test_acc_mean']:.2%}{spread(best, 'test_acc')} test "
+            f"accuracy over {best['runs']} seed(s)."]
+    others = [row for row in rows if row is not best]
+    if others:
+        runner_up = max(others, key=lambda row: row["val_acc_mean"])
+        lead = best["val_acc_mean"] - runner_up["val_acc_mean"]
+        noise = max((row["val_acc_std"] for row in (best, runner_up) if not math.isnan(row["val_acc_std"])),
+                    default=math.nan)
+        if math.isnan(noise):
+            verdict = "with one seed per rate there is no measure of noise to compare it with"
+        elif lead > 2 * noise:
+            verdict = f"more than twice the larger seed-to-seed standard deviation ({noise:.2%}), so the ranking is real"
+        else:
+            verdict = (f"within twice the seed-to-seed standard deviation ({noise:.2%}), so these two rates are "
+                       "not clearly different")
+        text.append(f"Its lead over lr {runner_up['learning_rate']:g} is {lead * 100:.2f} points of validation "
+                    f"accuracy: {verdict}.")
+        lower = [row for row in others if row["learning_rate"] < chosen]
+        higher = [row for row in others if row["learning_rate"] > chosen]
+        if lower and higher:
+            text.append("Both smaller and larger rates did worse, so the best rate lies inside the range tried.")
+        elif higher:
+            text.append("Only larger rates were worse: a smaller rate than those tried might do better still.")
+        else:
+            text.append("Only smaller rates were worse: a larger rate than those tried might do better still.")
+    if smoke:
+        text.insert(0, "This is a smoke run: the numbers describe it faithfully but say nothing about the method.")
+    return " ".join(text)
+
+
 def trained_branch_weights(result: RunEvaluation, batch_size: int = 500) -> list[torch.Tensor]:
     """The trained Blocks' weights ``a`` on every test image of ``result``: one [N, K] tensor per Block,
     on the CPU (an empty list for a network without Blocks, such as ResNet-32)."""

@@ -90,3 +90,19 @@ def test_a_matching_shipped_run_is_copied_instead_of_trained(tmp_path):
     assert report.copy_shipped_run(tiny_config(lr=0.05), tmp_path / "runs" / "other", shipped=shipped) is None
     assert report.copy_shipped_run(tiny_config(), tmp_path / "runs" / "03", shipped=shipped) is None
     assert not list((tmp_path / "runs").glob(".shipped-*"))  # no staging folder left behind
+
+
+def lr_row(lr, val, val_std, test=0.8, runs=2):
+    return {"learning_rate": lr, "runs": runs, "failed": 0, "val_acc_mean": val, "val_acc_std": val_std,
+            "test_acc_mean": test, "test_acc_std": 0.001, "train_seconds_mean": 10.0}
+
+
+def test_lr_discussion_weighs_the_lead_against_seed_noise():
+    clear = [lr_row(0.1, 0.80, 0.002), lr_row(0.2, 0.86, 0.003), lr_row(0.4, 0.83, 0.002)]
+    text = report.discuss_lr_comparison(clear, 0.2)
+    assert "lr 0.2 reaches 86.00% ± 0.30% validation" in text and "over 2 seed(s)" in text
+    assert "lead over lr 0.4 is 3.00 points" in text and "ranking is real" in text
+    assert "inside the range tried" in text
+    close = [lr_row(0.1, 0.851, 0.004), lr_row(0.2, 0.853, 0.005)]
+    text = report.discuss_lr_comparison(close, 0.2)
+    assert "not clearly different" in text and "larger rate than those tried" in text
