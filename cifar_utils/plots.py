@@ -8,19 +8,26 @@ up open figures. Images are uint8 tensors [N, 3, H, W], as :class:`cifar_utils.d
 
 Usage::
 
-    from cifar_utils import plots
-    plots.plot_history(result.history, save_to="figures/curves.png")
-    plots.plot_confusion(evaluation.confusion, evaluation.classes, normalize=True)
+    from cifar_utils import plots, sweep
+    plots.plot_history(result.history, title="seed004, 45,000 images (JPEG copy)", save_to="figures/curves.png")
+    plots.plot_confusion(evaluation.confusion, evaluation.classes, normalize=True, title="seed004: test confusion")
+    plots.plot_lr_comparison(sweep.summarize_by_learning_rate(sweep.sweep_table(runs)), title="seed004: learning rate")
+
+The functions that show results take a ``title``: name the preset, the number of images and the data copy.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
 import matplotlib
+import matplotlib.ticker
+import matplotlib.transforms
 
 # Headless scripts and CI have no display: pick Agg there, but never override a notebook's inline backend
 # or a backend the user chose.
@@ -37,6 +44,7 @@ from . import io  # noqa: E402
 PathLike = Union[str, os.PathLike]
 GRID_DPI = 80  # image grids: 32x32 images gain nothing from more pixels, and notebooks stay small
 PLOT_DPI = 90  # line plots and heatmaps, as shown in notebooks
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P")  # one per run label, so crossing curves stay apart
 WRONG_COLOUR = "tab:red"
 RIGHT_COLOUR = "tab:green"
 
@@ -114,34 +122,113 @@ def plot_history(history: Sequence[Mapping], title: Optional[str] = None,
     return _finish(fig, save_to)
 
 
-def plot_runs(histories: Mapping[str, Sequence[Mapping]], title: Optional[str] = None,
+def plot_runs(histories: Mapping[str, Sequence], title: Optional[str] = None,
               save_to: Optional[PathLike] = None) -> Figure:
-    """Several runs' curves on one figure (say, one per learning rate): validation loss and accuracy
-    (solid) and training accuracy (dotted), one colour per run. ``histories`` maps a label to a history."""
-    if not histories:
-        raise ValueError("no runs to plot")
-    fig = Figure(figsize=(10, 3.6), dpi=PLOT_DPI)
+    """Several runs' curves on one figure, one colour and marker shape per label (say, per learning rate):
+    validation loss (left), validation accuracy (right, solid) and training accuracy (right, dotted).
+
+    ``histories`` maps a label to a history or to a list of histories (say, one per seed, as
+    :func:`cifar_utils.sweep.sweep_histories` gives). A label with several is drawn as one thin, faint
+    line per run and a thick line with markers for their mean over the epochs every run reached;
+    training accuracy shows only that mean, so the figure stays readable."""
+    groups = _history_groups(histories)
+    fig = Figure(figsize=(10, 3.8), dpi=PLOT_DPI)
     loss_ax, acc_ax = fig.subplots(1, 2)
-    colours = matplotlib.colormaps["viridis"](np.linspace(0, 0.85, len(histories)))
+    colours = matplotlib.colormaps["viridis"](np.linspace(0, 0.85, len(groups)))
     all_epochs: list[float] = []
-    for colour, (label, history) in zip(colours, histories.items()):
-        if not history:
-            continue
-        epochs = _history_column(history, "epoch")
+    for index, (colour, (label, runs)) in enumerate(zip(colours, groups.items())):
+        marker = RUN_MARKERS[index % len(RUN_MARKERS)]
+        if len(runs) > 1:
+            for history in runs:
+                epochs = _history_column(history, "epoch")
+                loss_ax.plot(epochs, _history_column(history, "val_loss"), "-", color=colour, alpha=0.35, linewidth=0.8)
+                acc_ax.plot(epochs, [100 * v for v in _history_column(history, "val_acc")], "-", color=colour,
+                            alpha=0.35, linewidth=0.8)
+        name = label if len(runs) == 1 else f"{label} (mean of {len(runs)} runs)"
+        epochs, val_loss = _mean_curve(runs, "val_loss")
         all_epochs += epochs
-        loss_ax.plot(epochs, _history_column(history, "val_loss"), "-o", color=colour, label=label, markersize=4)
-        acc_ax.plot(epochs, [100 * v for v in _history_column(history, "val_acc")], "-o", color=colour,
-                    label=f"{label} validation", markersize=4)
-        acc_ax.plot(epochs, [100 * v for v in _history_column(history, "train_acc")], ":x", color=colour,
-                    label=f"{label} training", markersize=4)
+        style = dict(color=colour, marker=marker, markersize=4, markevery=max(1, len(epochs) // 12))
+        loss_ax.plot(epochs, val_loss, "-", linewidth=2, label=name, **style)
+        acc_ax.plot(epochs, [100 * v for v in _mean_curve(runs, "val_acc")[1]], "-", linewidth=2,
+                    label=f"{name} validation", **style)
+        acc_ax.plot(epochs, [100 * v for v in _mean_curve(runs, "train_acc")[1]], ":", color=colour, linewidth=1.5,
+                    label=f"{name} training")
     loss_ax.set(xlabel="epoch", ylabel="validation loss", title="Validation loss")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (solid: validation, dotted: training)")
     _epoch_axes((loss_ax, acc_ax), all_epochs)
     loss_ax.legend(fontsize=8)
     acc_ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return _finish(fig, save_to)
+
+
+def _history_groups(histories: Mapping[str, Sequence]) -> dict[str, list[Sequence[Mapping]]]:
+    """``{label: [history, ...]}`` from a mapping whose values are a history or a list of histories;
+    empty histories are left out."""
+    groups = {}
+    for label, value in histories.items():
+        runs = [value] if value and isinstance(value[0], Mapping) else list(value)
+        runs = [history for history in runs if history]
+        if runs:
+            groups[label] = runs
+    if not groups:
+        raise ValueError("no runs to plot: every history is empty")
+    return groups
+
+
+def _mean_curve(runs: Sequence[Sequence[Mapping]], key: str) -> tuple[list[float], list[float]]:
+    """Epochs every run reached and the runs' mean of ``key`` at each."""
+    per_run = [{float(row["epoch"]): float(row[key]) for row in history} for history in runs]
+    epochs = sorted(set.intersection(*(set(values) for values in per_run)))
+    return epochs, [float(np.mean([values[epoch] for values in per_run])) for epoch in epochs]
+
+
+def plot_lr_comparison(summary: Sequence[Mapping], title: str, save_to: Optional[PathLike] = None) -> Figure:
+    """Mean validation and test accuracy per learning rate, with error bars of one standard deviation
+    over the seeds, from :func:`cifar_utils.sweep.summarize_by_learning_rate` (no bar for a single run).
+
+    The x axis is logarithmic; the two series sit a little left (validation, circles) and right (test,
+    squares) of each rate so that neither hides the other. Each tick names the rate and its number of
+    finished (and failed) runs. A dotted line marks the chosen rate: the highest mean validation
+    accuracy (:func:`cifar_utils.sweep.chosen_learning_rate`); test accuracy is only reported."""
+    from .sweep import chosen_learning_rate
+
+    if not summary:
+        raise ValueError("the summary is empty: no learning rates to plot")
+    rates = np.array([float(row["learning_rate"]) for row in summary])
+    # A tenth of the smallest gap between rates on the log axis, so neighbouring rates never meet.
+    gaps = np.diff(np.sort(np.log10(rates)))
+    shift = 10 ** (0.1 * gaps.min() if len(gaps) else 0.05)
+    fig = Figure(figsize=(6.4, 4.2), dpi=PLOT_DPI)
+    ax = fig.subplots()
+    for key, name, marker, colour, factor in (("val_acc", "validation", "o", "tab:blue", 1 / shift),
+                                               ("test_acc", "test", "s", "tab:orange", shift)):
+        means = [100 * float(row[f"{key}_mean"]) for row in summary]
+        spreads = [100 * _number(row[f"{key}_std"]) for row in summary]
+        ax.errorbar(rates * factor, means, yerr=np.nan_to_num(spreads), fmt=marker, color=colour, capsize=4,
+                    markersize=6, label=f"{name} (mean ± std over seeds)")
+    chosen = chosen_learning_rate(summary)
+    ax.axvline(chosen, color="grey", linestyle=":", linewidth=1.5,
+               label=f"chosen lr {chosen:g} (highest mean validation accuracy)")
+    ax.set_xscale("log")
+    ax.set_xticks(rates, [_rate_tick(row) for row in summary])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    margin = 10 ** (0.1 * np.ptp(np.log10(rates)) + 0.2)  # room for the offset markers at either end
+    ax.set_xlim(rates.min() / margin, rates.max() * margin)
+    ax.set(xlabel="learning rate", ylabel="accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, save_to)
+
+
+def _number(value: Optional[float]) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _rate_tick(row: Mapping) -> str:
+    failed = f", {row['failed']} failed" if row.get("failed") else ""
+    return f"{float(row['learning_rate']):g}\n{row['runs']} run{'s' if row['runs'] != 1 else ''}{failed}"
 
 
 # ------------------------------------------------------------------------------------------ evaluation
@@ -170,18 +257,29 @@ def plot_confusion(confusion: torch.Tensor | np.ndarray, classes: Sequence[str],
 
 
 def plot_per_class_accuracy(per_class_accuracy: Mapping[str, float], title: Optional[str] = None,
-                            save_to: Optional[PathLike] = None) -> Figure:
-    """Horizontal bars of each class's accuracy (recall, in [0, 1]), with the mean as a dashed line."""
+                            save_to: Optional[PathLike] = None, counts: Optional[Mapping[str, int]] = None) -> Figure:
+    """Horizontal bars of each class's accuracy (recall, in [0, 1]), with the mean as a dotted line and
+    chance (1 / number of classes) as a dashed one. ``counts`` (class -> number of test images) adds
+    each class's number of images to its tick label."""
     names = list(per_class_accuracy)
+    if counts is not None and set(counts) != set(names):
+        raise ValueError(f"counts must name the same classes as per_class_accuracy; missing: "
+                         f"{sorted(set(names) - set(counts))}, extra: {sorted(set(counts) - set(names))}")
     values = [100 * float(per_class_accuracy[n]) for n in names]
     fig = Figure(figsize=(7, 0.35 * len(names) + 1.2), dpi=PLOT_DPI)
     ax = fig.subplots()
-    bars = ax.barh(names, values, color="tab:blue")
+    ticks = [f"{n} (n={int(counts[n]):,})" for n in names] if counts is not None else names
+    bars = ax.barh(ticks, values, color="tab:blue")
     ax.bar_label(bars, labels=[f"{v:.1f}%" for v in values], padding=3, fontsize=8)
-    ax.axvline(float(np.mean(values)), color="black", linestyle="--", linewidth=1, label="mean")
+    mean = float(np.mean(values))
+    ax.axvline(mean, color="black", linestyle=":", linewidth=1.5, label=f"mean ({mean:.1f}%)")
+    ax.axvline(100 / len(names), color="tab:red", linestyle="--", linewidth=1,
+               label=f"chance (1/{len(names)} = {100 / len(names):.1f}%)")
     ax.invert_yaxis()  # first class on top, as in the tables
     ax.set(xlim=(0, 110), xlabel="accuracy (%)", title=title or "Per-class accuracy")
-    ax.legend(loc="lower right", fontsize=8)
+    # Below the axis label (a fixed distance in points, whatever the number of classes): bars fill the axes.
+    below = matplotlib.transforms.offset_copy(ax.transAxes, fig=fig, y=-32, units="points")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=2, fontsize=8)
     return _finish(fig, save_to)
 
 
@@ -202,9 +300,10 @@ def pick_examples(labels: torch.Tensor, predictions: torch.Tensor, count: int = 
 
 def plot_predictions(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor,
                      classes: Sequence[str], count: int = 16, wrong_fraction: float = 0.5, columns: int = 8,
-                     seed: int = 0, save_to: Optional[PathLike] = None) -> Figure:
-    """A grid of sample predictions: each image titled "predicted / true", wrong ones in red with a red
-    frame. ``images`` uint8 [N, 3, H, W]; ``labels`` and ``predictions`` int [N] in the same order."""
+                     seed: int = 0, title: Optional[str] = None, save_to: Optional[PathLike] = None) -> Figure:
+    """A grid of sample predictions (chosen by :func:`pick_examples`): each image titled "predicted /
+    true", wrong ones in red with a red frame; the figure's title says how they were chosen, under
+    ``title``. ``images`` uint8 [N, 3, H, W]; ``labels`` and ``predictions`` int [N] in the same order."""
     if not (len(images) == len(labels) == len(predictions)):
         raise ValueError(f"images ({len(images)}), labels ({len(labels)}) and predictions "
                          f"({len(predictions)}) must have the same length and order")
@@ -222,7 +321,11 @@ def plot_predictions(images: torch.Tensor, labels: torch.Tensor, predictions: to
                     WRONG_COLOUR if wrong else RIGHT_COLOUR)
         for spine in ax.spines.values():
             spine.set(color=WRONG_COLOUR if wrong else "none", linewidth=2.5)
-    fig.suptitle("Sample predictions (predicted / true; wrong ones in red)", fontsize=10)
+    n_wrong = int((labels[chosen] != predictions[chosen]).sum())
+    rule = (f"{n_wrong} misclassified, then {len(chosen) - n_wrong} correctly classified images, drawn at random "
+            f"(seed {seed}) from the {len(labels):,} given; each titled predicted / true, wrong ones in red")
+    rule = textwrap.fill(rule, max(40, int(16 * columns)))  # about as many characters as the grid is wide
+    fig.suptitle(f"{title}\n{rule}" if title else rule, fontsize=10)
     return _finish(fig, save_to)
 
 
@@ -230,7 +333,7 @@ def plot_predictions(images: torch.Tensor, labels: torch.Tensor, predictions: to
 
 
 def plot_class_samples(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], per_class: int = 8,
-                       seed: int = 0, save_to: Optional[PathLike] = None) -> Figure:
+                       seed: int = 0, title: Optional[str] = None, save_to: Optional[PathLike] = None) -> Figure:
     """A grid with one row per class and ``per_class`` seeded random images of it.
     ``images`` uint8 [N, 3, H, W]; ``labels`` int [N]."""
     gen = torch.Generator().manual_seed(seed)
@@ -249,12 +352,14 @@ def plot_class_samples(images: torch.Tensor, labels: torch.Tensor, classes: Sequ
             if col < len(members):
                 ax.imshow(_as_hwc(images[members[col]]), interpolation="nearest")
         axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _finish(fig, save_to, dpi=100, layout=False)
 
 
 def plot_augmentations(images: torch.Tensor, augmentations: Sequence[str] = ("affine_jitter", "crop_flip",
                                                                               "resized_crop_flip"),
-                       seed: int = 0, save_to: Optional[PathLike] = None) -> Figure:
+                       seed: int = 0, title: Optional[str] = None, save_to: Optional[PathLike] = None) -> Figure:
     """Before/after: the first row shows ``images`` (uint8 [N, 3, H, W]) as they are, each further row
     the same images through one named augmentation (:func:`cifar_utils.data.augmentation_ops`).
     Seeded, and the global random state is left as it was."""
@@ -272,6 +377,8 @@ def plot_augmentations(images: torch.Tensor, augmentations: Sequence[str] = ("af
             for col, image in enumerate(images):
                 _show_image(axes[row, col], transform(image))
             axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _finish(fig, save_to, dpi=100, layout=False)
 
 
@@ -280,32 +387,45 @@ def plot_augmentations(images: torch.Tensor, augmentations: Sequence[str] = ("af
 
 def plot_branch_weights(weights: Sequence[torch.Tensor], branch_labels: Optional[Sequence[str]] = None,
                         images: Optional[torch.Tensor] = None, count: int = 4, title: Optional[str] = None,
-                        save_to: Optional[PathLike] = None) -> Figure:
+                        save_to: Optional[PathLike] = None, image_labels: Optional[Sequence[str]] = None) -> Figure:
     """The Blocks' branch weights ``a`` for the first ``count`` images: one heatmap per image, a row per
     Block and a column per branch, as :func:`cifar_utils.models.collect_branch_weights` returns them
     (a list over Blocks of [B, K]). ``branch_labels`` name the columns (say "3x3"); ``images`` (uint8
-    [B, 3, H, W]) are shown above their heatmaps."""
+    [B, 3, H, W]) are shown above their heatmaps; ``image_labels`` name the images (say their true
+    classes; default "image 0", ...). The colour scale runs from the smallest to the largest weight
+    shown, so small differences stay visible, with one colour bar for all heatmaps."""
     import seaborn as sns
 
     if not weights:
         raise ValueError("no branch weights: the model has no coursework Blocks")
     widest = max(w.shape[1] for w in weights)
     count = min(count, weights[0].shape[0])
+    if image_labels is not None and len(image_labels) < count:
+        raise ValueError(f"image_labels has {len(image_labels)} names for the {count} images shown")
+    names = list(image_labels[:count]) if image_labels is not None else [f"image {i}" for i in range(count)]
     # Blocks may have different K; pad with NaN so seaborn leaves those cells blank.
     table = torch.full((count, len(weights), widest), float("nan"))
     for block, a in enumerate(weights):
         table[:, block, : a.shape[1]] = a[:count].float()
+    low, high = float(np.nanmin(table.numpy())), float(np.nanmax(table.numpy()))
     has_images = images is not None
-    fig = Figure(figsize=(2.3 * count + 0.8, 0.32 * len(weights) + (3.2 if has_images else 1.6)), dpi=PLOT_DPI)
-    grid = fig.add_gridspec(2 if has_images else 1, count, height_ratios=[1, 3] if has_images else None)
+    fig = Figure(figsize=(2.3 * count + 1.2, 0.32 * len(weights) + (3.4 if has_images else 1.8)), dpi=PLOT_DPI)
+    grid = fig.add_gridspec(2 if has_images else 1, count + 1, width_ratios=[1] * count + [0.08],
+                            height_ratios=[1, 3] if has_images else None)
+    colour_bar = fig.add_subplot(grid[-1, count])
     for i in range(count):
         if has_images:
-            _show_image(fig.add_subplot(grid[0, i]), images[i], f"image {i}")
+            _show_image(fig.add_subplot(grid[0, i]), images[i], names[i])
         ax = fig.add_subplot(grid[-1, i])
-        sns.heatmap(table[i].numpy(), ax=ax, vmin=0, vmax=1, cmap="viridis", annot=True, fmt=".2f",
-                    annot_kws={"fontsize": 6}, cbar=i == count - 1,
+        sns.heatmap(table[i].numpy(), ax=ax, vmin=low, vmax=high, cmap="viridis", annot=True, fmt=".2f",
+                    annot_kws={"fontsize": 6}, cbar=i == 0, cbar_ax=colour_bar if i == 0 else None,
+                    cbar_kws={"label": "branch weight a"},
                     yticklabels=[f"Block {b + 1}" for b in range(len(weights))] if i == 0 else False,
-                    xticklabels=list(branch_labels) if branch_labels else [f"branch {k + 1}" for k in range(widest)])
+                    xticklabels=list(branch_labels) if branch_labels else [f"{k + 1}" for k in range(widest)])
+        ax.set_xlabel("branch (kernel size)" if branch_labels else "branch", fontsize=8)
+        if not has_images:
+            ax.set_title(names[i], fontsize=8)
         ax.tick_params(labelsize=7)
+    colour_bar.tick_params(labelsize=7)
     fig.suptitle(title or "Branch weights a per Block (each row sums to 1 with the softmax gate)", fontsize=10)
     return _finish(fig, save_to)

@@ -1,46 +1,57 @@
-"""Learning-rate comparison: ``03_train.ipynb`` executed through papermill once per learning rate.
+"""Learning-rate comparison: ``03_train.ipynb`` executed through papermill once per learning rate and seed.
 
-Each run gets its own folder ``<out_dir>/lr_<rate>/`` holding the executed notebook (``03_train.ipynb``)
-and the run's files (``metrics.json``, ``history.csv``, checkpoints). A folder that already holds a
-finished run with the same settings is reused, not trained again; one with other settings stops the
-sweep before anything runs, unless ``overwrite=True``. A run that fails (say, a learning rate so large
-that training diverges) is reported in the table instead of stopping the others.
+Each run gets its own folder ``<out_dir>/lr_<rate>/seed_<seed>/`` holding the executed notebook
+(``03_train.ipynb``) and the run's files (``metrics.json``, ``history.csv``, checkpoints). A folder that
+already holds a finished run with the same settings is reused, not trained again; one with other
+settings stops the sweep before anything runs, unless ``overwrite=True``. A run that fails (say, a
+learning rate so large that training diverges) is reported in the table instead of stopping the others.
+
+The learning rate is chosen on the mean validation accuracy over the seeds; test accuracy is only
+reported, never used to choose.
 
 Usage::
 
-    from cifar_utils.sweep import run_lr_sweep, sweep_table
-    runs = run_lr_sweep([0.01, 0.005, 0.001], {"preset": "seed004", "epochs": 30}, "runs/lr_comparison")
-    sweep_table(runs)   # rows: learning rate, best and final validation accuracy, test accuracy, seconds
+    from cifar_utils import plots, sweep
+    runs = sweep.run_lr_sweep([0.01, 0.005, 0.001], {"preset": "seed004", "epochs": 30}, "runs/lr_comparison",
+                              seeds=(0, 1, 2))
+    rows = sweep.sweep_table(runs)                  # one row per (learning rate, seed)
+    summary = sweep.summarize_by_learning_rate(rows)  # one row per learning rate: means and stds over seeds
+    sweep.chosen_learning_rate(summary)             # the rate with the highest mean validation accuracy
+    plots.plot_lr_comparison(summary, title="seed004, 45,000 images: learning rate")
 """
 
 from __future__ import annotations
 
 import math
 import os
+import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from . import io
-from .errors import CifarUtilsError, ConfigError
+from .errors import CifarUtilsError, ConfigError, OutputExistsError
 from .report import (NOTEBOOKS_DIR, NotebookFailed, RunRecord, execute_notebook, notebook_config,
                      notebook_parameters, read_run, reusable_run, smoke_mode)
 
 TRAIN_NOTEBOOK = NOTEBOOKS_DIR / "03_train.ipynb"
 # 03's parameters that a sweep sets itself, per run.
-PER_RUN_PARAMETERS = ("lr", "out_dir", "device", "overwrite", "resume", "progress", "figures_dir")
+PER_RUN_PARAMETERS = ("lr", "seed", "out_dir", "device", "overwrite", "resume", "progress", "figures_dir")
 # 03's parameters that feed its config (the rest are about where and how it runs).
 CONFIG_PARAMETERS = ("preset", "epochs", "batch_size", "seed", "data_root", "train_limit", "validation_limit",
                      "test_limit")
 TABLE_NAME = "comparison.csv"
+SUMMARY_NAME = "comparison_summary.csv"
+FAILED = "failed"  # how a failed run's status starts in the table
 
 
 @dataclass
 class SweepRun:
-    """One learning rate of a sweep."""
+    """One run of a sweep: one learning rate with one seed."""
 
     learning_rate: float
+    seed: int  # 03's seed: it seeds the train/validation split, initialisation, shuffling and augmentation
     device: Optional[str]  # the device it ran on (None: the best available)
     run_dir: Path  # its folder: executed notebook and run files
     notebook: Path  # the executed 03_train.ipynb (or the .failed copy)
@@ -57,18 +68,33 @@ def run_dir_name(learning_rate: float) -> str:
     return f"lr_{learning_rate:g}"
 
 
-def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, Any], out_dir: str | os.PathLike,
-                 devices: Optional[Sequence[Optional[str]]] = None, *, notebook: str | os.PathLike = TRAIN_NOTEBOOK,
-                 overwrite: bool = False, resume: bool = False, log: Callable[[str], None] = print) -> list[SweepRun]:
-    """Execute ``notebook`` (03) once per learning rate with ``base_parameters``; return the runs in order.
+def seed_dir_name(seed: int) -> str:
+    return f"seed_{seed}"
 
-    ``devices`` lists where runs go, round-robin (``["cuda:0", "cuda:1"]``); each device runs its share one
-    after another, and different devices run at the same time. None means every visible GPU when there are
-    several (:func:`parallel_devices`), else the best available device, one run after another.
-    ``overwrite`` retrains runs that exist; ``resume`` continues interrupted ones. The table is also
-    written to ``<out_dir>/comparison.csv``.
+
+def run_path(out_dir: str | os.PathLike, learning_rate: float, seed: int) -> Path:
+    """The folder of one run of a sweep: ``<out_dir>/lr_<rate>/seed_<seed>``."""
+    return Path(out_dir) / run_dir_name(learning_rate) / seed_dir_name(seed)
+
+
+def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, Any], out_dir: str | os.PathLike,
+                 *, seeds: Sequence[int] = (0,), devices: Optional[Sequence[Optional[str]]] = None,
+                 notebook: str | os.PathLike = TRAIN_NOTEBOOK, overwrite: bool = False, resume: bool = False,
+                 log: Callable[[str], None] = print) -> list[SweepRun]:
+    """Execute ``notebook`` (03) once per learning rate and seed with ``base_parameters``; return the runs
+    in order: each seed of the first rate, then each seed of the next, and so on.
+
+    ``seeds`` are 03's ``seed`` values every learning rate runs with, so each rate sees the same splits
+    and initialisations; ``base_parameters`` must therefore leave ``seed`` out. ``devices`` lists where
+    runs go, round-robin (``["cuda:0", "cuda:1"]``); each device runs its share one after another, and
+    different devices run at the same time. None means every visible GPU when there are several
+    (:func:`parallel_devices`), else the best available device, one run after another. ``overwrite``
+    retrains runs that exist; ``resume`` continues interrupted ones. The table (:func:`sweep_table`) is
+    also written to ``<out_dir>/comparison.csv``, its summary per learning rate
+    (:func:`summarize_by_learning_rate`) to ``<out_dir>/comparison_summary.csv``.
     """
     learning_rates = _check_learning_rates(learning_rates)
+    seeds = _check_seeds(seeds)
     notebook, out_dir = Path(notebook), Path(out_dir)
     defaults = _check_parameters(notebook, base_parameters)
     if overwrite and resume:
@@ -78,35 +104,41 @@ def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, 
     if isinstance(base_parameters.get("data_root"), (str, os.PathLike)):  # the runs' kernels start elsewhere
         base_parameters["data_root"] = os.fspath(Path(base_parameters["data_root"]).expanduser().resolve())
     config_values = {k: v for k, v in {**defaults, **base_parameters}.items() if k in CONFIG_PARAMETERS}
+    config_values.pop("seed", None)  # the notebook's default; each run sets its own
     preset = config_values.pop("preset")
     # Settle every folder before training anything, so a clash is found in seconds, not hours.
     planned = []
-    for index, lr in enumerate(learning_rates):
-        config = notebook_config(preset, smoke=smoke_mode(), lr=lr, **config_values)
-        run_dir = out_dir / run_dir_name(lr)
+    for index, (lr, seed) in enumerate((lr, seed) for lr in learning_rates for seed in seeds):
+        _check_layout(out_dir / run_dir_name(lr))
+        config = notebook_config(preset, smoke=smoke_mode(), lr=lr, seed=seed, **config_values)
+        run_dir = run_path(out_dir, lr, seed)
         unfinished = (run_dir / "checkpoint.pt").is_file() and not (run_dir / "metrics.json").is_file()
         earlier = None if resume and unfinished else reusable_run(config, run_dir, overwrite)
-        planned.append((lr, devices[index % len(devices)], run_dir, earlier, resume and unfinished))
-    def run_share(device: Optional[str]) -> dict[float, SweepRun]:
+        planned.append((lr, seed, devices[index % len(devices)], run_dir, earlier, resume and unfinished))
+
+    def run_share(device: Optional[str]) -> dict[tuple[float, int], SweepRun]:
         """Run this device's share of the plan, one after another."""
         done = {}
-        for lr, run_device, run_dir, earlier, continue_run in planned:
+        for lr, seed, run_device, run_dir, earlier, continue_run in planned:
             if run_device != device:
                 continue
             if earlier is not None:
-                log(f"lr {lr:g}: reusing the finished run in {run_dir} (same settings; overwrite=True trains again)")
-                done[lr] = SweepRun(lr, device, run_dir, run_dir / notebook.name, earlier)
+                log(f"lr {lr:g} seed {seed}: reusing the finished run in {run_dir} (same settings; overwrite=True "
+                    "trains again)")
+                done[lr, seed] = SweepRun(lr, seed, device, run_dir, run_dir / notebook.name, earlier)
             else:
-                done[lr] = _run_one(notebook, lr, device, run_dir, base_parameters,
-                                    {"overwrite": overwrite, "resume": continue_run}, log)
+                done[lr, seed] = _run_one(notebook, lr, seed, device, run_dir, base_parameters,
+                                          {"overwrite": overwrite, "resume": continue_run}, log)
         return done
 
     # One thread per device is enough: each run executes in its own kernel process.
-    used = list(dict.fromkeys(device for _, device, *_ in planned))
+    used = list(dict.fromkeys(device for _, _, device, *_ in planned))
     with ThreadPoolExecutor(max_workers=len(used)) as pool:
-        finished = {lr: run for share in pool.map(run_share, used) for lr, run in share.items()}
-    runs = [finished[lr] for lr in learning_rates]
-    io.save_csv(sweep_table(runs), out_dir / TABLE_NAME)
+        finished = {key: run for share in pool.map(run_share, used) for key, run in share.items()}
+    runs = [finished[lr, seed] for lr, seed, *_ in planned]
+    rows = sweep_table(runs)
+    io.save_csv(rows, out_dir / TABLE_NAME)
+    io.save_csv(summarize_by_learning_rate(rows), out_dir / SUMMARY_NAME)
     if all(run.record is None for run in runs):
         raise CifarUtilsError(f"every run of the sweep failed; the first: {runs[0].error}")
     return runs
@@ -120,25 +152,26 @@ def parallel_devices() -> list[Optional[str]]:
     return [f"cuda:{i}" for i in range(count)] if count > 1 else [None]
 
 
-def _run_one(notebook: Path, lr: float, device: Optional[str], run_dir: Path, base_parameters: Mapping[str, Any],
-             existing: Mapping[str, bool], log: Callable[[str], None]) -> SweepRun:
-    """Execute one learning rate's notebook into ``run_dir`` and read its results back. ``existing``
-    holds the ``overwrite`` and ``resume`` flags for what is already in ``run_dir``."""
+def _run_one(notebook: Path, lr: float, seed: int, device: Optional[str], run_dir: Path,
+             base_parameters: Mapping[str, Any], existing: Mapping[str, bool], log: Callable[[str], None]) -> SweepRun:
+    """Execute one (learning rate, seed) run's notebook into ``run_dir`` and read its results back.
+    ``existing`` holds the ``overwrite`` and ``resume`` flags for what is already in ``run_dir``."""
     # Each run's curves go into its own folder, not over the report's figures/training_curves.png.
-    parameters = {**base_parameters, **existing, "lr": lr, "out_dir": str(run_dir.resolve()), "device": device,
-                  "progress": False, "figures_dir": str(run_dir.resolve())}
+    parameters = {**base_parameters, **existing, "lr": lr, "seed": seed, "out_dir": str(run_dir.resolve()),
+                  "device": device, "progress": False, "figures_dir": str(run_dir.resolve())}
     executed = run_dir / notebook.name
-    log(f"lr {lr:g}: executing {notebook.name} into {executed}{f' on {device}' if device else ''} ...")
+    name = f"lr {lr:g} seed {seed}"
+    log(f"{name}: executing {notebook.name} into {executed}{f' on {device}' if device else ''} ...")
     try:
         execute_notebook(notebook, executed, parameters)
     except NotebookFailed as err:
-        log(f"lr {lr:g}: FAILED: {err}")
-        return SweepRun(lr, device, run_dir, executed.with_name(f"{executed.stem}.failed{executed.suffix}"),
+        log(f"{name}: FAILED: {err}")
+        return SweepRun(lr, seed, device, run_dir, executed.with_name(f"{executed.stem}.failed{executed.suffix}"),
                         None, str(err))
     record = read_run(run_dir)
-    log(f"lr {lr:g}: best validation accuracy {record.metrics['best_validation_accuracy']:.2%}, "
-        f"test accuracy {record.metrics['test_accuracy']:.2%}")
-    return SweepRun(lr, device, run_dir, executed, record)
+    log(f"{name}: validation accuracy {record.metrics['validation_accuracy']:.2%}, test accuracy "
+        f"{record.metrics['test_accuracy']:.2%} (both of the {_evaluated(record.metrics)} weights)")
+    return SweepRun(lr, seed, device, run_dir, executed, record)
 
 
 def _check_devices(devices: Sequence[Optional[str]]) -> list[Optional[str]]:
@@ -167,6 +200,26 @@ def _check_learning_rates(learning_rates: Sequence[float]) -> list[float]:
     return [float(lr) for lr in learning_rates]
 
 
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+        raise ConfigError(f"seeds={seeds!r} must be a non-empty list of whole numbers, e.g. [0, 1, 2]")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"seed {seed!r} in seeds is invalid: each must be a whole number >= 0")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds={list(seeds)} repeats a seed; each run needs its own")
+    return list(seeds)
+
+
+def _check_layout(lr_dir: Path) -> None:
+    """Refuse a folder of the earlier one-seed layout (a run right in ``lr_<rate>/``): its files would
+    lie beside the new ``seed_<seed>/`` runs and never be reused."""
+    if (lr_dir / "metrics.json").is_file() or (lr_dir / "checkpoint.pt").is_file():
+        raise OutputExistsError(f"{lr_dir} holds a run of the earlier one-seed layout; each run now has its own "
+                                f"folder {lr_dir / 'seed_<seed>'}. Move that run's files into the folder of its seed "
+                                "(see its metrics.json) to reuse it, delete them, or choose another out_dir")
+
+
 def _check_parameters(notebook: Path, base_parameters: Mapping[str, Any]) -> dict[str, Any]:
     """Papermill only warns about a parameter the notebook does not have; a sweep refuses it.
     Returns the notebook's default parameters."""
@@ -177,6 +230,9 @@ def _check_parameters(notebook: Path, base_parameters: Mapping[str, Any]) -> dic
         raise ConfigError(f"base_parameters must be a dict of {notebook.name}'s parameters, "
                           f"got {type(base_parameters).__name__}")
     known = notebook_parameters(notebook)
+    if "seed" in base_parameters:
+        raise ConfigError(f"seed={base_parameters['seed']!r} in base_parameters: the sweep sets the seed of each run; "
+                          "leave it out and pass the seeds to run_lr_sweep, e.g. seeds=[0, 1, 2]")
     unknown = sorted(set(base_parameters) - set(known))
     if unknown:
         raise ConfigError(f"unknown parameter(s) for {notebook.name}: {', '.join(unknown)}. "
@@ -188,28 +244,87 @@ def _check_parameters(notebook: Path, base_parameters: Mapping[str, Any]) -> dic
 
 
 def sweep_table(runs: Sequence[SweepRun]) -> list[dict]:
-    """One row per run: learning rate, epochs, best and final validation accuracy, test accuracy (in
-    [0, 1]; NaN for a failed run), training seconds, and status."""
+    """One row per run, in the runs' order. Keys:
+
+    - ``learning_rate``, ``seed``; ``status``: ``ok``, ``reused`` or ``failed: <why>``; ``epochs`` trained;
+    - ``evaluated``: which weights the run tested: ``best epoch`` (the config's ``keep_best``: the epoch
+      with the highest validation accuracy) or ``last epoch``;
+    - ``val_acc``, ``test_acc``: validation and test accuracy of those same weights (``metrics.json``'s
+      ``validation_accuracy`` and ``test_accuracy``). The rule: the test accuracy shown is always that of
+      the weights whose validation accuracy is compared, so choosing on ``val_acc`` and reporting
+      ``test_acc`` describe one model;
+    - ``curve_best_val_acc``: the highest validation accuracy of the training curve (``history.csv``), a
+      statistic of the curve only: without ``keep_best`` it belongs to other weights than ``test_acc``;
+    - ``train_seconds``: training time (epochs only).
+
+    Accuracies are in [0, 1]; a failed run has NaN numbers, 0 epochs and an empty ``evaluated``.
+    """
     rows = []
     for run in runs:
+        row = {"learning_rate": run.learning_rate, "seed": run.seed}
         if run.record is None:
-            rows.append({"learning_rate": run.learning_rate, "epochs": 0, "best_val_acc": math.nan,
-                         "final_val_acc": math.nan, "test_acc": math.nan, "train_seconds": math.nan,
-                         "status": f"failed: {run.error}"})
+            rows.append({**row, "status": f"{FAILED}: {run.error}", "epochs": 0, "evaluated": "",
+                         "val_acc": math.nan, "test_acc": math.nan, "curve_best_val_acc": math.nan,
+                         "train_seconds": math.nan})
             continue
         metrics, history = run.record.metrics, run.record.history
         rows.append({
-            "learning_rate": run.learning_rate,
-            "epochs": len(history),
-            "best_val_acc": metrics["best_validation_accuracy"],
-            "final_val_acc": history[-1]["val_acc"] if history else math.nan,
-            "test_acc": metrics["test_accuracy"],
-            "train_seconds": metrics["train_seconds"],
+            **row,
             "status": "reused" if run.reused else "ok",
+            "epochs": len(history),
+            "evaluated": _evaluated(metrics),
+            "val_acc": metrics["validation_accuracy"],
+            "test_acc": metrics["test_accuracy"],
+            "curve_best_val_acc": max((epoch["val_acc"] for epoch in history), default=math.nan),
+            "train_seconds": metrics["train_seconds"],
         })
     return rows
 
 
-def sweep_histories(runs: Sequence[SweepRun]) -> dict[str, list[dict]]:
-    """``{"lr=0.01": history, ...}`` of the runs that finished, for :func:`cifar_utils.plots.plot_runs`."""
-    return {f"lr={run.learning_rate:g}": run.record.history for run in runs if run.record is not None}
+def _evaluated(metrics: Mapping[str, Any]) -> str:
+    """Which weights a run's ``metrics.json`` scores: with ``keep_best`` the run evaluates its
+    best-validation checkpoint (:func:`cifar_utils.experiment.train`), else its last epoch's weights."""
+    return "best epoch" if metrics.get("config", {}).get("keep_best") else "last epoch"
+
+
+def summarize_by_learning_rate(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """One row per learning rate of :func:`sweep_table` rows, in the order the rates first appear. Keys:
+    ``learning_rate``; ``runs``: finished runs averaged; ``failed``: failed runs, left out of the numbers;
+    ``val_acc_mean``, ``val_acc_std``, ``test_acc_mean``, ``test_acc_std``: over the finished runs' seeds
+    (std: sample standard deviation, ddof=1; NaN with fewer than two runs); ``train_seconds_mean``.
+    Every number is NaN for a rate whose runs all failed."""
+    groups: dict[float, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(float(row["learning_rate"]), []).append(row)
+    summary = []
+    for lr, group in groups.items():
+        finished = [row for row in group if not str(row["status"]).startswith(FAILED)]
+        entry: dict[str, Any] = {"learning_rate": lr, "runs": len(finished), "failed": len(group) - len(finished)}
+        for key in ("val_acc", "test_acc"):
+            values = [float(row[key]) for row in finished]
+            entry[f"{key}_mean"] = statistics.fmean(values) if values else math.nan
+            entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else math.nan
+        seconds = [float(row["train_seconds"]) for row in finished]
+        entry["train_seconds_mean"] = statistics.fmean(seconds) if seconds else math.nan
+        summary.append(entry)
+    return summary
+
+
+def chosen_learning_rate(summary: Sequence[Mapping[str, Any]]) -> float:
+    """The learning rate with the highest mean validation accuracy in a :func:`summarize_by_learning_rate`
+    summary (the first of equals). Test accuracy plays no part in the choice: it is only reported."""
+    candidates = [row for row in summary if not math.isnan(row["val_acc_mean"])]
+    if not candidates:
+        raise CifarUtilsError("no learning rate has a finished run to choose from: every run failed "
+                              "(the table's status column says why)")
+    return max(candidates, key=lambda row: row["val_acc_mean"])["learning_rate"]
+
+
+def sweep_histories(runs: Sequence[SweepRun]) -> dict[str, list[list[dict]]]:
+    """``{"lr=0.01": [history of each finished seed], ...}`` for :func:`cifar_utils.plots.plot_runs`;
+    a rate whose runs all failed is left out."""
+    histories: dict[str, list[list[dict]]] = {}
+    for run in runs:
+        if run.record is not None:
+            histories.setdefault(f"lr={run.learning_rate:g}", []).append(run.record.history)
+    return histories

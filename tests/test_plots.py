@@ -52,6 +52,48 @@ def test_several_runs_on_one_figure(tmp_path):
     assert_png(tmp_path / "runs.png")
 
 
+def test_several_seeds_per_run_are_thin_lines_under_their_mean():
+    seeds = [history(start_acc=0.1), history(start_acc=0.3), history(epochs=2, start_acc=0.5)]  # one stopped early
+    fig = plots.plot_runs({"lr=0.01": seeds, "lr=0.001": [history()]}, title="seed004, 45,000 images, JPEG copy")
+    loss_ax, acc_ax = fig.axes
+    assert len(loss_ax.get_lines()) == 3 + 1 + 1  # three seeds and their mean; one run alone
+    assert len(acc_ax.get_lines()) == 3 + 2 + 2  # seeds' validation, then mean validation and training each
+    mean = acc_ax.get_lines()[3]
+    assert mean.get_label() == "lr=0.01 (mean of 3 runs) validation"
+    assert list(mean.get_xdata()) == [1, 2]  # only the epochs every seed reached
+    assert mean.get_ydata()[1] == pytest.approx(100 * (0.1 + 0.3 + 0.5 + 3 * 0.16) / 3)
+    assert mean.get_linewidth() > acc_ax.get_lines()[0].get_linewidth()
+    assert mean.get_marker() != acc_ax.get_lines()[5].get_marker()  # each rate its own marker shape
+    assert fig._suptitle.get_text() == "seed004, 45,000 images, JPEG copy"
+
+
+def summary_row(lr, val, val_std, test, test_std, runs=3, failed=0):
+    return {"learning_rate": lr, "runs": runs, "failed": failed, "val_acc_mean": val, "val_acc_std": val_std,
+            "test_acc_mean": test, "test_acc_std": test_std, "train_seconds_mean": 10.0}
+
+
+def test_lr_comparison_has_error_bars_offset_series_and_the_chosen_rate(tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    summary = [summary_row(0.1, 0.60, 0.02, 0.90, 0.01), summary_row(0.01, 0.70, 0.04, 0.50, 0.03),
+               summary_row(0.001, 0.65, float("nan"), 0.55, float("nan"), runs=1, failed=2)]
+    fig = plots.plot_lr_comparison(summary, "seed004, 45,000 images: learning rate", save_to=tmp_path / "lr.png")
+    (ax,) = fig.axes
+    assert ax.get_title() == "seed004, 45,000 images: learning rate" and ax.get_xscale() == "log"
+    val, test = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    val_x, val_y = val.lines[0].get_data()
+    test_x, test_y = test.lines[0].get_data()
+    assert list(val_y) == pytest.approx([60, 70, 65]) and list(test_y) == pytest.approx([90, 50, 55])
+    assert all(v < lr < t for v, lr, t in zip(val_x, (0.1, 0.01, 0.001), test_x))  # side by side, never on top
+    (bars,) = val.lines[2]
+    lows, highs = zip(*[(segment[0][1], segment[1][1]) for segment in bars.get_segments()])
+    assert lows[:2] == pytest.approx((58, 66)) and highs[:2] == pytest.approx((62, 74))  # mean ± std
+    chosen = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert [line.get_xdata()[0] for line in chosen] == [0.01]  # best validation, not best test (0.1)
+    assert "1 run, 2 failed" in [t.get_text() for t in ax.get_xticklabels()][2]
+    assert_png(tmp_path / "lr.png")
+
+
 def test_confusion_heatmap_counts_and_normalised(tmp_path):
     confusion = torch.tensor([[8, 2], [1, 9]])
     counts = plots.plot_confusion(confusion, ["cat", "dog"], normalize=False)
@@ -65,6 +107,20 @@ def test_per_class_accuracy_bars(tmp_path):
     fig = plots.plot_per_class_accuracy({"cat": 0.5, "dog": 0.75}, save_to=tmp_path / "p.png")
     assert [t.get_text() for t in fig.axes[0].texts] == ["50.0%", "75.0%"]
     assert_png(tmp_path / "p.png")
+
+
+def test_per_class_accuracy_has_a_chance_line_and_image_counts():
+    accuracy = {"cat": 0.5, "dog": 0.75, "ship": 0.9, "frog": 0.2}
+    fig = plots.plot_per_class_accuracy(accuracy, title="seed004, 10,000 test images",
+                                        counts={"cat": 1000, "dog": 1000, "ship": 990, "frog": 1010})
+    ax = fig.axes[0]
+    (chance,) = [line for line in ax.get_lines() if line.get_label().startswith("chance")]
+    assert chance.get_xdata()[0] == pytest.approx(25.0) and chance.get_linestyle() == "--"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["cat (n=1,000)", "dog (n=1,000)", "ship (n=990)",
+                                                             "frog (n=1,010)"]
+    assert ax.get_title() == "seed004, 10,000 test images"
+    with pytest.raises(ValueError, match="missing: \\['frog'\\]"):
+        plots.plot_per_class_accuracy(accuracy, counts={"cat": 1, "dog": 1, "ship": 1})
 
 
 def test_pick_examples_mixes_wrong_and_right():
@@ -91,6 +147,17 @@ def test_prediction_grid_marks_wrong_ones(synthetic, tmp_path):
     assert_png(tmp_path / "pred.png")
 
 
+def test_prediction_grid_says_how_the_examples_were_chosen(synthetic):
+    images, labels = synthetic.test.images[:20], synthetic.test.labels[:20]
+    predictions = labels.clone()
+    predictions[:3] = (predictions[:3] + 1) % 10
+    fig = plots.plot_predictions(images, labels, predictions, CLASSES, count=8, columns=4, seed=5,
+                                 title="seed004 on the JPEG copy")
+    text = " ".join(fig._suptitle.get_text().split())
+    assert text.startswith("seed004 on the JPEG copy")
+    assert "3 misclassified, then 5 correctly classified images, drawn at random (seed 5) from the 20 given" in text
+
+
 def test_prediction_grid_refuses_mismatched_lengths(synthetic):
     with pytest.raises(ValueError, match="same length"):
         plots.plot_predictions(synthetic.test.images[:5], synthetic.test.labels[:4], synthetic.test.labels[:4], CLASSES)
@@ -98,7 +165,8 @@ def test_prediction_grid_refuses_mismatched_lengths(synthetic):
 
 def test_class_samples_grid(synthetic, tmp_path):
     fig = plots.plot_class_samples(synthetic.train.images, synthetic.train.labels, synthetic.classes, per_class=3,
-                                   save_to=tmp_path / "samples.png")
+                                   title="600 training images (synthetic)", save_to=tmp_path / "samples.png")
+    assert fig._suptitle.get_text() == "600 training images (synthetic)"
     assert len(fig.axes) == 10 * 3
     assert [fig.axes[3 * row].get_ylabel() for row in range(10)] == synthetic.classes
     assert_png(tmp_path / "samples.png")
@@ -109,7 +177,9 @@ def test_augmentation_grid_is_seeded_and_leaves_the_global_rng_alone(synthetic, 
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    first = plots.plot_augmentations(images, ("crop_flip", "affine_jitter"), seed=1, save_to=tmp_path / "aug.png")
+    first = plots.plot_augmentations(images, ("crop_flip", "affine_jitter"), seed=1, title="augmentations",
+                                     save_to=tmp_path / "aug.png")
+    assert first._suptitle.get_text() == "augmentations"
     assert torch.equal(torch.rand(1), before)
     second = plots.plot_augmentations(images, ("crop_flip", "affine_jitter"), seed=1)
     pixels = lambda fig: [ax.images[0].get_array().tolist() for ax in fig.axes]  # noqa: E731
@@ -127,6 +197,22 @@ def test_branch_weights_heatmaps(tmp_path):
     assert_png(tmp_path / "a.png")
     with pytest.raises(ValueError, match="no branch weights"):
         plots.plot_branch_weights([])
+
+
+def test_branch_weights_colour_scale_fits_the_data_and_axes_are_labelled():
+    weights = [torch.tensor([[0.30, 0.70], [0.45, 0.55], [0.0, 1.0]]), torch.tensor([[0.52, 0.48], [0.40, 0.60], [0.5, 0.5]])]
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    fig = plots.plot_branch_weights(weights, ["3x3", "1x1"], images=images, count=2, image_labels=["cat", "ship", "dog"],
+                                    title="seed004 test images")
+    heatmaps = [ax for ax in fig.axes if ax.collections and ax.get_xlabel()]
+    assert len(heatmaps) == 2
+    for ax in heatmaps:
+        assert ax.collections[0].get_clim() == pytest.approx((0.30, 0.70))  # the first 2 images, not 0..1
+        assert ax.get_xlabel() == "branch (kernel size)"
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["3x3", "1x1"]
+    assert [ax.get_title() for ax in fig.axes if ax.images] == ["cat", "ship"]
+    (colour_bar,) = [ax for ax in fig.axes if ax.get_ylabel() == "branch weight a"]
+    assert colour_bar.get_ylim() == pytest.approx((0.30, 0.70))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the headless rule is for Linux")

@@ -182,43 +182,6 @@ def test_read_run_needs_a_finished_run(tmp_path):
         report.read_run(tmp_path)
 
 
-# ----------------------------------------------------------------------------------- sweep arguments
-
-
-@pytest.mark.parametrize("learning_rates, base, message", [
-    ([], {}, "non-empty list"),
-    ("0.1", {}, "non-empty list"),
-    ([0.1, -1.0], {}, "learning rate -1.0"),
-    ([0.1, 0.1], {}, "repeats"),
-    ([0.1], {"learning_rate": 0.1}, "unknown parameter.*learning_rate"),
-    ([0.1], {"lr": 0.1}, "set by the sweep"),
-    ([0.1], {"preset": "seed999"}, "unknown preset"),
-])
-def test_sweep_rejects_bad_arguments_before_running(learning_rates, base, message, tmp_path):
-    with pytest.raises(ConfigError, match=message):
-        sweep.run_lr_sweep(learning_rates, base, tmp_path)
-    assert not any(tmp_path.iterdir())  # nothing ran
-
-
-def test_sweep_stops_before_running_when_a_folder_holds_other_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv(report.SMOKE_ENV, "1")
-    run_dir = tmp_path / sweep.run_dir_name(0.1)
-    run_dir.mkdir()
-    config = report.notebook_config("seed003", smoke=True, lr=0.1, epochs=1, seed=1)
-    (run_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict()}))
-    (run_dir / "history.csv").write_text("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n")
-    with pytest.raises(OutputExistsError, match="seed: 1 -> 0"):
-        sweep.run_lr_sweep([0.1, 0.01], {"preset": "seed003"}, tmp_path)
-    assert not (tmp_path / sweep.run_dir_name(0.01)).exists()
-
-
-def test_sweep_table_reports_failed_runs():
-    failed = sweep.SweepRun(0.5, None, Path("x"), Path("x/03_train.failed.ipynb"), None, "diverged")
-    (row,) = sweep.sweep_table([failed])
-    assert row["learning_rate"] == 0.5 and row["status"] == "failed: diverged"
-    assert set(row) == {"learning_rate", "epochs", "best_val_acc", "final_val_acc", "test_acc", "train_seconds", "status"}
-
-
 # ------------------------------------------------------------------------------------ report command
 
 
@@ -281,10 +244,10 @@ def test_lr_comparison_notebook_with_two_rates(full_data_root, smoke_env, tmp_pa
     assert [float(row["learning_rate"]) for row in table] == [0.05, 0.01]
     for row in table:
         assert row["status"] == "ok" and int(row["epochs"]) == 1
-        assert all(0 <= float(row[key]) <= 1 for key in ("best_val_acc", "final_val_acc", "test_acc"))
+        assert all(0 <= float(row[key]) <= 1 for key in ("val_acc", "test_acc", "curve_best_val_acc"))
         assert float(row["train_seconds"]) > 0
     for lr in (0.05, 0.01):
-        run_dir = sweep_dir / sweep.run_dir_name(lr)
+        run_dir = sweep.run_path(sweep_dir, lr, 0)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["config"]["lr"] == lr and metrics["split_sizes"]["train"] == 64
         executed = nbformat.read(run_dir / "03_train.ipynb", as_version=4)

@@ -15,12 +15,12 @@ def fake_runs(monkeypatch, barrier=None):
     """Replace the papermill execution by a record of which device ran which rate, and when."""
     events = []
 
-    def run_one(notebook, lr, device, run_dir, base_parameters, existing, log):
+    def run_one(notebook, lr, seed, device, run_dir, base_parameters, existing, log):
         events.append(("start", lr, device))
         if barrier is not None:
             barrier.wait(timeout=10)  # only returns once a run on the other device has started too
         events.append(("end", lr, device))
-        return sweep.SweepRun(lr, device, run_dir, run_dir / notebook.name, None, "not run (test)")
+        return sweep.SweepRun(lr, seed, device, run_dir, run_dir / notebook.name, None, "not run (test)")
 
     monkeypatch.setattr(sweep, "_run_one", run_one)
     monkeypatch.setattr(sweep.io, "save_csv", lambda rows, path: None)
@@ -58,6 +58,17 @@ def test_round_robin_assignment_and_result_order(monkeypatch, tmp_path):
                            log=lambda _: None)
     assert [(r.learning_rate, r.device) for r in captured["runs"]] == [
         (0.4, "cpu"), (0.2, "cpu:0"), (0.1, "cpu"), (0.05, "cpu:0")]
+
+
+def test_seeds_are_spread_round_robin_too_and_keep_their_order(monkeypatch, tmp_path):
+    fake_runs(monkeypatch)
+    captured = {}
+    monkeypatch.setattr(sweep, "sweep_table", lambda runs: captured.setdefault("runs", runs) and [])
+    with pytest.raises(sweep.CifarUtilsError):
+        sweep.run_lr_sweep([0.1, 0.01], {"preset": "seed004"}, tmp_path, seeds=[0, 1, 2], devices=["cpu", "cpu:0"],
+                           log=lambda _: None)
+    assert [(r.learning_rate, r.seed, r.device) for r in captured["runs"]] == [
+        (0.1, 0, "cpu"), (0.1, 1, "cpu:0"), (0.1, 2, "cpu"), (0.01, 0, "cpu:0"), (0.01, 1, "cpu"), (0.01, 2, "cpu:0")]
 
 
 def test_default_devices_without_several_gpus_is_one_sequential_device():

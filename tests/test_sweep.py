@@ -1,0 +1,212 @@
+"""The learning-rate sweep: argument checks, one run folder per (learning rate, seed), the table's
+accuracies all of the evaluated weights, and the per-rate summary that chooses on validation only.
+
+The notebook execution is replaced by a fake that writes a run's files as 03 would, so these tests
+start no kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("papermill")
+
+from cifar_utils import io, report, sweep  # noqa: E402
+from cifar_utils.errors import CifarUtilsError, ConfigError, OutputExistsError  # noqa: E402
+
+NOTEBOOK_DEFAULTS = report.notebook_parameters(sweep.TRAIN_NOTEBOOK)
+
+
+def fake_accuracies(lr: float, seed: int) -> dict:
+    """Made-up numbers that differ per run: the evaluated weights' accuracies and a higher curve peak."""
+    return {"validation_accuracy": 0.5 + lr + seed / 100, "test_accuracy": 0.4 + lr + seed / 100,
+            "curve_peak": 0.9 + lr}
+
+
+def fake_execute(calls: list, keep_best: bool = False, fail_lr: float | None = None):
+    """Stands in for report.execute_notebook: writes metrics.json and history.csv into the run's folder,
+    with the config 03 would have trained, and records the parameters it was given."""
+
+    def execute(notebook, output, parameters):
+        calls.append(dict(parameters))
+        if parameters["lr"] == fail_lr:
+            raise report.NotebookFailed("TrainingDivergedError: the loss became nan")
+        values = {k: v for k, v in {**NOTEBOOK_DEFAULTS, **parameters}.items() if k in sweep.CONFIG_PARAMETERS}
+        config = report.notebook_config(values.pop("preset"), smoke=report.smoke_mode(), lr=parameters["lr"], **values)
+        config = config.to_dict() | {"keep_best": keep_best}
+        acc = fake_accuracies(parameters["lr"], parameters["seed"])
+        out = Path(parameters["out_dir"])
+        io.save_json({"config": config, "validation_accuracy": acc["validation_accuracy"],
+                      "test_accuracy": acc["test_accuracy"], "train_seconds": 12.5}, out / "metrics.json")
+        # The curve peaks at epoch 1 and ends lower: only keep_best tests the peak's weights.
+        history = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": acc["curve_peak"],
+                    "lr": parameters["lr"], "seconds": 6.0},
+                   {"epoch": 2, "train_loss": 0.9, "train_acc": 0.6, "val_loss": 1.1, "val_acc": 0.3,
+                    "lr": parameters["lr"], "seconds": 6.5}]
+        io.save_csv(history, out / "history.csv")
+        Path(output).write_text("{}")
+        return Path(output)
+
+    return execute
+
+
+def quiet_sweep(*args, **kwargs):
+    return sweep.run_lr_sweep(*args, devices=["cpu"], log=lambda _: None, **kwargs)
+
+
+# ----------------------------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize("learning_rates, base, message", [
+    ([], {}, "non-empty list"),
+    ("0.1", {}, "non-empty list"),
+    ([0.1, -1.0], {}, "learning rate -1.0"),
+    ([0.1, 0.1], {}, "repeats"),
+    ([0.1], {"learning_rate": 0.1}, "unknown parameter.*learning_rate"),
+    ([0.1], {"lr": 0.1}, "set by the sweep"),
+    ([0.1], {"seed": 1}, "seed=1 in base_parameters.*seeds=\\[0, 1, 2\\]"),
+    ([0.1], {"preset": "seed999"}, "unknown preset"),
+])
+def test_sweep_rejects_bad_arguments_before_running(learning_rates, base, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        sweep.run_lr_sweep(learning_rates, base, tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing ran
+
+
+@pytest.mark.parametrize("seeds, message", [((), "non-empty list"), ("012", "non-empty list"), ([0, -1], "seed -1"),
+                                            ([0, 1.5], "seed 1.5"), ([0, True], "seed True"), ([1, 1], "repeats")])
+def test_sweep_rejects_bad_seeds(seeds, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        sweep.run_lr_sweep([0.1], {"preset": "seed004"}, tmp_path, seeds=seeds)
+    assert not any(tmp_path.iterdir())
+
+
+def test_sweep_stops_before_running_when_a_folder_holds_other_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv(report.SMOKE_ENV, "1")
+    run_dir = sweep.run_path(tmp_path, 0.1, 0)
+    run_dir.mkdir(parents=True)
+    config = report.notebook_config("seed003", smoke=True, lr=0.1, batch_size=64, seed=0)
+    (run_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict()}))
+    (run_dir / "history.csv").write_text("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n")
+    with pytest.raises(OutputExistsError, match="batch_size: 64 -> 32"):
+        sweep.run_lr_sweep([0.1, 0.01], {"preset": "seed003", "batch_size": 32}, tmp_path)
+    assert not (tmp_path / sweep.run_dir_name(0.01)).exists()
+
+
+def test_a_run_of_the_one_seed_layout_is_refused_not_mixed_in(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep, "execute_notebook", fake_execute(calls))
+    old = tmp_path / sweep.run_dir_name(0.1)
+    old.mkdir()
+    (old / "metrics.json").write_text("{}")
+    with pytest.raises(OutputExistsError, match="one-seed layout"):
+        quiet_sweep([0.1], {"preset": "seed004"}, tmp_path)
+    assert calls == []
+
+
+# ------------------------------------------------------------------------------------- seeds
+
+
+def test_one_run_folder_per_learning_rate_and_seed(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep, "execute_notebook", fake_execute(calls))
+    runs = quiet_sweep([0.1, 0.01], {"preset": "seed004"}, tmp_path, seeds=[0, 3])
+    expected = [(0.1, 0), (0.1, 3), (0.01, 0), (0.01, 3)]
+    assert [(run.learning_rate, run.seed) for run in runs] == expected
+    assert [(call["lr"], call["seed"]) for call in calls] == expected
+    for run, call in zip(runs, calls):
+        assert run.run_dir == tmp_path / f"lr_{run.learning_rate:g}" / f"seed_{run.seed}"
+        assert call["out_dir"] == str(run.run_dir.resolve()) and (run.run_dir / "metrics.json").is_file()
+        assert run.record.metrics["config"]["seed"] == run.seed
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("lr_*/seed_*")) == [
+        "lr_0.01/seed_0", "lr_0.01/seed_3", "lr_0.1/seed_0", "lr_0.1/seed_3"]
+    assert (tmp_path / sweep.TABLE_NAME).is_file() and (tmp_path / sweep.SUMMARY_NAME).is_file()
+
+    # The same sweep again trains nothing: every (rate, seed) run is reused.
+    calls.clear()
+    again = quiet_sweep([0.1, 0.01], {"preset": "seed004"}, tmp_path, seeds=[0, 3])
+    assert calls == [] and all(run.reused for run in again)
+    # A new seed trains only that seed.
+    more = quiet_sweep([0.1, 0.01], {"preset": "seed004"}, tmp_path, seeds=[0, 3, 4])
+    assert [(call["lr"], call["seed"]) for call in calls] == [(0.1, 4), (0.01, 4)]
+    assert [run.reused for run in more] == [True, True, False, True, True, False]
+
+
+def test_a_failed_run_is_a_row_and_the_others_go_on(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep, "execute_notebook", fake_execute(calls, fail_lr=0.5))
+    runs = quiet_sweep([0.5, 0.01], {"preset": "seed004"}, tmp_path, seeds=[0, 1])
+    rows = sweep.sweep_table(runs)
+    assert [row["status"].split(":")[0] for row in rows] == ["failed", "failed", "ok", "ok"]
+    assert rows[0]["status"] == "failed: TrainingDivergedError: the loss became nan"
+    assert list(sweep.sweep_histories(runs)) == ["lr=0.01"] and len(sweep.sweep_histories(runs)["lr=0.01"]) == 2
+
+
+def test_every_run_failing_stops_the_sweep(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "execute_notebook", fake_execute([], fail_lr=0.5))
+    with pytest.raises(CifarUtilsError, match="every run of the sweep failed"):
+        quiet_sweep([0.5], {"preset": "seed004"}, tmp_path, seeds=[0, 1])
+
+
+# ------------------------------------------------------------------------------------- table
+
+
+@pytest.mark.parametrize("keep_best, evaluated", [(False, "last epoch"), (True, "best epoch")])
+def test_table_accuracies_are_those_of_the_evaluated_weights(tmp_path, monkeypatch, keep_best, evaluated):
+    monkeypatch.setattr(sweep, "execute_notebook", fake_execute([], keep_best=keep_best))
+    (row,) = sweep.sweep_table(quiet_sweep([0.1], {"preset": "seed004"}, tmp_path, seeds=[2]))
+    acc = fake_accuracies(0.1, 2)
+    # val_acc and test_acc both come from metrics.json (one checkpoint), never the curve's peak epoch.
+    assert (row["val_acc"], row["test_acc"]) == (acc["validation_accuracy"], acc["test_accuracy"])
+    assert row["curve_best_val_acc"] == acc["curve_peak"] != row["val_acc"]
+    assert row["evaluated"] == evaluated
+    assert (row["learning_rate"], row["seed"], row["epochs"], row["status"]) == (0.1, 2, 2, "ok")
+
+
+def test_table_reports_failed_runs():
+    failed = sweep.SweepRun(0.5, 1, None, Path("x"), Path("x/03_train.failed.ipynb"), None, "diverged")
+    (row,) = sweep.sweep_table([failed])
+    assert row["learning_rate"] == 0.5 and row["seed"] == 1 and row["status"] == "failed: diverged"
+    assert set(row) == {"learning_rate", "seed", "status", "epochs", "evaluated", "val_acc", "test_acc",
+                        "curve_best_val_acc", "train_seconds"}
+    assert math.isnan(row["val_acc"]) and math.isnan(row["test_acc"])
+
+
+# ----------------------------------------------------------------------------------- summary
+
+
+def row(lr, seed, val, test, seconds=10.0, status="ok"):
+    return {"learning_rate": lr, "seed": seed, "status": status, "val_acc": val, "test_acc": test,
+            "train_seconds": seconds}
+
+
+def test_summary_means_and_sample_stds_per_learning_rate():
+    rows = [row(0.1, 0, 0.60, 0.50, 10.0), row(0.1, 1, 0.70, 0.56, 20.0), row(0.1, 2, 0.80, 0.62, 30.0),
+            row(0.01, 0, 0.65, 0.40), row(0.01, 1, math.nan, math.nan, math.nan, status="failed: diverged")]
+    high, low = sweep.summarize_by_learning_rate(rows)
+    assert (high["learning_rate"], high["runs"], high["failed"]) == (0.1, 3, 0)
+    assert high["val_acc_mean"] == pytest.approx(0.70) and high["val_acc_std"] == pytest.approx(0.10)  # ddof=1
+    assert high["test_acc_mean"] == pytest.approx(0.56) and high["test_acc_std"] == pytest.approx(0.06)
+    assert high["train_seconds_mean"] == pytest.approx(20.0)
+    # The failed run is counted but left out of the numbers; one run has no spread.
+    assert (low["learning_rate"], low["runs"], low["failed"]) == (0.01, 1, 1)
+    assert low["val_acc_mean"] == pytest.approx(0.65) and math.isnan(low["val_acc_std"])
+    assert low["test_acc_mean"] == pytest.approx(0.40) and math.isnan(low["test_acc_std"])
+
+
+def test_a_rate_whose_runs_all_failed_has_nan_numbers():
+    (only,) = sweep.summarize_by_learning_rate([row(0.5, 0, math.nan, math.nan, status="failed: x")])
+    assert (only["runs"], only["failed"]) == (0, 1) and math.isnan(only["val_acc_mean"])
+    with pytest.raises(CifarUtilsError, match="no learning rate has a finished run"):
+        sweep.chosen_learning_rate([only])
+
+
+def test_chosen_learning_rate_uses_validation_not_test():
+    rows = [row(0.1, 0, 0.70, 0.40), row(0.1, 1, 0.72, 0.42),  # best validation, worse test
+            row(0.01, 0, 0.60, 0.90), row(0.01, 1, 0.62, 0.92),  # best test
+            row(1.0, 0, math.nan, math.nan, status="failed: diverged")]
+    assert sweep.chosen_learning_rate(sweep.summarize_by_learning_rate(rows)) == 0.1
