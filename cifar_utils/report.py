@@ -116,6 +116,15 @@ def data_copy_note(description: str) -> str:
     return description
 
 
+def data_label(description: str) -> str:
+    """A short name of the data copy for figure titles: 'JPEG copy of CIFAR-10', 'official CIFAR-10', ..."""
+    if "cifar10-jpeg" in description:
+        return "JPEG copy of CIFAR-10"
+    if description.startswith("official"):
+        return "official CIFAR-10"
+    return "image folder" if description.startswith("image folder") else description
+
+
 def notebook_config(preset: str, *, smoke: bool, epochs: Optional[int] = None, lr: Optional[float] = None,
                     batch_size: Optional[int] = None, seed: int = 0, data_root: Optional[str] = None,
                     train_limit: Optional[int] = None, validation_limit: Optional[int] = None,
@@ -427,10 +436,11 @@ class BranchWeightSummary:
 def summarize_branch_weights(model: torch.nn.Module, weights: Sequence[torch.Tensor],
                              images: Optional[torch.Tensor] = None, title: Optional[str] = None,
                              save_to: Optional[str | os.PathLike] = None, count: int = 4,
+                             image_labels: Optional[Sequence[str]] = None,
                              log: Callable[[str], None] = print) -> BranchWeightSummary:
     """Print the mean entropy of ``weights`` (a list over Blocks of [N, K], as ``collect_branch_weights``
-    gives) against log K and plot them for the first ``count`` ``images`` (uint8 [N, 3, 32, 32]); for a
-    network without Blocks, say so instead."""
+    gives) against log K and plot them for the first ``count`` ``images`` (uint8 [N, 3, 32, 32]), named by
+    ``image_labels`` (such as their classes); for a network without Blocks, say so instead."""
     from . import plots
     from .models import Block, branch_weight_entropy
 
@@ -442,7 +452,7 @@ def summarize_branch_weights(model: torch.nn.Module, weights: Sequence[torch.Ten
     log(f"{len(weights)} Blocks, K = {weights[0].shape[1]}: mean entropy of a over {weights[0].shape[0]:,} images = "
         f"{entropy:.3f} nats (uniform: log K = {uniform:.3f}; one branch only: 0)")
     figure = plots.plot_branch_weights(weights, [f"{k}x{k}" for k in kernel_sizes], images=images, count=count,
-                                       title=title, save_to=save_to)
+                                       title=title, save_to=save_to, image_labels=image_labels)
     return BranchWeightSummary(list(weights), entropy, uniform, figure, tuple(f"{k}x{k}" for k in kernel_sizes))
 
 
