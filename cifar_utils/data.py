@@ -388,7 +388,7 @@ def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: i
         held_out = (f"validation: the default {VALIDATION_FRACTION:.0%} of {n} training images, stratified by class; "
                     "--validation-split N chooses")
     elif validation_split == 0:
-        held_out = f"no validation: validation_split=0, all {n} training images train"
+        held_out = f"no validation: validation_split=0 holds out none of the {n} training images"
     else:
         held_out = f"validation: validation_split={validation_split} of {n} training images, stratified by class"
     if validation_split >= n:
