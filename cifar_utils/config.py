@@ -38,12 +38,14 @@ class Config:
     # --- model
     preset: str = "custom"  # name of the preset these values came from (informational)
     model: str = "seed002_net"  # architecture name; see cifar_utils.models.ARCHITECTURES
+    stem_kernel: int = 3  # CIFAR ResNets: kernel size of the first convolution (report 003's is 1)
+    head_softmax: bool = False  # seed004_net: end in a Softmax, so the loss sees probabilities as report 004 did (slower; see seed004_net)
     # --- data
     data_root: Optional[str] = None  # None: $CIFAR10_ROOT, then ./data
     dataset: str = "auto"  # auto-detect, or force: cifar10 | folder | synthetic
     download: bool = False  # let torchvision download the official CIFAR-10 if it is missing
     skip_bad_files: bool = False  # skip unreadable images in an image folder, with a warning, instead of stopping
-    validation_split: Optional[int] = None  # training images held out for validation (seeded); None: 10% of them
+    validation_split: Optional[int] = None  # training images held out for validation (seeded, stratified by class); None: 10% of them; 0: none
     train_limit: Optional[int] = None  # seeded random subset of the training split, for quick runs
     validation_limit: Optional[int] = None  # seeded random subset of the validation split, for quick runs
     test_limit: Optional[int] = None  # seeded random subset of the test set, for quick runs
@@ -106,7 +108,7 @@ class Config:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not valid; choose one of {', '.join(allowed)}")
-        from .models import ARCHITECTURES  # local import: models imports nothing from here
+        from .models import ARCHITECTURES, model_options  # local import: models imports nothing from here
 
         if self.model not in ARCHITECTURES:
             raise ConfigError(f"model={self.model!r} is unknown; choose one of {', '.join(sorted(ARCHITECTURES))}")
@@ -115,8 +117,8 @@ class Config:
         _require(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
         _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be at least 1")
         _require(self.accumulation_steps >= 1, "accumulation_steps", self.accumulation_steps, "must be at least 1")
-        _require(self.validation_split is None or self.validation_split >= 1, "validation_split", self.validation_split,
-                 "must be at least 1, or None: validation images are held out of the training set (never the test set)")
+        _require(self.validation_split is None or self.validation_split >= 0, "validation_split", self.validation_split,
+                 "must be 0 or more, or None: validation images are held out of the training set (never the test set)")
         _require(self.train_limit is None or self.train_limit >= 1, "train_limit", self.train_limit, "must be at least 1, or None")
         for name in ("validation_limit", "test_limit"):
             _require(getattr(self, name) is None or getattr(self, name) >= 1, name, getattr(self, name),
@@ -140,8 +142,25 @@ class Config:
         _require(self.cosine_t_max is None or self.cosine_t_max >= 1, "cosine_t_max", self.cosine_t_max, "must be at least 1, or None")
         _require(0 <= self.crop_padding <= 16, "crop_padding", self.crop_padding, "must be between 0 and 16")
         _require(0 <= self.cutout <= 32, "cutout", self.cutout, "must be between 0 and 32 (pixels)")
+        _require(self.stem_kernel >= 1 and self.stem_kernel % 2 == 1, "stem_kernel", self.stem_kernel,
+                 "must be an odd number of pixels (1, 3, 5, ...), so that the stem keeps the 32x32 size")
+        model_options(self)  # refuses an architecture option the chosen model does not take
+        self._check_needs_validation()
         self._check_gpu_only_augmentations()
         return self
+
+    def _check_needs_validation(self) -> None:
+        """validation_split=0 leaves no validation set: refuse the settings that decide on validation results."""
+        if self.validation_split != 0:
+            return
+        deciders = {"keep_best": (self.keep_best, "keeps the checkpoint with the best validation accuracy",
+                                  "set keep_best=False"),
+                    "scheduler": (self.scheduler == "plateau", "cuts the learning rate when the validation loss "
+                                  "stops improving", "choose another scheduler (cosine, onecycle, warmup_cosine, none)")}
+        for name, (used, why, fix) in deciders.items():
+            if used:
+                raise ConfigError(f"{name}={getattr(self, name)!r} {why}, but validation_split=0 holds out no "
+                                  f"validation images: {fix}, or hold out some (validation_split=N, or None for 10%)")
 
     def _check_gpu_only_augmentations(self) -> None:
         """The torchvision pipeline has none of the GPU pipeline's extra augmentation settings."""

@@ -375,24 +375,27 @@ def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: i
                 test_limit: Optional[int] = None, normalization: str = "fixed") -> Splits:
     """Seeded, non-overlapping train/validation splits of the training set, plus the test set.
 
-    ``validation_split`` images are held out for validation; None holds out ``VALIDATION_FRACTION`` of the
-    training set (at least one image), so that small folders work without a setting. ``train_limit`` takes
-    a seeded random subset of the training split; ``validation_limit`` and ``test_limit`` take seeded random subsets of the validation and test splits.
-    Normalisation statistics come from the (limited) training split.
+    ``validation_split`` images are held out for validation, stratified by class (see
+    :func:`stratified_holdout`); None holds out ``VALIDATION_FRACTION`` of the training set (at least one
+    image), so that small folders work without a setting, and 0 holds out none: every training image trains
+    and the validation split is empty. ``train_limit`` takes a seeded random (not stratified) subset of the
+    training split; ``validation_limit`` and ``test_limit`` cap the validation and test splits with seeded
+    random subsets. Normalisation statistics come from the (limited) training split.
     """
     n = len(data.train)
     if validation_split is None:
         validation_split = max(1, round(n * VALIDATION_FRACTION))
-        held_out = (f"validation: the default {VALIDATION_FRACTION:.0%} of {n} training images; "
+        held_out = (f"validation: the default {VALIDATION_FRACTION:.0%} of {n} training images, stratified by class; "
                     "--validation-split N chooses")
+    elif validation_split == 0:
+        held_out = f"no validation: validation_split=0 holds out none of the {n} training images"
     else:
-        held_out = f"validation: validation_split={validation_split} of {n} training images"
+        held_out = f"validation: validation_split={validation_split} of {n} training images, stratified by class"
     if validation_split >= n:
         raise DataError(f"validation_split={validation_split} is not smaller than the training set "
                         f"({n} images); use a smaller --validation-split")
     gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=gen)
-    val_idx, train_idx = order[:validation_split], order[validation_split:]
+    val_idx, train_idx = stratified_holdout(data.train.labels, len(data.classes), validation_split, gen)
     if train_limit is not None:
         if train_limit > len(train_idx):
             raise DataError(f"train_limit={train_limit} is larger than the training split "
@@ -410,6 +413,37 @@ def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: i
         mean, std = FIXED_MEAN, FIXED_STD
     return Splits(train, data.train.subset(val_idx), data.test.subset(test_idx), mean, std, data.description,
                   held_out)
+
+
+def stratified_counts(class_counts: torch.Tensor, total: int) -> torch.Tensor:
+    """How many of each class to hold out: ``total * class share``, rounded so that the counts sum to ``total``.
+
+    Each class gets the floor of its ideal count, and the classes with the largest remainders one more
+    (ties to the lower class index), so every count is within 1 of the ideal. ``class_counts`` int64 [C].
+    """
+    scaled = class_counts * total  # integers: ideal_c = scaled_c / n exactly
+    n = int(class_counts.sum())
+    counts = scaled // n
+    extra = torch.argsort(scaled % n, descending=True, stable=True)[:total - int(counts.sum())]
+    counts[extra] += 1
+    return counts
+
+
+def stratified_holdout(labels: torch.Tensor, num_classes: int, size: int,
+                       gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(held out, kept)`` of ``labels`` [N]: ``size`` of them held out in class proportions
+    (:func:`stratified_counts`), chosen at random within each class by ``gen``; both in random order."""
+    order = torch.randperm(len(labels), generator=gen)
+    ranked = labels[order]
+    per_class = torch.bincount(labels, minlength=num_classes)
+    quota = stratified_counts(per_class, size)
+    # Each image's place among its class in the random order: the first quota[c] of class c are held out.
+    grouped = torch.argsort(ranked, stable=True)
+    class_start = per_class.cumsum(0) - per_class
+    place = torch.empty_like(order)
+    place[grouped] = torch.arange(len(order)) - class_start[ranked[grouped]]
+    held = place < quota[ranked]
+    return order[held], order[~held]
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 5000) -> tuple[tuple[float, ...], tuple[float, ...]]:

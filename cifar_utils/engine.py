@@ -13,6 +13,7 @@ model, optimizer, scheduler, scaler, EMA, RNG and the position in the epoch are 
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import threading
@@ -221,9 +222,11 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
 
     Each history row holds ``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``lr``
     (at the start of the epoch) and ``seconds``. The model evaluated each epoch is the EMA model when
-    ``ema`` is given. ``extra_state`` (classes, normalisation) is stored in every checkpoint, and a resumed
-    checkpoint must match it; ``on_save`` is called with each checkpoint's path once written. Weights that
-    became NaN or infinite raise :class:`TrainingDivergedError` instead of being checkpointed.
+    ``ema`` is given; with ``val_loader`` None (no validation split) nothing is evaluated and ``val_loss``
+    and ``val_acc`` are NaN, so every row keeps the same columns. ``extra_state`` (classes, normalisation)
+    is stored in every checkpoint, and a resumed checkpoint must match it; ``on_save`` is called with each
+    checkpoint's path once written. Weights that became NaN or infinite raise :class:`TrainingDivergedError`
+    instead of being checkpointed.
     """
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     interval = scheduler_interval(config)
@@ -305,8 +308,10 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                     channels_last=config.channels_last, epoch=epoch + 1, start=current, on_step=on_step,
                     progress=progress and distributed.is_main_process(),
                     read_back_every=1 if device.type == "cpu" else ACCELERATOR_READ_BACK_EVERY)
-                val_loss, val_acc = validate_epoch(eval_model, val_loader, criterion, device,
-                                                   precision=precision, channels_last=config.channels_last)
+                val_loss, val_acc = math.nan, math.nan
+                if val_loader is not None:
+                    val_loss, val_acc = validate_epoch(eval_model, val_loader, criterion, device,
+                                                       precision=precision, channels_last=config.channels_last)
             except torch.OutOfMemoryError:
                 raise OutOfMemoryError(_oom_message(config, device, checkpoint_dir)) from None
             _check_finite_weights(model, epoch + 1, current.batches)
@@ -331,8 +336,10 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
 
 
 def format_history_row(row: dict, epochs: int) -> str:
+    val = ("no validation" if math.isnan(row["val_acc"]) else
+           f"val loss {row['val_loss']:.4f} acc {row['val_acc']:6.2%}")
     return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:6.2%}  "
-            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:6.2%}  lr {row['lr']:.2e}  {row['seconds']:.1f} s")
+            f"{val}  lr {row['lr']:.2e}  {row['seconds']:.1f} s")
 
 
 def _set_epoch(loader, epoch: int, skip_batches: int) -> None:

@@ -45,7 +45,7 @@ RUN_FILES = (CHECKPOINT_NAME, BEST_CHECKPOINT_NAME, "metrics.json", "history.csv
 @dataclass
 class Loaders:
     train: object
-    validation: object
+    validation: Optional[object]  # None when there is no validation split (validation_split=0)
     test: object
 
 
@@ -76,14 +76,17 @@ def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loader
     if config.pipeline == "gpu":
         from .gpu_data import make_gpu_loaders
 
-        return Loaders(*make_gpu_loaders(splits, config, device, batch, eval_batch, rank, world))
+        loaders = Loaders(*make_gpu_loaders(splits, config, device, batch, eval_batch, rank, world))
+        if not len(splits.validation):
+            loaders.validation = None
+        return loaders
     train_sampler = ShardedShuffleSampler(len(splits.train), config.seed, True, world, rank)
     train = make_dataloader(splits.train, build_transform(config.augmentation, splits.mean, splits.std), batch,
                             device, train_sampler, config.num_workers, torch.Generator().manual_seed(config.seed),
                             drop_last=_drop_last(config.drop_last, len(train_sampler), batch))
     evals = [_eval_loader(s, splits.mean, splits.std, eval_batch, config, device,
                           ShardedShuffleSampler(len(s), shuffle=False, num_replicas=world, rank=rank)
-                          if world > 1 else None)
+                          if world > 1 else None) if len(s) else None
              for s in (splits.validation, splits.test)]
     return Loaders(train, *evals)
 
@@ -269,7 +272,9 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     distributed.barrier()  # rank 0 has written the last checkpoints before any rank reads them
     eval_model = ema.module if ema is not None else unwrap(model)
     tta = f", test-time augmentation {config.tta}" if config.tta != "none" else ""
-    say(f"final evaluation: {len(splits.test)} test and {len(splits.validation)} validation images{tta}")
+    validating = loaders.validation is not None
+    validation = f" and {len(splits.validation)} validation" if validating else ""
+    say(f"final evaluation: {len(splits.test)} test{validation} images{tta}")
     kwargs = dict(precision=precision, tta=config.tta, channels_last=config.channels_last)
     bars = progress and main  # a long final evaluation shows where it is
     try:
@@ -283,7 +288,7 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
         test = evaluate(eval_model, _full_loader(loaders.test, splits.test, config, dev, splits), dev,
                         splits.classes, progress="test" if bars else None, **kwargs)
         val = evaluate(eval_model, _full_loader(loaders.validation, splits.validation, config, dev, splits), dev,
-                       splits.classes, progress="validation" if bars else None, **kwargs)
+                       splits.classes, progress="validation" if bars else None, **kwargs) if validating else None
     except torch.OutOfMemoryError:
         raise OutOfMemoryError(f"{dev.type} ran out of memory in the final evaluation with "
                                f"eval_batch_size={config.eval_batch_size}; training finished and {out} holds "
@@ -296,9 +301,11 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     metrics = {
         "preset": config.preset,
         # Plain cross-entropy of the evaluated predictions; history.csv's losses are the training criterion.
+        # Without a validation split (validation_split=0) the validation numbers are None (null in the file).
         "test_accuracy": test.accuracy, "test_cross_entropy": test.loss,
-        "validation_accuracy": val.accuracy, "validation_cross_entropy": val.loss,
-        "best_validation_accuracy": max((r["val_acc"] for r in history), default=float("nan")),
+        "validation_accuracy": val.accuracy if validating else None,
+        "validation_cross_entropy": val.loss if validating else None,
+        "best_validation_accuracy": max((r["val_acc"] for r in history), default=float("nan")) if validating else None,
         "final_train_accuracy": history[-1]["train_acc"] if history else float("nan"),
         "per_class_test_accuracy": test.per_class_accuracy,
         "epochs": len(history),
@@ -315,8 +322,8 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     if main:
         io.save_json(metrics, out / "metrics.json")
         io.save_csv(history, out / "history.csv")
-        say(f"test accuracy {test.accuracy:.2%} (validation {val.accuracy:.2%}) on {splits.description}; "
-            f"files in {out}")
+        val_note = f"validation {val.accuracy:.2%}" if validating else "no validation split"
+        say(f"test accuracy {test.accuracy:.2%} ({val_note}) on {splits.description}; files in {out}")
     distributed.barrier()
     return RunResult(config, out, eval_model, history, metrics, test, splits)
 

@@ -18,6 +18,13 @@ class KLLabelSmoothingCrossEntropyLoss(nn.Module):
         loss  =  mean over the batch of  CE_ls + w * KL
 
     With eps = 0 and w = 0 this is plain cross-entropy.
+
+    The KL term adds nothing but a scale: KL = CE_ls - H(q), with H(q) = -sum_c q_c log q_c a constant of
+    eps and C, so per image the loss is (1 + w) * CE_ls - w * H(q), and its gradient with respect to the
+    logits is exactly (1 + w) * (p - q) (divided by B for the batch mean). Report 000's loss (eps = 0.2,
+    w = 0.1) is thus label-smoothed cross-entropy with gradients 1.1 times larger: with SGD, a 1.1 times
+    larger learning rate; with Adam, which that report used and whose steps ignore a constant gradient scale
+    (up to its epsilon), only its L2 weight decay weighs 1.1 times less against the loss.
     """
 
     def __init__(self, smoothing: float = 0.2, kl_weight: float = 0.1):

@@ -7,13 +7,16 @@ architecture in ``ARCHITECTURES`` by name.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import dataclasses
+import inspect
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import fast_models
+from .errors import ConfigError
 from .blocks import ACTIVATIONS, GATES, Backbone, Block, BranchGate, Classifier, LayerSpec, Net, make_activation
 
 __all__ = ["ACTIVATIONS", "ARCHITECTURES", "GATES", "Backbone", "Block", "BranchGate", "Classifier", "LayerSpec",
@@ -50,14 +53,17 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for CIFAR (He et al. 2015, section 4.2): 16/32/64 channels, n blocks per stage."""
+    """ResNet-(6n+2) for CIFAR (He et al. 2015, section 4.2): 16/32/64 channels, n blocks per stage.
 
-    def __init__(self, depth: int, num_classes: int = 10):
+    ``stem_kernel`` is the size of the first convolution's kernel (3 in He et al.; odd, padded to keep 32x32).
+    """
+
+    def __init__(self, depth: int, num_classes: int = 10, stem_kernel: int = 3):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, ...), got {depth}")
         n = (depth - 2) // 6
-        self.conv = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.conv = nn.Conv2d(3, 16, stem_kernel, 1, stem_kernel // 2, bias=False)
         self.bn = nn.BatchNorm2d(16)
         blocks, planes = [], 16
         for stage, width in enumerate((16, 32, 64)):
@@ -121,23 +127,32 @@ def seed002_net(num_classes: int = 10) -> nn.Module:
     return Net(backbone, Classifier(backbone.out_channels, num_classes))
 
 
-def seed004_net(num_classes: int = 10) -> nn.Module:
+def seed004_net(num_classes: int = 10, head_softmax: bool = False) -> nn.Module:
     """Report 004: 6 Blocks mixing 1x1, 3x3 and 5x5 convolutions with an MLP gate, BN, ReLU; MaxPool after
-    Blocks 2, 4 and 5; head = flatten (4x4), Linear, ReLU, BN, Dropout, Linear."""
+    Blocks 2, 4 and 5; head = flatten (4x4), Linear, ReLU, BN, Dropout, Linear.
+
+    ``head_softmax`` ends the head in a Softmax, as report 004's does, so that the cross-entropy loss (which
+    applies its own log-softmax) sees probabilities p in [0, 1] as logits. It is not our default: softmax(p)
+    is never sharper than e^1 against e^0, so the loss cannot fall below -log(e / (e + C - 1)) (1.461 for 10
+    classes; the report's loss went from 2.07 to 1.52), and its gradients through the extra softmax are
+    squashed, so the network learns more slowly. Predictions (the argmax) are the same either way.
+    """
     backbone = Backbone([64, 128, "M", 128, 256, "M", 256, "M", 512], kernel_sizes=(1, 3, 5), gate_hidden=32)
     head = Classifier(backbone.out_channels, num_classes, pool_size=4, hidden=(512,), dropout=0.5, batchnorm=True)
+    if head_softmax:
+        head.mlp.append(nn.Softmax(dim=1))  # no parameters: checkpoints fit with or without it
     return Net(backbone, head)
 
 
-def _resnet(depth: int) -> Callable[[int], nn.Module]:
-    def build(num_classes: int = 10) -> nn.Module:
-        return kaiming_init(CifarResNet(depth, num_classes))
+def _resnet(depth: int) -> Callable[..., nn.Module]:
+    def build(num_classes: int = 10, stem_kernel: int = 3) -> nn.Module:
+        return kaiming_init(CifarResNet(depth, num_classes, stem_kernel))
 
     build.__doc__ = f"ResNet-{depth} for CIFAR (He et al. 2015), a baseline beside the coursework nets."
     return build
 
 
-ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "seed000_net": seed000_net,
     "seed001_net": seed001_net,
     "seed002_net": seed002_net,
@@ -147,12 +162,31 @@ ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
+# Config fields that change an architecture: a builder in ARCHITECTURES that takes one has a keyword of that name.
+MODEL_OPTIONS = ("stem_kernel", "head_softmax")
+
+
+def model_options(config) -> dict[str, Any]:
+    """The architecture options ``config`` sets away from their defaults, as keywords for its model's builder;
+    :class:`ConfigError` when ``config.model`` does not take one of them."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name in MODEL_OPTIONS}
+    chosen = {name: getattr(config, name) for name, default in defaults.items() if getattr(config, name) != default}
+    for name, value in chosen.items():
+        if name not in inspect.signature(ARCHITECTURES[config.model]).parameters:
+            takers = [model for model, build in ARCHITECTURES.items() if name in inspect.signature(build).parameters]
+            raise ConfigError(f"{name}={value!r} does not apply to model={config.model!r}, only to "
+                              f"{', '.join(takers)}; leave {name} at its default {defaults[name]!r}")
+    return chosen
+
+
 def build_model(config_or_name, num_classes: int = 10) -> nn.Module:
-    """Build an architecture from a :class:`~cifar_utils.config.Config` or an architecture name."""
+    """Build an architecture from a :class:`~cifar_utils.config.Config` (with its architecture options,
+    ``MODEL_OPTIONS``) or an architecture name (with the default options)."""
     name = config_or_name if isinstance(config_or_name, str) else config_or_name.model
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
-    return ARCHITECTURES[name](num_classes)
+    options = {} if isinstance(config_or_name, str) else model_options(config_or_name)
+    return ARCHITECTURES[name](num_classes, **options)
 
 
 # --------------------------------------------------------------------------------- introspection

@@ -25,8 +25,6 @@ def test_every_preset_builds_a_valid_config(name):
     for field, value in preset.overrides.items():
         assert getattr(config, field) == value, field
     assert config.validate() is config  # validate() returns the config, raising nothing
-    # No preset may validate on the test set (report 002's leak): a validation split is carved from train.
-    assert config.validation_split is None or config.validation_split > 0  # None: 10% of the training set
 
 
 def test_seed_presets_follow_their_reports():
@@ -53,6 +51,38 @@ def test_overrides_apply_and_do_not_leak_into_the_preset():
     assert config.optimizer == "sgd"  # untouched preset values stay
     assert PRESETS["seed003"].overrides == before
     assert from_preset("seed003").epochs == 50
+
+
+def test_validation_split_zero_is_allowed_when_nothing_decides_on_validation():
+    config = from_preset("seed001", validation_split=0)
+    assert config.validation_split == 0
+    with pytest.raises(ConfigError, match="validation_split=-1 is invalid"):
+        from_preset("seed001", validation_split=-1)
+
+
+@pytest.mark.parametrize("overrides, setting", [
+    (dict(keep_best=True), "keep_best=True"),
+    (dict(scheduler="plateau"), "scheduler='plateau'"),
+    (dict(keep_best=True, scheduler="plateau"), "keep_best=True"),  # one error, for the first setting
+])
+def test_validation_split_zero_refuses_settings_that_decide_on_validation(overrides, setting):
+    with pytest.raises(ConfigError) as info:
+        from_preset("seed001", validation_split=0, **overrides)
+    message = str(info.value)
+    assert message.startswith(setting) and "validation_split=0" in message and "validation_split=N" in message
+    from_preset("seed001", validation_split=100, **overrides)  # fine with a validation split
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(model="resnet32", stem_kernel=2), "stem_kernel=2 is invalid: it must be an odd"),
+    (dict(model="resnet32", stem_kernel=0), "stem_kernel=0 is invalid"),
+    (dict(model="seed004_net", stem_kernel=1), "stem_kernel=1 does not apply to model='seed004_net', only to resnet20"),
+    (dict(model="resnet32", head_softmax=True), "head_softmax=True does not apply to model='resnet32', only to seed004_net"),
+])
+def test_architecture_options_are_checked_against_the_model(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        Config(**overrides).validate()
+    assert Config(model="resnet32", stem_kernel=1).validate() and Config(model="seed004_net", head_softmax=True).validate()
 
 
 def test_replace_returns_a_copy():

@@ -371,6 +371,64 @@ def test_train_and_eval_limits_take_seeded_subsets():
     assert ids(make_splits(d, validation_split=50, seed=3, train_limit=40).train) != ids(s.train)
 
 
+def labelled_data(class_sizes, n_test=20) -> CifarData:
+    """Numbered images whose training labels come in blocks of ``class_sizes`` (imbalanced when they differ)."""
+    d = numbered_data(sum(class_sizes), n_test)
+    labels = torch.cat([torch.full((size,), c) for c, size in enumerate(class_sizes)])
+    train = ImageSet(d.train.images, labels, [str(c) for c in range(len(class_sizes))])
+    return CifarData(train, ImageSet(d.test.images, d.test.labels % len(class_sizes), train.classes), "synthetic", "labelled")
+
+
+@pytest.mark.parametrize("class_sizes, held_out", [
+    ((30,) * 10, 50),  # balanced: exactly 5 per class
+    ((5000,) * 10, 4999),  # balanced, a total that does not divide: 9 classes of 500 and one of 499
+    ((400, 250, 97, 31, 7, 3, 1), 123),  # imbalanced, with classes too small for even one image
+    ((1000, 10), 300),
+])
+def test_validation_split_is_stratified_by_class(class_sizes, held_out):
+    d = labelled_data(class_sizes)
+    s = make_splits(d, validation_split=held_out, seed=4)
+    counts = torch.tensor(s.validation.class_counts(), dtype=torch.float64)
+    ideal = torch.tensor(class_sizes, dtype=torch.float64) * held_out / sum(class_sizes)
+    assert int(counts.sum()) == len(s.validation) == held_out
+    assert (counts - ideal).abs().max() < 1, (counts.tolist(), ideal.tolist())
+    train, val = ids(s.train), ids(s.validation)
+    assert not set(train) & set(val) and sorted(train + val) == list(range(sum(class_sizes)))
+    assert s.validation.labels.tolist() == d.train.labels[val].tolist()  # labels travel with their images
+    assert "stratified by class" in s.held_out
+
+
+def test_stratified_split_is_seeded():
+    d = labelled_data((400, 250, 97, 31, 7, 3, 1))
+    first = make_splits(d, validation_split=80, seed=1)
+    again = make_splits(d, validation_split=80, seed=1)
+    other = make_splits(d, validation_split=80, seed=2)
+    assert ids(again.validation) == ids(first.validation) and ids(again.train) == ids(first.train)
+    assert set(ids(other.validation)) != set(ids(first.validation))
+    assert other.validation.class_counts() == first.validation.class_counts()  # the counts depend on the labels alone
+
+
+def test_stratified_counts_round_to_the_exact_total():
+    sizes = torch.tensor([3, 3, 3])  # each ideal is 1/3 of 2: two classes get 1, the first ones (ties to the lower index)
+    assert data.stratified_counts(sizes, 2).tolist() == [1, 1, 0]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        sizes = torch.randint(1, 60, (int(torch.randint(2, 12, (1,), generator=gen)),), generator=gen)
+        total = int(torch.randint(0, int(sizes.sum()), (1,), generator=gen))
+        counts = data.stratified_counts(sizes, total)
+        assert int(counts.sum()) == total
+        assert ((counts - sizes * total / sizes.sum()).abs() < 1).all() and (counts <= sizes).all()
+
+
+def test_validation_split_zero_trains_on_every_training_image():
+    d = numbered_data()
+    s = make_splits(d, validation_split=0, seed=1, validation_limit=10)
+    assert len(s.validation) == 0 and tuple(s.validation.images.shape) == (0, 3, 32, 32)
+    assert sorted(ids(s.train)) == list(range(300)) and len(s.test) == 80
+    assert s.held_out.startswith("no validation")
+    assert len(make_splits(d, validation_split=0, seed=1, train_limit=300).train) == 300
+
+
 def test_split_errors():
     d = numbered_data(30, 10)
     with pytest.raises(DataError, match="validation_split=30"):

@@ -175,6 +175,42 @@ def test_fit_history_checkpoint_and_log(synthetic, tmp_path):
     torch.testing.assert_close(state["model"]["fc.weight"], model.fc.weight.detach())
 
 
+def test_fit_without_a_validation_loader_records_nan_validation(synthetic, tmp_path):
+    config, loaders, model, optimizer, scheduler = small_setup(synthetic, validation_split=0)
+    assert loaders.validation is None
+    lines = []
+    history = fit(model, nn.CrossEntropyLoss(), optimizer, loaders.train, None, CPU, config, scheduler=scheduler,
+                  checkpoint_dir=tmp_path, progress=False, log=lines.append)
+    assert len(history) == 3 and all(set(row) == HISTORY_KEYS for row in history)
+    assert all(math.isnan(row["val_loss"]) and math.isnan(row["val_acc"]) for row in history)
+    assert all(math.isfinite(row["train_loss"]) and 0 <= row["train_acc"] <= 1 for row in history)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert all("no validation" in line and "nan" not in line for line in lines)
+
+
+def test_train_with_validation_split_zero_uses_every_training_image_and_reports_no_validation(
+        synthetic, tmp_path, monkeypatch):
+    from cifar_utils import experiment, models
+    from cifar_utils.report import read_run
+
+    monkeypatch.setitem(models.ARCHITECTURES, "tiny_engine_net", lambda num_classes=10: TinyNet())
+    config = Config(dataset="synthetic", model="tiny_engine_net", validation_split=0, epochs=2, batch_size=100,
+                    augmentation="none", num_workers=0, test_limit=50)
+    lines = []
+    result = experiment.train(config, tmp_path / "run", device="cpu", progress=False, log=lines.append,
+                              data=synthetic)
+    assert len(result.splits.train) == len(synthetic.train) and len(result.splits.validation) == 0
+    metrics = result.metrics
+    assert metrics["split_sizes"] == {"train": len(synthetic.train), "validation": 0, "test": 50}
+    assert metrics["validation_accuracy"] is None and metrics["validation_cross_entropy"] is None
+    assert metrics["best_validation_accuracy"] is None and 0 <= metrics["test_accuracy"] <= 1
+    saved = read_run(tmp_path / "run")
+    assert {k: saved.metrics[k] for k in ("validation_accuracy", "best_validation_accuracy")} == dict.fromkeys(
+        ("validation_accuracy", "best_validation_accuracy"))
+    assert len(saved.history) == 2 and all(math.isnan(row["val_acc"]) for row in saved.history)
+    assert not any("nan" in line for line in lines) and "no validation split" in lines[-1]
+
+
 def test_fit_steps_plateau_with_the_validation_loss(synthetic):
     config, loaders, model, optimizer, _ = small_setup(synthetic, scheduler="plateau", epochs=2)
     seen = []

@@ -78,6 +78,24 @@ def test_gradient_is_one_plus_w_times_p_minus_q_over_batch():
     torch.testing.assert_close(logits.grad, 1.1 * (p - q) / 2)
 
 
+@pytest.mark.parametrize("eps, w, classes", [(0.2, 0.1, 10), (0.05, 0.7, 4), (0.0, 0.3, 7)])
+def test_it_is_one_plus_w_times_label_smoothed_cross_entropy_minus_a_constant(eps, w, classes):
+    """The docstring's claim, on random logits: loss = (1 + w) CE_ls - w H(q), gradient (1 + w)(p - q) / B."""
+    gen = torch.Generator().manual_seed(classes)
+    batch = 16
+    logits = (3 * torch.randn(batch, classes, generator=gen, dtype=torch.float64)).requires_grad_()
+    labels = torch.randint(0, classes, (batch,), generator=gen)
+    loss = KLLabelSmoothingCrossEntropyLoss(eps, w)(logits, labels)
+    loss.backward()
+    q = torch.full((batch, classes), eps / classes, dtype=torch.float64)
+    q[torch.arange(batch), labels] += 1 - eps
+    entropy = -torch.xlogy(q[0], q[0]).sum()  # the same for every image
+    smoothed = F.cross_entropy(logits.detach().float(), labels, label_smoothing=eps).double()
+    torch.testing.assert_close(loss.double(), (1 + w) * smoothed - w * entropy, rtol=1e-6, atol=1e-6)
+    p = torch.softmax(logits.detach(), dim=1)
+    torch.testing.assert_close(logits.grad, (1 + w) * (p - q) / batch, rtol=1e-5, atol=1e-7)
+
+
 def test_low_precision_logits_give_a_float32_loss():
     logits = torch.tensor(LOGITS, dtype=torch.bfloat16)
     loss = KLLabelSmoothingCrossEntropyLoss()(logits, torch.tensor(LABELS))

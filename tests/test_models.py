@@ -14,6 +14,7 @@ from cifar_utils import models
 from cifar_utils.models import (ARCHITECTURES, Backbone, Block, BranchGate, Classifier, CifarResNet, Net,
                                 branch_weight_entropy, build_model, collect_branch_weights, count_parameters,
                                 kaiming_init, summarize)
+from cifar_utils.config import Config
 from cifar_utils.presets import PRESETS, from_preset
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -225,6 +226,38 @@ def test_build_model_honours_num_classes_and_rejects_unknown_names(name):
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
     with pytest.raises(ValueError, match="resnet32"):
         build_model("resnet33")
+
+
+def test_stem_kernel_sets_the_resnet_stem_and_keeps_its_output_size():
+    torch.manual_seed(0)
+    plain, narrow = build_model("resnet32"), build_model(Config(model="resnet32", stem_kernel=1))
+    assert plain.conv.kernel_size == (3, 3) and narrow.conv.kernel_size == (1, 1) and narrow.conv.out_channels == 16
+    assert count_parameters(plain) - count_parameters(narrow) == 16 * 3 * (9 - 1)
+    assert narrow.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert build_model(Config(model="resnet20", stem_kernel=5)).conv.padding == (2, 2)
+
+
+def test_head_softmax_outputs_probabilities_whose_cross_entropy_cannot_go_below_its_floor():
+    images = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(0)
+    model = build_model(Config(model="seed004_net", head_softmax=True)).eval()
+    probabilities = model(images)
+    assert (probabilities >= 0).all()
+    torch.testing.assert_close(probabilities.sum(1), torch.ones(4))
+    torch.manual_seed(0)
+    plain = build_model("seed004_net").eval()
+    assert plain.state_dict().keys() == model.state_dict().keys()  # the Softmax has no parameters
+    torch.testing.assert_close(probabilities, plain(images).softmax(1))
+    # Cross-entropy of probabilities p: the best is a one-hot p, giving -log(e / (e + C - 1)), 1.461 for 10 classes.
+    floor = -math.log(math.e / (math.e + 9))
+    one_hot = F.one_hot(torch.arange(10), 10).double()
+    assert abs(F.cross_entropy(one_hot, torch.arange(10)).item() - floor) < 1e-6
+    near_one_hot = torch.softmax(torch.eye(10, dtype=torch.float64) * 50, dim=1)  # what the head can approach
+    assert abs(F.cross_entropy(near_one_hot, torch.arange(10)).item() - floor) < 1e-6
+    anywhere = torch.distributions.Dirichlet(torch.full((10,), 0.3)).sample((2000,)).double()
+    labels = torch.randint(0, 10, (2000,))
+    assert F.cross_entropy(anywhere, labels, reduction="none").min().item() >= floor - 1e-12
+    assert F.cross_entropy(probabilities, torch.arange(4)).item() >= floor
 
 
 def _blocks(model):
