@@ -178,10 +178,13 @@ def _recipe(preset: str) -> dict[str, Any]:
 
 
 def _settings(recipe: Mapping[str, Any], recorded: Mapping[str, Any]) -> str:
-    """``name=value`` for each recorded value that differs from the recipe, seed and paths apart."""
-    changed = [f"{name}={value}" for name, value in recorded.items()
-               if name not in IGNORED_SETTINGS and recipe.get(name, _MISSING) != value]
-    return ", ".join(changed)
+    """``name=value`` for each recorded value that differs from the recipe, seed and paths apart, in the
+    order of the config's fields (fields it no longer has last)."""
+    order = {name: i for i, name in enumerate(field_names())}
+    changed = sorted((name for name, value in recorded.items()
+                      if name not in IGNORED_SETTINGS and recipe.get(name, _MISSING) != value),
+                     key=lambda name: (order.get(name, len(order)), name))
+    return ", ".join(f"{name}={recorded[name]}" for name in changed)
 
 
 _MISSING = object()  # a recorded field the current Config no longer has (such as eval_limit) always differs
