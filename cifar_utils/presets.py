@@ -25,8 +25,8 @@ class Preset:
     source: str  # which reference report the recipe comes from
     reported: str  # what that report measured, quoted from the report (nothing of ours)
     overrides: dict[str, Any] = field(default_factory=dict)
-    chosen: dict[str, str] = field(default_factory=dict)  # config field -> why we chose it (the report does not state it)
-    faithful: dict[str, Any] = field(default_factory=dict)  # overrides that run the report's own recipe where ours differs
+    chosen: dict[str, str] = field(default_factory=dict)  # config field -> why we chose it (no report states it)
+    faithful: dict[str, Any] = field(default_factory=dict)  # overrides giving the report's own recipe where ours differs
 
     @property
     def from_report(self) -> bool:
