@@ -26,7 +26,7 @@ class Preset:
     reported: str  # what that report measured, quoted from the report (nothing of ours)
     overrides: dict[str, Any] = field(default_factory=dict)
     chosen: dict[str, str] = field(default_factory=dict)  # config field -> why we chose it (no report states it)
-    faithful: dict[str, Any] = field(default_factory=dict)  # overrides giving the report's own recipe where ours differs
+    faithful: dict[str, Any] = field(default_factory=dict)  # overrides for the report's own recipe where ours differs
 
     @property
     def from_report(self) -> bool:
