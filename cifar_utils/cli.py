@@ -1,4 +1,4 @@
-"""Command line: ``python -m cifar_utils {train,evaluate,presets,report} ...``.
+"""Command line: ``python -m cifar_utils {train,evaluate,presets,report,results} ...``.
 
 Examples::
 
@@ -7,6 +7,8 @@ Examples::
     python -m cifar_utils train --preset seed002 --set grad_clip=1.0 --set tta=flip
     python -m cifar_utils evaluate --checkpoint runs/r32/checkpoint.pt
     python -m cifar_utils presets
+    python -m cifar_utils train --preset seed002 --faithful    # the report's own recipe where ours differs
+    python -m cifar_utils results --readme README.md
 
 Mistakes (a wrong path, an unknown preset or field, an invalid value) print one ``error:`` line and
 exit with status 2; Ctrl-C during training saves a checkpoint and exits with status 130.
@@ -21,7 +23,7 @@ from typing import Optional, Sequence
 from .config import field_names, parse_value
 from .distributed import env_info
 from .errors import CifarUtilsError, ConfigError, TrainingInterrupted
-from .presets import PRESETS, from_preset
+from .presets import PRESETS, faithful_presets, from_preset
 
 # Command-line flags that map one-to-one onto config fields.
 FIELD_FLAGS = {
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a preset and write metrics.json, history.csv, checkpoint.pt")
     train.add_argument("--preset", required=True, help=f"one of: {', '.join(PRESETS)}")
+    train.add_argument("--faithful", action="store_true",
+                       help=f"run the report's own recipe where the preset differs ({', '.join(faithful_presets())})")
     for name, kind in FIELD_FLAGS.items():
         train.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
                            help=f"override config.{name}")
@@ -64,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--smoke", action="store_true", help="tiny profile: a few hundred images, one epoch")
     report.add_argument("--data-root", default=None)
     report.add_argument("--output-dir", default=None, help="where the executed notebooks, figures and runs go (default: notebooks in place, figures/ and runs/)")
+
+    results = commands.add_parser("results", help="print the results table of every run and benchmark file")
+    results.add_argument("--runs", default="runs", help="folder searched for run folders (default: runs)")
+    results.add_argument("--results-dir", default="benchmarks/results",
+                         help="folder of benchmark JSON files (default: benchmarks/results)")
+    results.add_argument("--readme", default=None,
+                         help="also write the table between <!-- results:start --> and <!-- results:end --> here")
     return parser
 
 
@@ -86,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .experiment import train
 
-        config = from_preset(args.preset, **config_overrides(args))
+        config = from_preset(args.preset, faithful=args.faithful, **config_overrides(args))
         train(config, args.out, device=args.device, resume=args.resume, overwrite=args.overwrite,
               progress=not args.no_progress)
     elif args.command == "evaluate":
@@ -106,6 +117,14 @@ def run(args: argparse.Namespace) -> int:
         from .report import run_report
 
         run_report(smoke=args.smoke, data_root=args.data_root, output_dir=args.output_dir)
+    elif args.command == "results":
+        from .results import collect_results, markdown_table, update_readme
+
+        rows = collect_results(args.runs, args.results_dir)
+        print(markdown_table(rows))
+        if args.readme:
+            update_readme(args.readme, rows=rows)
+            print(f"updated the results section of {args.readme}", file=sys.stderr)
     return 0
 
 

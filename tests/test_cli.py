@@ -187,3 +187,24 @@ def test_a_small_image_folder_trains_with_no_extra_flags(tmp_path, capsys):
     assert "splits: 108 train / 12 validation / 30 test (validation: the default 10% of 120 training images" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["split_sizes"] == {"train": 108, "validation": 12, "test": 30}
+
+
+def test_faithful_for_a_preset_without_a_faithful_variant_is_one_error_line(capsys):
+    assert main(["train", "--preset", "seed003", "--faithful", "--set", "dataset=synthetic"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "no faithful variant" in err and "seed002" in err
+
+
+def test_faithful_trains_the_presets_faithful_variant(monkeypatch):
+    from cifar_utils import experiment
+    from cifar_utils.errors import ConfigError
+    from cifar_utils.presets import from_preset
+
+    try:
+        from_preset("seed002", faithful=True)
+    except ConfigError:
+        pytest.skip("validation_split=0 is not legal yet (another branch makes it so)")
+    trained = []
+    monkeypatch.setattr(experiment, "train", lambda config, *args, **kwargs: trained.append(config))
+    assert main(["train", "--preset", "seed002", "--faithful", "--epochs", "2"]) == 0
+    assert trained == [from_preset("seed002", faithful=True, epochs=2)]

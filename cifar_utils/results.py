@@ -1,0 +1,372 @@
+"""The results table: generated from what was measured, never typed (issue 14).
+
+Usage::
+
+    from cifar_utils.results import collect_results, markdown_table, update_readme
+    print(markdown_table(collect_results()))      # or: python -m cifar_utils results [--readme README.md]
+
+Two kinds of record are read:
+
+- run folders: every folder under ``runs_root`` that holds a ``metrics.json`` (written by ``train``; its
+  ``config`` says how the run was trained, or a ``config.json`` beside it);
+- benchmark files: every ``*.json`` in ``results_dir`` and each per-run record in it that names a preset.
+  ``runs`` lists (benchmarks/cpu.py, gpu_run.py and preset_epoch.py; a record's preset is its ``preset``,
+  else the file's ``preset_config``) and the ``results`` tree of benchmarks/speed.py (a ``runs`` list with
+  the preset and its overrides in the sibling ``settings``). Dry runs are left out.
+
+Runs of one preset with the same settings (seed apart), device, precision and data copy share one row:
+mean ± std over them. Run folders share rows with each other; a benchmark file's runs only with runs of the
+same file, which is one invocation of one version of the code (files of different days may not be). Every
+preset without a run gets a row saying "not run yet".
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+from .config import Config, field_names
+from .errors import ConfigError, DataError
+from .io import atomic_write
+from .presets import PRESETS, from_preset
+
+NOT_RUN = "not run yet"
+NOT_RECORDED = "not recorded"
+# Recorded values that do not change what a run measures, or that say where rather than how it ran.
+IGNORED_SETTINGS = ("preset", "seed", "data_root", "download", "skip_bad_files", "print_every", "num_workers",
+                    "checkpoint_every_steps")
+COLUMNS = ("preset", "reported by its report", "settings", "runs", "validation accuracy", "test accuracy",
+           "parameters", "epochs", "training time", "device", "data", "source")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One training run, as a run folder or a benchmark file recorded it."""
+
+    preset: str
+    settings: str  # what the run changed from its preset, e.g. "epochs=3, pipeline=gpu"; "" for the preset as is
+    model: str  # architecture name, for the parameter count
+    epochs: Optional[float]  # epochs trained
+    full_epochs: int  # the recipe's epochs (the preset's, or a capped run's full count)
+    capped: bool  # stopped short of full_epochs by a time cap
+    validation_accuracy: Optional[float]  # fraction in [0, 1]
+    test_accuracy: Optional[float]  # fraction in [0, 1]
+    train_seconds: Optional[float]
+    device: str  # device name and precision, e.g. "NVIDIA H100 80GB HBM3, bf16"
+    data: str  # which copy of the data: "JPEG copy", "official CIFAR-10", ...
+    timing_note: str  # what else shaped the time, e.g. "GPU shared by 5 runs"; "" for nothing
+    source: str  # the file it was read from
+    batch: str  # runs of the same batch may share a row: "" for run folders, the file for benchmark records
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def collect_results(runs_root: str | os.PathLike = "runs",
+                    results_dir: str | os.PathLike = "benchmarks/results") -> list[dict]:
+    """The results table: one row (a dict over :data:`COLUMNS`, all values strings) per preset, settings,
+    device and data copy, then one "not run yet" row per preset without a run.
+
+    A folder that does not exist holds no runs (``runs/`` is usually absent in a fresh clone).
+    """
+    folders, files = read_run_folders(runs_root), read_benchmark_files(results_dir)
+    groups: dict[tuple, list[Measurement]] = {}
+    for m in folders + files:
+        groups.setdefault((m.preset, m.settings, m.model, m.device, m.data, m.timing_note, m.batch), []).append(m)
+    order = {name: i for i, name in enumerate(PRESETS)}
+    keys = sorted(groups, key=lambda k: (order.get(k[0], len(order)), k[0], groups[k][0].source, k[1], k[3]))
+    rows = [_row(groups[key]) for key in keys]
+    measured = {m.preset for m in folders + files}
+    return rows + [_not_run_row(name) for name in PRESETS if name not in measured]
+
+
+def read_run_folders(runs_root: str | os.PathLike) -> list[Measurement]:
+    """One measurement per ``metrics.json`` under ``runs_root`` (searched recursively)."""
+    root = Path(runs_root)
+    if not root.is_dir():
+        return []
+    return [_from_metrics(path) for path in sorted(root.rglob("metrics.json"))]
+
+
+def read_benchmark_files(results_dir: str | os.PathLike) -> list[Measurement]:
+    """Every per-run record naming a preset in the ``*.json`` files of ``results_dir``."""
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        return []
+    return [m for path in sorted(folder.glob("*.json")) for m in _from_benchmark(path)]
+
+
+def _from_metrics(path: Path) -> Measurement:
+    metrics = _load_json(path)
+    config = metrics.get("config")
+    if config is None and (path.parent / "config.json").is_file():
+        config = _load_json(path.parent / "config.json")
+    config = config or {}
+    preset = metrics.get("preset") or config.get("preset") or "custom"
+    return _measurement(preset, metrics, config, device=metrics.get("device"), precision=metrics.get("precision"),
+                        data=metrics.get("data"), timing_note="", source=path, batch="")
+
+
+def _from_benchmark(path: Path) -> list[Measurement]:
+    record = _load_json(path)
+    if not isinstance(record, dict) or record.get("dry_run"):
+        return []
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    sharing = settings.get("processes_sharing_the_gpu") or 1
+    shared = dict(device=record.get("device"), data=_file_data(record),
+                  timing_note=f"GPU shared by {sharing} runs" if sharing > 1 else "", source=path,
+                  batch=os.fspath(path))
+    found = []
+    for run, preset, recorded, precision in _preset_runs(record):
+        found.append(_measurement(preset, run, recorded, precision=run.get("precision", precision),
+                                  **{**shared, "data": run.get("data") or shared["data"]}))
+    return found
+
+
+def _preset_runs(record: Mapping) -> Iterator[tuple[Mapping, str, dict, Optional[str]]]:
+    """(run, preset, what the run recorded of its config, precision) for each run that names a preset."""
+    file_preset = (record.get("preset_config") or {}).get("preset")
+    for run in record.get("runs") or []:
+        preset = run.get("preset") if isinstance(run, dict) else None
+        if isinstance(run, dict) and (preset or file_preset):
+            recorded = run.get("config") or run.get("overrides") or (record.get("preset_config") if not preset else {})
+            yield run, preset or file_preset, dict(recorded or {}), None
+    recipes = (record.get("settings") or {}).get("presets")
+    recipes = recipes if isinstance(recipes, dict) else {}  # gpu_run.py's settings.presets is a list of names
+    for group in _speed_groups(record.get("results")):
+        settings = group.get("settings") or {}
+        preset = settings.get("preset")
+        if preset:
+            # speed.py records each preset's values at the time; the run's overrides go on top of them
+            recorded = {**recipes.get(preset, {}), **(settings.get("overrides") or {})}
+            for run in group["runs"]:
+                yield run, preset, recorded, settings.get("precision")
+
+
+def _speed_groups(node: Any) -> Iterator[Mapping]:
+    """The dicts holding a ``runs`` list in benchmarks/speed.py's ``results`` tree (any depth)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("runs"), list):
+            yield node
+        else:
+            for child in node.values():
+                yield from _speed_groups(child)
+
+
+def _measurement(preset: str, run: Mapping, recorded: Mapping, *, device: Optional[str], precision: Optional[str],
+                 data: Optional[str], timing_note: str, source: Path, batch: str) -> Measurement:
+    recipe = _recipe(preset)
+    epochs = run.get("epochs", recorded.get("epochs"))  # preset_epoch.py records them only in the config
+    return Measurement(
+        preset=preset, settings=_settings(recipe, recorded), model=recorded.get("model", recipe["model"]),
+        epochs=epochs, full_epochs=run.get("full_epochs") or recipe["epochs"], capped=bool(run.get("capped")),
+        validation_accuracy=run.get("validation_accuracy"), test_accuracy=run.get("test_accuracy"),
+        train_seconds=run.get("train_seconds"), device=_device(device, precision), data=data_copy(data),
+        timing_note=timing_note, source=os.fspath(source), batch=batch)
+
+
+def _recipe(preset: str) -> dict[str, Any]:
+    """Every config field of ``preset`` as it is now (the defaults for a name that is no preset)."""
+    return from_preset(preset).to_dict() if preset in PRESETS else Config(preset=preset).to_dict()
+
+
+def _settings(recipe: Mapping[str, Any], recorded: Mapping[str, Any]) -> str:
+    """``name=value`` for each recorded value that differs from the recipe, seed and paths apart, in the
+    order of the config's fields (fields it no longer has last)."""
+    order = {name: i for i, name in enumerate(field_names())}
+    changed = sorted((name for name, value in recorded.items()
+                      if name not in IGNORED_SETTINGS and recipe.get(name, _MISSING) != value),
+                     key=lambda name: (order.get(name, len(order)), name))
+    return ", ".join(f"{name}={recorded[name]}" for name in changed)
+
+
+_MISSING = object()  # a recorded field the current Config no longer has (such as eval_limit) always differs
+
+
+def _file_data(record: Mapping) -> Optional[str]:
+    """The data description of a benchmark file: its ``data`` (text or {"description": ...}), else its
+    ``data_root``, else the ``--data-root`` of its command."""
+    data = record.get("data")
+    if isinstance(data, dict):
+        data = data.get("description")
+    if data:
+        return data
+    if record.get("data_root"):
+        return f"image folder {record['data_root']}"
+    found = re.search(r"--data-root[= ](\S+)", record.get("command") or "")
+    return f"data root {found.group(1)}" if found else None
+
+
+def data_copy(description: Optional[str]) -> str:
+    """Which copy of CIFAR-10 a data description names, in a few words."""
+    if not description:
+        return NOT_RECORDED
+    if "cifar10-jpeg" in description:
+        return "JPEG copy"
+    if description.startswith("official"):
+        return "official CIFAR-10"
+    if description.startswith("synthetic"):
+        return "synthetic"
+    return description
+
+
+def _device(device: Optional[str], precision: Optional[str]) -> str:
+    name = device or NOT_RECORDED
+    inner = re.fullmatch(r"cuda \((.+)\)", name)  # train and speed.py write "cuda (NAME)", gpu_run.py "NAME"
+    name = inner.group(1) if inner else name
+    return f"{name}, {precision}" if precision else name
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"could not read {path} ({err}); fix or remove it, then run again") from None
+
+
+# ------------------------------------------------------------------------------------------ rows
+
+
+def _row(runs: Sequence[Measurement]) -> dict[str, Any]:
+    first = runs[0]
+    preset = PRESETS.get(first.preset)
+    epochs = sorted({m.epochs for m in runs if m.epochs is not None})
+    timing = _mean_std([m.train_seconds for m in runs], _seconds)
+    return {
+        "preset": first.preset,
+        "reported by its report": preset.reported if preset else "none (not a preset)",
+        "settings": first.settings or "as the preset",
+        "runs": str(len(runs)),
+        "validation accuracy": _mean_std([m.validation_accuracy for m in runs], _percent),
+        "test accuracy": _mean_std([m.test_accuracy for m in runs], _percent),
+        "parameters": parameter_count(first.model),
+        "epochs": _epochs(epochs, first.full_epochs, any(m.capped for m in runs)),
+        "training time": f"{timing} ({first.timing_note})" if first.timing_note and timing != NOT_RECORDED else timing,
+        "device": first.device,
+        "data": first.data,
+        "source": ", ".join(sorted({m.source for m in runs})),
+    }
+
+
+def _not_run_row(name: str) -> dict[str, Any]:
+    config = from_preset(name)
+    return {"preset": name, "reported by its report": PRESETS[name].reported, "settings": "as the preset",
+            "runs": "0", "validation accuracy": NOT_RUN, "test accuracy": NOT_RUN,
+            "parameters": parameter_count(config.model), "epochs": f"{config.epochs} (the recipe)",
+            "training time": NOT_RUN, "device": "", "data": "", "source": ""}
+
+
+def _epochs(epochs: Sequence[float], full: int, capped: bool) -> str:
+    if not epochs:
+        return NOT_RECORDED
+    trained = f"{epochs[0]:g}" if len(epochs) == 1 else f"{epochs[0]:g}-{epochs[-1]:g}"
+    if capped:
+        return f"{trained} of {full} (capped)"
+    return trained if epochs == [full] else f"{trained} of {full} (shortened)"
+
+
+def _mean_std(values: Sequence[Optional[float]], fmt) -> str:
+    """``mean ± std`` over the values that were recorded (sample std; the mean alone for one value)."""
+    known = [v for v in values if v is not None and math.isfinite(v)]
+    if not known:
+        return NOT_RECORDED
+    if len(known) == 1:
+        return fmt(known[0])
+    return fmt(statistics.mean(known), statistics.stdev(known))
+
+
+def _percent(mean: float, std: Optional[float] = None) -> str:
+    return f"{mean:.2%}" if std is None else f"{mean * 100:.2f} ± {std * 100:.2f}%"
+
+
+def _seconds(mean: float, std: Optional[float] = None) -> str:
+    decimals = 0 if mean >= 100 else 1 if mean >= 10 else 2
+    text = f"{mean:,.{decimals}f}"
+    return f"{text} s" if std is None else f"{text} ± {std:,.{decimals}f} s"
+
+
+@functools.lru_cache(maxsize=None)
+def parameter_count(model: str) -> str:
+    """Trainable parameters of architecture ``model``, built on the meta device (no memory, no data)."""
+    import torch
+
+    from .models import build_model, count_parameters
+
+    try:
+        with torch.device("meta"):
+            return f"{count_parameters(build_model(model)):,}"
+    except ValueError:
+        return f"unknown model {model}"
+
+
+# --------------------------------------------------------------------------------- hyperparameters
+
+
+def hyperparameter_table(preset_name: str) -> list[dict]:
+    """One row per setting a preset sets or flags as chosen: setting, value, and where the value comes from
+    ("stated by the report", "chosen here: <why>", or "ours (no report)" for our own presets)."""
+    config = from_preset(preset_name)  # ConfigError for an unknown name
+    preset = PRESETS[preset_name]
+    named = set(preset.overrides) | set(preset.chosen)
+    rows = []
+    for name in field_names():
+        if name not in named:
+            continue
+        if not preset.from_report:
+            origin = "ours (no report)"
+        elif name in preset.chosen:
+            origin = f"chosen here: {preset.chosen[name]}"
+        else:
+            origin = "stated by the report"
+        rows.append({"setting": name, "value": str(getattr(config, name)), "source": origin})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ markdown
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A GitHub markdown table of dicts with the same keys (the first row's order); "|" is escaped."""
+    if not rows:
+        return "(no rows)"
+    columns = list(rows[0])
+
+    def cells(values) -> str:
+        return "| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in values) + " |"
+
+    return "\n".join([cells(columns), "|" + "---|" * len(columns), *(cells(row[c] for c in columns) for row in rows)])
+
+
+def results_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The README section: a line saying how it was made, then the table."""
+    return ("Generated by `python -m cifar_utils results --readme README.md` from run folders and "
+            "benchmarks/results/; do not edit by hand. Accuracies are mean ± std over the runs of a row.\n\n"
+            + markdown_table(rows))
+
+
+def update_readme(path: str | os.PathLike, marker: str = "results", *,
+                  rows: Optional[Sequence[Mapping[str, Any]]] = None) -> Path:
+    """Replace the text between ``<!-- MARKER:start -->`` and ``<!-- MARKER:end -->`` in ``path`` with the
+    results table (``rows``, by default :func:`collect_results` with its default folders); the rest of the
+    file is kept byte for byte, and the file is replaced atomically."""
+    path = Path(path)
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read {path} ({err.strerror or err}); pass the README to update") from None
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ConfigError(f"{path} needs exactly one {start} line followed by one {end} line around the "
+                          "generated table; add them where the table should go")
+    before, rest = text.split(start)
+    after = rest.split(end)[1]
+    table = results_markdown(collect_results() if rows is None else rows)
+    atomic_write(path, lambda tmp: tmp.write_text(f"{before}{start}\n{table}\n{end}{after}"))
+    return path

@@ -1,0 +1,205 @@
+"""The results table is read from run folders and benchmark files in each real format, never typed."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import torch
+
+from cifar_utils.cli import main
+from cifar_utils.errors import ConfigError, DataError
+from cifar_utils.models import build_model, count_parameters
+from cifar_utils.presets import PRESETS, from_preset
+from cifar_utils.results import collect_results, hyperparameter_table, markdown_table, update_readme
+
+H100 = "NVIDIA H100 80GB HBM3"
+JPEG_ROOT = "/work/main/data/cifar10-jpeg"
+
+
+def write_json(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+
+
+def gpu_run_seeds(preset="seed000"):
+    """benchmarks/gpu_run.py seeds phase: a capped run on a GPU shared by 5 processes."""
+    return {"phase": "seeds", "command": "python benchmarks/gpu_run.py seeds --part 1/5", "dry_run": False,
+            "complete": True, "device": H100, "settings": {"presets": [preset], "cap_seconds": 420.0,
+                                                          "processes_sharing_the_gpu": 5},
+            "runs": [{"preset": preset, "overrides": {"epochs": 3, "pipeline": "gpu"}, "validation_accuracy": 0.6538,
+                      "test_accuracy": 0.6508, "train_seconds": 76.6, "epochs": 3, "precision": "bf16",
+                      "full_epochs": 40, "capped": True, "cap_seconds": 420.0}],
+            "data_root": JPEG_ROOT, "data": f"image folder {JPEG_ROOT}"}
+
+
+def speed(fast_tests=(0.88, 0.89, 0.9)):
+    """benchmarks/speed.py: a results tree, fast under per-budget keys, airbench94 naming no preset."""
+    runs = [{"seed": seed, "test_accuracy": acc, "validation_accuracy": acc - 0.01, "train_seconds": 6.0 + seed,
+             "epochs": 10} for seed, acc in enumerate(fast_tests)]
+    return {"benchmark": "benchmarks/speed.py", "device": f"cuda ({H100})",
+            "data": {"description": f"image folder {JPEG_ROOT}", "train_images": 50000, "test_images": 10000},
+            "settings": {"runs": len(runs), "presets": {"fast": dict(PRESETS["fast"].overrides)}},
+            "results": {"airbench94": {"settings": {"package_version": "0.1.8"},
+                                       "runs": [{"seed": 0, "test_accuracy": 0.9, "epochs": 9.9}]},
+                        "fast": {"epochs=10": {"settings": {"preset": "fast", "overrides": {
+                            "data_root": JPEG_ROOT, "validation_split": 1000, "epochs": 10}, "precision": "bf16"},
+                            "test_accuracy": {"mean": 0.0, "std": 0.0, "n": 3}, "runs": runs}}}}
+
+
+def cpu_preset():
+    """benchmarks/cpu.py: the runs name no preset; preset_config does, and only the command names the data."""
+    return {"benchmark": "cpu preset", "command": "python benchmarks/cpu.py --data-root data/cifar10-jpeg",
+            "device": "cpu (2 threads)", "preset_config": from_preset("cpu").to_dict(),
+            "runs": [{"seed": seed, "test_accuracy": acc, "validation_accuracy": acc, "train_seconds": 700.0,
+                      "epochs": 10, "precision": "fp32"} for seed, acc in enumerate((0.86, 0.87, 0.88))]}
+
+
+def preset_epoch():
+    """benchmarks/preset_epoch.py: one record per preset with its whole config and data description."""
+    config = {**from_preset("seed003").to_dict(), "data_root": "/tmp/data/cifar10-jpeg", "train_limit": 2000,
+              "epochs": 1}
+    return {"benchmark": "one epoch per preset", "device": "cpu (2 threads)",
+            "runs": [{"preset": "seed003", "parameters": 464154, "train_seconds": 9.9, "test_accuracy": 0.104,
+                      "data": "image folder /tmp/data/cifar10-jpeg", "config": config}]}
+
+
+def run_folder(root, name, seed, test_accuracy):
+    """A run folder as `train` writes it (metrics.json with the config inside, history.csv)."""
+    config = {**from_preset("seed001").to_dict(), "seed": seed, "data_root": "data"}
+    write_json(root / name / "metrics.json", {
+        "preset": "seed001", "test_accuracy": test_accuracy, "validation_accuracy": test_accuracy + 0.01,
+        "epochs": 30, "train_seconds": 300.0 + seed, "data": "official CIFAR-10 (torchvision) in data",
+        "device": f"cuda ({H100})", "precision": "bf16", "config": config})
+    (root / name / "history.csv").write_text("epoch,train_loss\n1,2.0\n")
+
+
+@pytest.fixture
+def measured(tmp_path):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    write_json(results / "nvidia-h100-seeds-part1of5.json", gpu_run_seeds())
+    write_json(results / "nvidia-h100-speed.json", speed())
+    write_json(results / "cpu-preset.json", cpu_preset())
+    write_json(results / "preset-epoch-cpu.json", preset_epoch())
+    write_json(results / "dry.json", {**gpu_run_seeds("seed002"), "dry_run": True})  # not a measurement
+    write_json(results / "notes.json", {"unrelated": [1, 2]})
+    run_folder(runs, "seed001-a", 0, 0.80)
+    run_folder(runs / "nested", "seed001-b", 1, 0.82)
+    return runs, results
+
+
+def rows_of(rows, preset):
+    return [row for row in rows if row["preset"] == preset]
+
+
+def test_every_format_gives_its_rows(measured):
+    rows = collect_results(*measured)
+    (seed000,) = rows_of(rows, "seed000")
+    assert (seed000["epochs"], seed000["test accuracy"], seed000["validation accuracy"]) == (
+        "3 of 40 (capped)", "65.08%", "65.38%")
+    assert seed000["training time"] == "76.6 s (GPU shared by 5 runs)"
+    assert (seed000["device"], seed000["data"]) == (f"{H100}, bf16", "JPEG copy")
+    assert seed000["settings"] == "pipeline=gpu, epochs=3"  # in the order of the config's fields
+    assert seed000["source"].endswith("nvidia-h100-seeds-part1of5.json")
+    assert seed000["reported by its report"] == PRESETS["seed000"].reported
+
+    (fast,) = rows_of(rows, "fast")  # airbench94 names no preset: no row
+    assert fast["settings"] == "validation_split=1000, epochs=10"
+    assert fast["runs"] == "3" and fast["epochs"] == "10 of 12 (shortened)"
+    assert fast["test accuracy"] == f"89.00 ± {statistics.stdev([88, 89, 90]):.2f}%"
+    assert fast["training time"] == "7.00 ± 1.00 s" and fast["device"] == f"{H100}, bf16"
+
+    (cpu,) = rows_of(rows, "cpu")
+    assert (cpu["settings"], cpu["runs"], cpu["data"], cpu["epochs"]) == ("as the preset", "3", "JPEG copy", "10")
+    assert cpu["test accuracy"] == "87.00 ± 1.00%" and cpu["device"] == "cpu (2 threads), fp32"
+
+    (seed003,) = rows_of(rows, "seed003")
+    assert seed003["settings"] == "train_limit=2000, epochs=1"
+    assert seed003["epochs"] == "1 of 50 (shortened)" and seed003["validation accuracy"] == "not recorded"
+    with torch.device("meta"):
+        assert seed003["parameters"] == f"{count_parameters(build_model('resnet32')):,}"
+
+
+def test_run_folders_of_several_seeds_share_a_row_with_mean_and_std(measured):
+    (seed001,) = rows_of(collect_results(*measured), "seed001")
+    assert seed001["runs"] == "2" and seed001["settings"] == "as the preset"
+    assert seed001["test accuracy"] == f"81.00 ± {statistics.stdev([80, 82]):.2f}%"
+    assert (seed001["device"], seed001["data"], seed001["epochs"]) == (f"{H100}, bf16", "official CIFAR-10", "30")
+    assert seed001["source"].count("metrics.json") == 2
+
+
+def test_presets_without_a_run_say_not_run_yet(measured):
+    rows = collect_results(*measured)
+    missing = [row["preset"] for row in rows if row["test accuracy"] == "not run yet"]
+    assert missing == ["seed002", "seed004", "fast_best"]  # seed002's only record is a dry run
+    assert rows[-3:] == [row for row in rows if row["preset"] in missing]
+    (seed004,) = rows_of(rows, "seed004")
+    assert seed004["epochs"] == "150 (the recipe)" and seed004["runs"] == "0"
+
+
+def test_missing_folders_hold_no_runs_and_a_corrupt_file_is_one_clear_error(tmp_path):
+    rows = collect_results(tmp_path / "no-runs", tmp_path / "no-results")
+    assert [row["preset"] for row in rows] == list(PRESETS)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match="bad.json"):
+        collect_results(tmp_path / "no-runs", tmp_path)
+
+
+def test_the_hyperparameter_table_says_where_each_value_comes_from():
+    rows = {row["setting"]: row for row in hyperparameter_table("seed002")}
+    assert rows["augmentation"]["value"] == "affine_jitter"
+    assert rows["augmentation"]["source"] == f"chosen here: {PRESETS['seed002'].chosen['augmentation']}"
+    assert rows["optimizer"]["source"] == "stated by the report"
+    assert rows["precision"]["value"] == "auto" and rows["precision"]["source"].startswith("chosen here:")
+    assert set(rows) == set(PRESETS["seed002"].overrides) | set(PRESETS["seed002"].chosen)
+    assert {row["source"] for row in hyperparameter_table("fast")} == {"ours (no report)"}
+    with pytest.raises(ConfigError):
+        hyperparameter_table("seed999")
+
+
+def test_markdown_table_escapes_pipes():
+    text = markdown_table([{"a": "x|y", "b": 1}])
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1 |"]
+
+
+README = "# Title\n\nintro\n<!-- results:start -->\nold table\n<!-- results:end -->\n\n## After\ntext\n"
+
+
+def test_update_readme_replaces_only_the_text_between_the_markers(tmp_path):
+    path = tmp_path / "README.md"
+    path.write_text(README)
+    update_readme(path, rows=[{"preset": "seed000", "test accuracy": "1.00%"}])
+    text = path.read_text()
+    assert text.startswith("# Title\n\nintro\n<!-- results:start -->\n")
+    assert text.endswith("\n<!-- results:end -->\n\n## After\ntext\n")
+    assert "old table" not in text and "| seed000 | 1.00% |" in text
+    update_readme(path, rows=[{"preset": "seed000", "test accuracy": "1.00%"}])
+    assert path.read_text() == text  # idempotent
+
+
+@pytest.mark.parametrize("broken", [
+    README.replace("<!-- results:end -->\n", ""),
+    README.replace("<!-- results:start -->\n", ""),
+    README + "<!-- results:start -->\n",
+    "<!-- results:end -->\n" + README.replace("<!-- results:end -->\n", ""),
+])
+def test_update_readme_refuses_missing_or_misplaced_markers_and_leaves_the_file(tmp_path, broken):
+    path = tmp_path / "README.md"
+    path.write_text(broken)
+    with pytest.raises(ConfigError, match="results:start"):
+        update_readme(path, rows=[{"preset": "x"}])
+    assert path.read_text() == broken
+
+
+def test_the_results_command_prints_the_table_and_updates_the_readme(measured, tmp_path, capsys):
+    runs, results = measured
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    assert main(["results", "--runs", str(runs), "--results-dir", str(results), "--readme", str(readme)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == markdown_table(collect_results(runs, results))
+    assert "| seed000 |" in readme.read_text() and "old table" not in readme.read_text()
+    assert main(["results", "--runs", str(runs), "--results-dir", str(results), "--readme",
+                 str(tmp_path / "missing.md")]) == 2
+    assert "error:" in capsys.readouterr().err
