@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--runs", default="runs", help="folder searched for run folders (default: runs)")
     results.add_argument("--results-dir", default="benchmarks/results",
                          help="folder of benchmark JSON files (default: benchmarks/results)")
+    results.add_argument("--everything", action="store_true",
+                         help="also list partial-data runs (smoke, quick, probes) and tuning/profiling grid points")
     results.add_argument("--readme", default=None,
                          help="also write the table between <!-- results:start --> and <!-- results:end --> here")
     return parser
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "results":
         from .results import collect_results, markdown_table, update_readme
 
-        rows = collect_results(args.runs, args.results_dir)
+        rows = collect_results(args.runs, args.results_dir, everything=args.everything)
         print(markdown_table(rows))
         if args.readme:
             update_readme(args.readme, rows=rows)

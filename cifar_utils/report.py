@@ -51,7 +51,7 @@ SMOKE_PROFILE = {"epochs": 1, "train_limit": 200, "validation_limit": 100, "test
 TRAIN_RUN_NAME = "03_train"  # 03's run directory under the runs folder; 04 evaluates it
 # A finished full-data run of 03's default settings, committed with the repository (its metrics.json says how
 # and where it was trained), so 04 and 05 show a real model minutes after a fresh clone.
-SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / TRAIN_RUN_NAME
+SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "report" / TRAIN_RUN_NAME
 SHIPPED_FILES = ("metrics.json", "history.csv", "checkpoint.pt")
 # Where the data lies is not what a run computed: a shipped run is reused whatever these say.
 LOCATION_FIELDS = ("data_root", "download")

@@ -42,6 +42,10 @@ NOT_RECORDED = "not recorded"
 # Recorded values that do not change what a run measures, or that say where rather than how it ran.
 IGNORED_SETTINGS = ("preset", "seed", "data_root", "download", "skip_bad_files", "print_every", "num_workers",
                     "checkpoint_every_steps")
+# Runs on part of the data: they test the code, not the method.
+PARTIAL = re.compile(r"\b(train|validation|test|eval)_limit=")
+# gpu_run.py phases whose runs choose settings (grid points) or time the code, rather than report results.
+SETTING_PHASES = ("tune", "profile")
 COLUMNS = ("preset", "reported by its report", "settings", "runs", "validation accuracy", "test accuracy",
            "parameters", "epochs", "training time", "device", "data", "source")
 
@@ -69,14 +73,20 @@ class Measurement:
 # ------------------------------------------------------------------------------------------ reading
 
 
-def collect_results(runs_root: str | os.PathLike = "runs",
-                    results_dir: str | os.PathLike = "benchmarks/results") -> list[dict]:
+def collect_results(runs_root: str | os.PathLike = "runs", results_dir: str | os.PathLike = "benchmarks/results",
+                    *, everything: bool = False) -> list[dict]:
     """The results table: one row (a dict over :data:`COLUMNS`, all values strings) per preset, settings,
     device and data copy, then one "not run yet" row per preset without a run.
 
-    A folder that does not exist holds no runs (``runs/`` is usually absent in a fresh clone).
+    Results only, unless ``everything``: runs on part of the data (a ``*_limit`` setting: smoke and quick
+    runs, one-epoch probes) and the grid points of tuning and profiling files are left out, since they
+    measure the code or choose settings rather than report a result. A folder that does not exist holds
+    no runs (``runs/`` is usually absent in a fresh clone).
     """
-    folders, files = read_run_folders(runs_root), read_benchmark_files(results_dir)
+    folders, files = read_run_folders(runs_root), read_benchmark_files(results_dir, everything=everything)
+    if not everything:
+        folders = [m for m in folders if not PARTIAL.search(m.settings)]
+        files = [m for m in files if not PARTIAL.search(m.settings)]
     groups: dict[tuple, list[Measurement]] = {}
     for m in folders + files:
         groups.setdefault((m.preset, m.settings, m.model, m.device, m.data, m.timing_note, m.batch), []).append(m)
@@ -95,12 +105,13 @@ def read_run_folders(runs_root: str | os.PathLike) -> list[Measurement]:
     return [_from_metrics(path) for path in sorted(root.rglob("metrics.json"))]
 
 
-def read_benchmark_files(results_dir: str | os.PathLike) -> list[Measurement]:
-    """Every per-run record naming a preset in the ``*.json`` files of ``results_dir``."""
+def read_benchmark_files(results_dir: str | os.PathLike, *, everything: bool = True) -> list[Measurement]:
+    """Every per-run record naming a preset in the ``*.json`` files of ``results_dir`` (without
+    ``everything``, none from the phases in :data:`SETTING_PHASES`)."""
     folder = Path(results_dir)
     if not folder.is_dir():
         return []
-    return [m for path in sorted(folder.glob("*.json")) for m in _from_benchmark(path)]
+    return [m for path in sorted(folder.glob("*.json")) for m in _from_benchmark(path, everything)]
 
 
 def _from_metrics(path: Path) -> Measurement:
@@ -114,9 +125,11 @@ def _from_metrics(path: Path) -> Measurement:
                         data=metrics.get("data"), timing_note="", source=path, batch="")
 
 
-def _from_benchmark(path: Path) -> list[Measurement]:
+def _from_benchmark(path: Path, everything: bool = True) -> list[Measurement]:
     record = _load_json(path)
     if not isinstance(record, dict) or record.get("dry_run"):
+        return []
+    if not everything and record.get("phase") in SETTING_PHASES:
         return []
     settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
     sharing = settings.get("processes_sharing_the_gpu") or 1

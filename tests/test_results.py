@@ -94,7 +94,7 @@ def rows_of(rows, preset):
 
 
 def test_every_format_gives_its_rows(measured):
-    rows = collect_results(*measured)
+    rows = collect_results(*measured, everything=True)
     (seed000,) = rows_of(rows, "seed000")
     assert (seed000["epochs"], seed000["test accuracy"], seed000["validation accuracy"]) == (
         "3 of 40 (capped)", "65.08%", "65.38%")
@@ -121,6 +121,13 @@ def test_every_format_gives_its_rows(measured):
         assert seed003["parameters"] == f"{count_parameters(build_model('resnet32')):,}"
 
 
+def test_results_leave_out_partial_data_runs_unless_asked(measured):
+    rows = collect_results(*measured)
+    assert rows_of(rows, "seed003")[0]["test accuracy"] == "not run yet"  # its only record is a 2,000-image run
+    assert all("_limit=" not in row["settings"] for row in rows)
+    assert any("_limit=" in row["settings"] for row in collect_results(*measured, everything=True))
+
+
 def test_run_folders_of_several_seeds_share_a_row_with_mean_and_std(measured):
     (seed001,) = rows_of(collect_results(*measured), "seed001")
     assert seed001["runs"] == "2" and seed001["settings"] == "as the preset"
@@ -132,8 +139,9 @@ def test_run_folders_of_several_seeds_share_a_row_with_mean_and_std(measured):
 def test_presets_without_a_run_say_not_run_yet(measured):
     rows = collect_results(*measured)
     missing = [row["preset"] for row in rows if row["test accuracy"] == "not run yet"]
-    assert missing == ["seed002", "seed004", "fast_best"]  # seed002's only record is a dry run
-    assert rows[-3:] == [row for row in rows if row["preset"] in missing]
+    # seed002's only record is a dry run, seed003's a 2,000-image run
+    assert missing == ["seed002", "seed003", "seed004", "fast_best"]
+    assert rows[-4:] == [row for row in rows if row["preset"] in missing]
     (seed004,) = rows_of(rows, "seed004")
     assert seed004["epochs"] == "150 (the recipe)" and seed004["runs"] == "0"
 
