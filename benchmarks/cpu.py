@@ -48,6 +48,7 @@ from cifar_utils.device import autocast, describe_device, get_device, resolve_pr
 from cifar_utils.engine import train_epoch
 from cifar_utils.errors import CifarUtilsError
 from cifar_utils.experiment import load_splits, make_loaders
+from cifar_utils.results import replace_section
 from cifar_utils.losses import build_criterion
 from cifar_utils.models import build_model, count_parameters
 from cifar_utils.optim import build_optimizer
@@ -58,7 +59,6 @@ BAR_ACCURACY, BAR_SECONDS = 0.90, 600.0  # issue 10: mean test accuracy >= 90% i
 THROUGHPUT_PRESETS = ("cpu", "seed002", "seed003")
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
-MARKERS = ("<!-- cpu-benchmark:start -->", "<!-- cpu-benchmark:end -->")
 
 
 def cpu_model() -> str:
@@ -202,12 +202,7 @@ def render_table(result: dict) -> str:
 
 def update_readme(results_file: Path) -> None:
     result = json.loads(results_file.read_text())
-    text = README.read_text()
-    start, end = (text.find(m) for m in MARKERS)
-    if start < 0 or end < 0:
-        raise SystemExit(f"error: {README} has no {MARKERS[0]} ... {MARKERS[1]} block to fill")
-    new = text[:start + len(MARKERS[0])] + "\n" + render_table(result) + text[end:]
-    io.atomic_write(README, lambda tmp: tmp.write_text(new))
+    replace_section(README, "cpu-benchmark", render_table(result))
     print(f"updated the CPU benchmark table in {README} from {results_file}")
 
 

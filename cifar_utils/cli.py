@@ -125,13 +125,14 @@ def run(args: argparse.Namespace) -> int:
         rows = collect_results(args.runs, args.results_dir, everything=args.everything)
         print(markdown_table(rows))
         if args.readme:
-            update_readme(args.readme, rows=rows)
+            update_readme(args.readme, rows=rows, command=" ".join(["python -m cifar_utils", *args.argv]))
             print(f"updated the results section of {args.readme}", file=sys.stderr)
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # quoted as the source of generated tables
     try:
         return run(args)
     except TrainingInterrupted as err:

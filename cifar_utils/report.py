@@ -692,7 +692,8 @@ def full_profile_trainings(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[PlannedT
     sweep_config = notebook_config(sweep_params["preset"], smoke=False, epochs=sweep_params.get("epochs"),
                                    batch_size=sweep_params.get("batch_size"))
     return [PlannedTraining("03_train.ipynb", train_config),
-            PlannedTraining("05_lr_comparison.ipynb", sweep_config, runs=len(sweep_params["learning_rates"]))]
+            PlannedTraining("05_lr_comparison.ipynb", sweep_config,
+                            runs=len(sweep_params["learning_rates"]) * len(sweep_params.get("seeds", [0])))]
 
 
 def seconds_per_image(model_name: str, device: torch.device, batch_size: int = 16,

@@ -171,7 +171,8 @@ def test_markdown_table_escapes_pipes():
     assert text.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1 |"]
 
 
-README = "# Title\n\nintro\n<!-- results:start -->\nold table\n<!-- results:end -->\n\n## After\ntext\n"
+README = ("# Title\n\nintro\n<!-- results:start -->\nold table\n<!-- results:end -->\n\n## After\ntext\n"
+          "<!-- presets:start -->\n<!-- presets:end -->\n")
 
 
 def test_update_readme_replaces_only_the_text_between_the_markers(tmp_path):
@@ -180,7 +181,8 @@ def test_update_readme_replaces_only_the_text_between_the_markers(tmp_path):
     update_readme(path, rows=[{"preset": "seed000", "test accuracy": "1.00%"}])
     text = path.read_text()
     assert text.startswith("# Title\n\nintro\n<!-- results:start -->\n")
-    assert text.endswith("\n<!-- results:end -->\n\n## After\ntext\n")
+    assert "\n<!-- results:end -->\n\n## After\ntext\n<!-- presets:start -->\nGenerated from" in text
+    assert text.endswith("<!-- presets:end -->\n") and "| `seed004` |" in text
     assert "old table" not in text and "| seed000 | 1.00% |" in text
     update_readme(path, rows=[{"preset": "seed000", "test accuracy": "1.00%"}])
     assert path.read_text() == text  # idempotent
@@ -190,12 +192,14 @@ def test_update_readme_replaces_only_the_text_between_the_markers(tmp_path):
     README.replace("<!-- results:end -->\n", ""),
     README.replace("<!-- results:start -->\n", ""),
     README + "<!-- results:start -->\n",
+    README.replace("<!-- presets:end -->\n", ""),
     "<!-- results:end -->\n" + README.replace("<!-- results:end -->\n", ""),
 ])
 def test_update_readme_refuses_missing_or_misplaced_markers_and_leaves_the_file(tmp_path, broken):
+    # (the presets markers come second: a broken results marker must stop the presets table too)
     path = tmp_path / "README.md"
     path.write_text(broken)
-    with pytest.raises(ConfigError, match="results:start"):
+    with pytest.raises(ConfigError, match="(results|presets):start"):
         update_readme(path, rows=[{"preset": "x"}])
     assert path.read_text() == broken
 
