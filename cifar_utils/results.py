@@ -391,10 +391,11 @@ def replace_section(path: str | os.PathLike, marker: str, body: str) -> Path:
 
 
 def preset_table() -> list[dict]:
-    """One row per preset: where it comes from, what it is, what its report measured (quoted), and how
-    to run the report's own recipe where ours differs."""
+    """One row per preset: where it comes from, what it is, what its report measured (quoted), which
+    settings we chose where the report is silent, and how to run the report's own recipe where ours differs."""
     return [{"preset": f"`{name}`", "source": preset.source, "what it is": preset.description,
              "reported by the source": preset.reported,
+             "chosen here, not stated by the report (reasons: `Preset.chosen`)": ", ".join(preset.chosen) or "-",
              "faithful variant (`--faithful`)": ", ".join(f"{k}={v}" for k, v in preset.faithful.items()) or "-"}
             for name, preset in PRESETS.items()]
 
