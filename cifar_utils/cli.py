@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output-dir", default=None, help="where the executed notebooks, figures and runs go (default: notebooks in place, figures/ and runs/)")
 
     results = commands.add_parser("results", help="print the results table of every run and benchmark file")
-    results.add_argument("--runs", default="runs", help="folder searched for run folders (default: runs)")
+    results.add_argument("--runs", nargs="+", default=["runs"],
+                         help="folders searched for run folders (default: runs)")
     results.add_argument("--results-dir", default="benchmarks/results",
                          help="folder of benchmark JSON files (default: benchmarks/results)")
     results.add_argument("--everything", action="store_true",

@@ -73,7 +73,8 @@ class Measurement:
 # ------------------------------------------------------------------------------------------ reading
 
 
-def collect_results(runs_root: str | os.PathLike = "runs", results_dir: str | os.PathLike = "benchmarks/results",
+def collect_results(runs_root: str | os.PathLike | Sequence[str | os.PathLike] = "runs",
+                    results_dir: str | os.PathLike = "benchmarks/results",
                     *, everything: bool = False) -> list[dict]:
     """The results table: one row (a dict over :data:`COLUMNS`, all values strings) per preset, settings,
     device and data copy, then one "not run yet" row per preset without a run.
@@ -97,12 +98,12 @@ def collect_results(runs_root: str | os.PathLike = "runs", results_dir: str | os
     return rows + [_not_run_row(name) for name in PRESETS if name not in measured]
 
 
-def read_run_folders(runs_root: str | os.PathLike) -> list[Measurement]:
-    """One measurement per ``metrics.json`` under ``runs_root`` (searched recursively)."""
-    root = Path(runs_root)
-    if not root.is_dir():
-        return []
-    return [_from_metrics(path) for path in sorted(root.rglob("metrics.json"))]
+def read_run_folders(runs_root: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Measurement]:
+    """One measurement per ``metrics.json`` under ``runs_root`` (one folder or several, searched recursively;
+    a run found twice counts once)."""
+    roots = [runs_root] if isinstance(runs_root, (str, os.PathLike)) else list(runs_root)
+    paths = {path.resolve(): path for root in map(Path, roots) if root.is_dir() for path in root.rglob("metrics.json")}
+    return [_from_metrics(paths[key]) for key in sorted(paths)]
 
 
 def read_benchmark_files(results_dir: str | os.PathLike, *, everything: bool = True) -> list[Measurement]:
