@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--smoke", action="store_true", help="tiny profile: a few hundred images, one epoch")
     report.add_argument("--data-root", default=None)
     report.add_argument("--output-dir", default=None, help="where the executed notebooks, figures and runs go (default: notebooks in place, figures/ and runs/)")
+    report.add_argument("--notebooks", nargs="+", default=None, metavar="NAME",
+                        help="only these notebooks, in this order (default: all five; 04 needs 03's run)")
 
     results = commands.add_parser("results", help="print the results table of every run and benchmark file")
     results.add_argument("--runs", nargs="+", default=["runs"],
@@ -119,7 +121,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "report":
         from .report import run_report
 
-        run_report(smoke=args.smoke, data_root=args.data_root, output_dir=args.output_dir)
+        from .report import NOTEBOOKS
+
+        unknown = [name for name in args.notebooks or () if name not in NOTEBOOKS]
+        if unknown:
+            raise ConfigError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
+        run_report(smoke=args.smoke, data_root=args.data_root, output_dir=args.output_dir,
+                   notebooks=args.notebooks or NOTEBOOKS)
     elif args.command == "results":
         from .results import collect_results, markdown_table, update_readme
 

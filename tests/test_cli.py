@@ -208,3 +208,18 @@ def test_faithful_trains_the_presets_faithful_variant(monkeypatch):
     monkeypatch.setattr(experiment, "train", lambda config, *args, **kwargs: trained.append(config))
     assert main(["train", "--preset", "seed002", "--faithful", "--epochs", "2"]) == 0
     assert trained == [from_preset("seed002", faithful=True, epochs=2)]
+
+
+def test_report_refuses_an_unknown_notebook_in_one_line(capsys):
+    assert main(["report", "--smoke", "--notebooks", "06_extra.ipynb"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "06_extra.ipynb" in err and "05_lr_comparison.ipynb" in err
+
+
+def test_report_runs_only_the_notebooks_named(monkeypatch):
+    from cifar_utils import report
+
+    calls = []
+    monkeypatch.setattr(report, "run_report", lambda **kwargs: calls.append(kwargs))
+    assert main(["report", "--smoke", "--notebooks", "05_lr_comparison.ipynb"]) == 0
+    assert calls[0]["notebooks"] == ["05_lr_comparison.ipynb"] and calls[0]["smoke"]
