@@ -123,9 +123,6 @@ def run(args: argparse.Namespace) -> int:
 
         from .report import NOTEBOOKS
 
-        unknown = [name for name in args.notebooks or () if name not in NOTEBOOKS]
-        if unknown:
-            raise ConfigError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
         run_report(smoke=args.smoke, data_root=args.data_root, output_dir=args.output_dir,
                    notebooks=args.notebooks or NOTEBOOKS)
     elif args.command == "results":

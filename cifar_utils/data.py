@@ -91,6 +91,18 @@ class Splits:
 # --------------------------------------------------------------------------------------------- sources
 
 
+def data_copy_kind(description: str) -> str:
+    """Which copy of the data a :attr:`CifarData.description` names: ``"jpeg"`` (the offline JPEG copy of
+    CIFAR-10), ``"official"``, ``"folder"`` (another image folder), ``"synthetic"`` or ``"other"``. The one
+    place that reads it; reports word each kind their own way."""
+    if "cifar10-jpeg" in description:
+        return "jpeg"
+    for kind, start in (("official", "official"), ("folder", "image folder"), ("synthetic", "synthetic")):
+        if description.startswith(start):
+            return kind
+    return "other"
+
+
 def resolve_root(root: str | os.PathLike | None = None, origin: Optional[str] = None) -> tuple[Path, str]:
     """The data root and where it came from: the argument, then ``$CIFAR10_ROOT``, then ``./data``.
     ``origin`` says where a given ``root`` came from (default: the user passed it)."""

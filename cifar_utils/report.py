@@ -38,7 +38,7 @@ import torch
 
 from . import io
 from .config import Config
-from .data import resolve_root
+from .data import data_copy_kind, resolve_root
 from .device import describe_device, get_device
 from .errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError
 from .presets import PRESETS, from_preset
@@ -107,22 +107,14 @@ def notebook_setup(log: Callable[[str], None] = print) -> NotebookSetup:
 
 def data_copy_note(description: str) -> str:
     """Which copy of the data a number was measured on, for conclusions."""
-    if "cifar10-jpeg" in description:
-        return "the offline JPEG copy of CIFAR-10 (not the official data set)"
-    if description.startswith("official"):
-        return "the official CIFAR-10"
-    if description.startswith("image folder"):
-        return f"an {description}, not the official CIFAR-10"
-    return description
+    return {"jpeg": "the offline JPEG copy of CIFAR-10 (not the official data set)", "official": "the official CIFAR-10",
+            "folder": f"an {description}, not the official CIFAR-10"}.get(data_copy_kind(description), description)
 
 
 def data_label(description: str) -> str:
     """A short name of the data copy for figure titles: 'JPEG copy of CIFAR-10', 'official CIFAR-10', ..."""
-    if "cifar10-jpeg" in description:
-        return "JPEG copy of CIFAR-10"
-    if description.startswith("official"):
-        return "official CIFAR-10"
-    return "image folder" if description.startswith("image folder") else description
+    return {"jpeg": "JPEG copy of CIFAR-10", "official": "official CIFAR-10",
+            "folder": "image folder"}.get(data_copy_kind(description), description)
 
 
 def notebook_config(preset: str, *, smoke: bool, epochs: Optional[int] = None, lr: Optional[float] = None,
@@ -781,6 +773,9 @@ def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir:
     """
     import_papermill()
     notebooks_dir = Path(notebooks_dir)
+    unnamed = [name for name in notebooks if name not in NOTEBOOKS]
+    if unnamed:
+        raise ConfigError(f"unknown notebook(s) {', '.join(unnamed)}; choose from {', '.join(NOTEBOOKS)}")
     unknown = [name for name in notebooks if not (notebooks_dir / name).is_file()]
     if unknown:
         raise CifarUtilsError(f"notebook(s) {', '.join(unknown)} not found in {notebooks_dir}: the report runs "

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from .config import Config, field_names
+from .data import data_copy_kind
 from .errors import ConfigError, DataError
 from .io import atomic_write
 from .presets import PRESETS, from_preset
@@ -222,13 +223,8 @@ def data_copy(description: Optional[str]) -> str:
     """Which copy of CIFAR-10 a data description names, in a few words."""
     if not description:
         return NOT_RECORDED
-    if "cifar10-jpeg" in description:
-        return "JPEG copy"
-    if description.startswith("official"):
-        return "official CIFAR-10"
-    if description.startswith("synthetic"):
-        return "synthetic"
-    return description
+    return {"jpeg": "JPEG copy", "official": "official CIFAR-10",
+            "synthetic": "synthetic"}.get(data_copy_kind(description), description)
 
 
 def _device(device: Optional[str], precision: Optional[str]) -> str:
