@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
+import platform
 import random
 import time
 from pathlib import Path
@@ -113,6 +115,31 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("precision=fp16 needs a CUDA GPU; use bf16 or fp32 on this device")
     return precision
+
+
+# glibc's mallopt parameters and the largest mmap threshold it accepts on 64-bit systems (half its 64 MiB heap).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_MAX = 32 << 20
+TRIM_THRESHOLD = 1 << 30  # keep up to 1 GiB of freed heap instead of handing it back to the OS
+
+
+@functools.lru_cache(maxsize=1)
+def keep_freed_cpu_memory() -> bool:
+    """Have glibc's malloc reuse freed memory for tensors up to 32 MiB instead of mapping fresh pages for
+    each one. True where it applied (Linux with glibc), False elsewhere; it lasts for the whole process.
+
+    A CPU training step allocates and frees activations of up to ~30 MB (the ``cpu`` preset at batch 256).
+    By default glibc maps every such block from the OS and unmaps it when freed, so each step pays a page
+    fault per 4 KiB page on first touch; reusing the memory made a ``cpu`` preset step ~1.2x faster on 2 cores
+    (``benchmarks/cpu_step.py``). The cost: the process keeps up to 1 GiB of freed memory until it exits.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def autocast(device: torch.device, precision: str):

@@ -28,7 +28,8 @@ from .checkpoint import checkpoint_config, load_checkpoint
 from .config import Config, replace
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset, make_dataloader,
                    make_splits)
-from .device import autocast, cpu_has_native_bf16, describe_device, get_device, resolve_precision, set_seed
+from .device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
+                     resolve_precision, set_seed)
 from .ema import ExponentialMovingAverage
 from .engine import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, fit, unwrap
 from .errors import (CheckpointError, CifarUtilsError, ConfigError, OutOfMemoryError, OutputExistsError,
@@ -212,9 +213,10 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     if dev.type == "cuda" and not config.deterministic:
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
 
+    memory = ", malloc reuses freed memory" if dev.type == "cpu" and keep_freed_cpu_memory() else ""
     splits = load_splits(config, data)
-    say(f"device {describe_device(dev)}, precision {precision}{_precision_reason(config.precision, precision, dev)}, "
-        f"data: {splits.description}")
+    say(f"device {describe_device(dev)}{memory}, precision {precision}"
+        f"{_precision_reason(config.precision, precision, dev)}, data: {splits.description}")
     say(f"splits: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
         f"({splits.held_out}); run directory {out}")
     loaders = make_loaders(splits, config, dev)

@@ -430,6 +430,33 @@ def test_bf16_speed_is_not_measured_on_cpus_without_bf16(monkeypatch):
         device_module.cpu_bf16_is_faster.cache_clear()
 
 
+def test_freed_cpu_memory_is_kept_only_where_glibc_runs(monkeypatch):
+    import platform
+
+    from cifar_utils import device as device_module
+
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert device_module.keep_freed_cpu_memory() is glibc  # applied (mallopt accepted both settings)
+    device_module.keep_freed_cpu_memory.cache_clear()
+    monkeypatch.setattr(device_module.platform, "libc_ver", lambda: ("musl", "1.2"))
+    try:
+        assert device_module.keep_freed_cpu_memory() is False  # another C library: nothing to set
+    finally:
+        device_module.keep_freed_cpu_memory.cache_clear()
+
+
+def test_a_cpu_run_says_whether_malloc_keeps_freed_memory(synthetic, tmp_path, monkeypatch):
+    from cifar_utils import experiment, models
+
+    monkeypatch.setitem(models.ARCHITECTURES, "tiny_engine_net", lambda num_classes=10: TinyNet())
+    monkeypatch.setattr(experiment, "keep_freed_cpu_memory", lambda: True)
+    config = Config(dataset="synthetic", model="tiny_engine_net", epochs=1, batch_size=100, augmentation="none",
+                    num_workers=0, test_limit=50)
+    lines = []
+    experiment.train(config, tmp_path / "run", device="cpu", progress=False, log=lines.append, data=synthetic)
+    assert lines[0].startswith("device cpu (") and ", malloc reuses freed memory, precision " in lines[0]
+
+
 def test_get_device_falls_back_to_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)

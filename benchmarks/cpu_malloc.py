@@ -1,0 +1,94 @@
+"""What glibc's malloc setting (``cifar_utils.device.keep_freed_cpu_memory``) does to CPU training speed.
+
+Usage::
+
+    python benchmarks/cpu_malloc.py --data-root data/cifar10-jpeg        # ~4 min on 2 cores
+    python benchmarks/cpu_malloc.py --data-root ... --repeats 1 --images 512   # a quick check
+
+It times one training epoch of the ``cpu`` preset on ``--images`` seeded training images (the same
+measurement as ``benchmarks/cpu.py``'s throughput), once with glibc's default malloc and once with freed
+memory kept for reuse. The setting lasts for a whole process, so every measurement runs in a fresh
+process; the two settings alternate, ``--repeats`` times each, on the same machine in the same run.
+Results go to ``benchmarks/results/cpu-malloc-<date>.json`` (kept unless ``--overwrite``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from cpu import PRESET, REPO, cpu_model, mean_std, train_images_per_second
+
+SETTINGS = ("default", "reuse")  # glibc's own malloc behaviour, then keep_freed_cpu_memory()
+
+
+def child(setting: str, data_root: str, images: int) -> None:
+    """Measure in this (fresh) process and print the result as one JSON line."""
+    from cifar_utils.data import load_dataset
+    from cifar_utils.device import get_device, keep_freed_cpu_memory
+
+    applied = keep_freed_cpu_memory() if setting == "reuse" else False
+    device = get_device("cpu")
+    result = train_images_per_second(PRESET, load_dataset(data_root), data_root, images, device)
+    print(json.dumps({"setting": setting, "applied": applied, **result}))
+
+
+def measure(setting: str, data_root: str, images: int) -> dict:
+    command = [sys.executable, __file__, "--child", setting, "--data-root", data_root, "--images", str(images)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"error: the {setting} measurement failed (exit {done.returncode}):\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", default=os.environ.get("CIFAR10_ROOT", "data"))
+    parser.add_argument("--images", type=int, default=2048, help="training images per timed epoch")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per setting")
+    parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/cpu-malloc-<date>.json)")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.data_root, args.images)
+
+    date = datetime.date.today().isoformat()
+    out = Path(args.out or Path(__file__).parent / "results" / f"cpu-malloc-{date}.json")
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it or --out to write elsewhere")
+    runs = []
+    for repeat in range(args.repeats):
+        for setting in SETTINGS:
+            runs.append(measure(setting, args.data_root, args.images))
+            print(f"{setting}: {runs[-1]['images_per_second']:.0f} training images/s", flush=True)
+    speeds = {s: [r["images_per_second"] for r in runs if r["setting"] == s] for s in SETTINGS}
+    ratios = [reuse / default for default, reuse in zip(speeds["default"], speeds["reuse"])]
+    result = {
+        "benchmark": "cpu preset: training images/s with glibc's default malloc and with freed memory kept",
+        "command": " ".join(["python", *sys.argv]), "date": date, "file": os.path.relpath(out, REPO),
+        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__, "python_version": platform.python_version(),
+        "glibc": platform.libc_ver()[1], "preset": PRESET, "images": args.images,
+        "note": "measured on the offline JPEG copy of CIFAR-10, not the official data set",
+        "runs": runs,
+        "summary": {"images_per_second": {s: mean_std(v) for s, v in speeds.items()},
+                    "speedup": mean_std(ratios) if len(ratios) > 1 else {"mean": ratios[0], "std": 0.0, "n": 1}},
+    }
+    from cifar_utils import io
+    io.save_json(result, out)
+    speedup = result["summary"]["speedup"]
+    print(f"reuse / default: {speedup['mean']:.2f}x ± {speedup['std']:.2f} over {speedup['n']} pairs; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
