@@ -51,6 +51,11 @@ def _views(images: torch.Tensor, tta: str) -> list[torch.Tensor]:
     return views
 
 
+def view_count(tta: str) -> int:
+    """How many views of each image ``tta`` evaluates (1 without test-time augmentation)."""
+    return len(_views(torch.zeros(1, 1, 8, 8), tta))
+
+
 @torch.no_grad()
 def predict(model: nn.Module, dataloader, device: torch.device, *, precision: str = "fp32",
             tta: str = "none", channels_last: bool = False,

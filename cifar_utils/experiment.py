@@ -325,7 +325,7 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
         io.save_json(metrics, out / "metrics.json")
         io.save_csv(history, out / "history.csv")
         val_note = f"validation {val.accuracy:.2%}" if validating else "no validation split"
-        say(f"test accuracy {test.accuracy:.2%} ({val_note}) on {splits.description}; files in {out}")
+        say(f"test accuracy {test.accuracy:.2%} ({val_note}{tta}) on {splits.description}; files in {out}")
     distributed.barrier()
     return RunResult(config, out, eval_model, history, metrics, test, splits)
 

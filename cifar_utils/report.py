@@ -39,8 +39,9 @@ import torch
 from . import io
 from .config import Config
 from .data import data_copy_kind, resolve_root
-from .device import describe_device, get_device
+from .device import autocast, describe_device, get_device, keep_freed_cpu_memory, resolve_precision
 from .errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError
+from .evaluation import view_count
 from .presets import PRESETS, from_preset
 
 SMOKE_ENV = "CIFAR_UTILS_SMOKE"
@@ -448,6 +449,13 @@ def summarize_branch_weights(model: torch.nn.Module, weights: Sequence[torch.Ten
     return BranchWeightSummary(list(weights), entropy, uniform, figure, tuple(f"{k}x{k}" for k in kernel_sizes))
 
 
+def final_evaluation_note(metrics: dict) -> str:
+    """How a run's final test and validation accuracies were measured, for labels: the per-epoch validation
+    numbers in ``history.csv`` never use test-time augmentation, the final evaluation uses the run's ``tta``."""
+    tta = metrics.get("config", {}).get("tta", "none")
+    return "without test-time augmentation" if tta == "none" else f"with test-time augmentation ({tta})"
+
+
 def discuss_training(record: RunRecord, smoke: bool = False) -> str:
     """A discussion of a finished run, every number read from its history and metrics: the train-validation
     gap (overfitting), where validation loss bottomed out, and how well validation predicted test."""
@@ -477,7 +485,11 @@ def discuss_training(record: RunRecord, smoke: bool = False) -> str:
         agree = "so the validation split predicted the test result well" if abs(diff) < 0.01 else \
             "a difference larger than one point, so treat either as uncertain by about that much"
         text.append(f"Test accuracy ({metrics['test_accuracy']:.2%}) is {diff * 100:+.2f} points from the final "
-                    f"validation accuracy ({metrics['validation_accuracy']:.2%}), {agree}.")
+                    f"validation accuracy ({metrics['validation_accuracy']:.2%}), both measured "
+                    f"{final_evaluation_note(metrics)}, {agree}.")
+        if metrics.get("config", {}).get("tta", "none") != "none":
+            text.append("The per-epoch validation accuracies above are measured without test-time augmentation, "
+                        "which is why they sit below the final one.")
     if smoke:
         text.insert(0, "This is a smoke run (a few hundred images, one epoch): the sentences below describe it "
                        "faithfully, but it says nothing about the method.")
@@ -688,65 +700,77 @@ def full_profile_trainings(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[PlannedT
                             runs=len(sweep_params["learning_rates"]) * len(sweep_params.get("seeds", [0])))]
 
 
-def seconds_per_image(model_name: str, device: torch.device, batch_size: int = 16,
-                      steps: int = 2) -> tuple[float, float]:
-    """Measured (training, evaluation) seconds per image of ``model_name`` on ``device``: a few SGD steps
-    and forward passes on random images, after one warm-up step."""
+def seconds_per_image(config: Config, device: torch.device, steps: int = 2) -> tuple[float, float]:
+    """Measured (training, evaluation) seconds per image of ``config`` on ``device``: a few training steps at
+    its batch size, memory format and precision, and forward passes at its evaluation batch size, on random
+    images after one warm-up step. Evaluation is per view (test-time augmentation multiplies it)."""
+    from .losses import build_criterion
     from .models import build_model
+    from .optim import build_optimizer
 
-    model = build_model(model_name, 10).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    images = torch.randn(batch_size, 3, 32, 32, device=device)
-    labels = torch.randint(0, 10, (batch_size,), device=device)
+    if device.type == "cpu":
+        keep_freed_cpu_memory()  # as training does, so the estimate sees the same speed
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = build_model(config, 10).to(device).to(memory_format=memory_format)
+    optimizer, criterion = build_optimizer(model, config), build_criterion(config)
+    precision = resolve_precision(config.precision, device)
+
+    def batch(size: int) -> torch.Tensor:
+        return torch.randn(size, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
+
+    images, labels = batch(config.batch_size), torch.randint(0, 10, (config.batch_size,), device=device)
 
     def train_step() -> None:
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        with autocast(device, precision):
+            loss = criterion(model(images), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
-    model.train()
-    train_step()  # warm-up: allocations and kernel selection
-    started = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    train_seconds = (time.perf_counter() - started) / (steps * batch_size)
-    model.eval()
-    with torch.no_grad():
-        model(images)
+    def timed(step: Callable[[], None]) -> float:
+        step()  # warm-up: allocations and kernel selection
         started = time.perf_counter()
         for _ in range(steps):
-            model(images)
-    return train_seconds, (time.perf_counter() - started) / (steps * batch_size)
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - started) / steps
+
+    model.train()
+    train_seconds = timed(train_step) / config.batch_size
+    model.eval()
+    eval_images = batch(config.eval_batch_size)
+    with torch.no_grad(), autocast(device, precision):
+        eval_seconds = timed(lambda: model(eval_images)) / config.eval_batch_size
+    return train_seconds, eval_seconds
 
 
-def estimate_seconds(plan: Sequence[PlannedTraining], per_image: Mapping[str, tuple[float, float]],
+def estimate_seconds(plan: Sequence[PlannedTraining], per_image: Sequence[tuple[float, float]],
                      train_images: int = 45_000, validation_images: int = 5_000, test_images: int = 10_000) -> float:
-    """Seconds the planned trainings take, given (train, eval) seconds per image for each model: every
-    epoch trains on ``train_images`` and validates; the end evaluates validation and test once more."""
+    """Seconds the planned trainings take, given (train, eval) seconds per image for each item of ``plan``:
+    every epoch trains on ``train_images`` and validates (one view); the end evaluates validation and test
+    once more with the config's test-time augmentation."""
     total = 0.0
-    for item in plan:
-        train_s, eval_s = per_image[item.config.model]
+    for item, (train_s, eval_s) in zip(plan, per_image, strict=True):
         trained = min(train_images, item.config.train_limit or train_images)
         per_run = (item.config.epochs * (trained * train_s + validation_images * eval_s)
-                   + (validation_images + test_images) * eval_s)
+                   + (validation_images + test_images) * eval_s * view_count(item.config.tta))
         total += item.runs * per_run
     return total
 
 
 def full_profile_warning(device: torch.device, notebooks_dir: Path = NOTEBOOKS_DIR,
-                         measure: Callable[[str, torch.device], tuple[float, float]] = seconds_per_image) -> str:
+                         measure: Callable[[Config, torch.device], tuple[float, float]] = seconds_per_image) -> str:
     """The warning printed before a full-profile report on a machine without a GPU, with an estimate
     measured on this machine."""
     plan = full_profile_trainings(notebooks_dir)
-    per_image = {item.config.model: measure(item.config.model, device) for item in plan}
-    seconds = estimate_seconds(plan, per_image)
+    seconds = estimate_seconds(plan, [measure(item.config, device) for item in plan])
     runs = "; ".join(f"{item.notebook}: {item.runs} x {item.config.preset} for {item.config.epochs} epochs"
                      for item in plan)
     return (f"WARNING: no GPU found, so the full report trains on {describe_device(device)}. It trains {runs}, "
             f"which on this machine would take about {format_duration(seconds)} (measured from a few training "
-            "steps). Stop now (Ctrl-C) and use `python -m cifar_utils report --smoke` for a quick run, or run "
-            "the report on a GPU.")
+            "steps at the presets' batch sizes). Stop now (Ctrl-C) and use `python -m cifar_utils report --smoke` "
+            "for a quick run, or run the report on a GPU.")
 
 
 def format_duration(seconds: float) -> str:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar_utils.evaluation import _views, evaluate, predict
+from cifar_utils.evaluation import _views, evaluate, predict, view_count
 
 CPU = torch.device("cpu")
 CLASSES = ["a", "b", "c"]
@@ -108,6 +108,7 @@ def test_tta_views():
     assert torch.equal(views[4][..., :-2, :-2], x[..., 2:, 2:])  # and the other
     assert torch.equal(views[3][..., 2:, 2:], x.flip(-1)[..., :-2, :-2])
     assert len({v.sum().item() for v in views[2:]}) > 1  # the padded views are not all the same
+    assert [view_count(tta) for tta in ("none", "flip", "flip_translate")] == [1, 2, 6]
 
 
 @pytest.mark.parametrize("tta", ["none", "flip", "flip_translate"])

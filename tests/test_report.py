@@ -198,19 +198,26 @@ def test_report_without_papermill_says_how_to_install(monkeypatch):
 def test_full_profile_warning_estimates_the_time():
     measured = []
 
-    def fake_measure(model, device):
-        measured.append(model)
-        return 0.05, 0.01  # seconds per image: training, evaluation
+    def fake_measure(config, device):
+        measured.append(config.preset)
+        return 0.05, 0.01  # seconds per image: training, evaluation (per view)
 
     text = report.full_profile_warning(torch.device("cpu"), measure=fake_measure)
     assert text.startswith("WARNING: no GPU found") and "--smoke" in text
-    assert sorted(set(measured)) == ["cpu_net"]
+    assert measured == ["cpu", "cpu"]  # 03's run and 05's runs, each at its own settings
     plan = report.full_profile_trainings()
-    expected = report.estimate_seconds(plan, {"cpu_net": (0.05, 0.01)})
+    expected = report.estimate_seconds(plan, [(0.05, 0.01)] * 2)
     assert f"about {report.format_duration(expected)}" in text
-    # 03: 10 epochs; 05: 3 rates x 2 seeds x 10 epochs; each epoch 45,000 training and 5,000 validation images.
+    # 03: 10 epochs; 05: 3 rates x 2 seeds x 10 epochs; each epoch 45,000 training and 5,000 validation images;
+    # each run ends with 15,000 images evaluated in the 6 views of flip_translate.
     per_epoch = 45_000 * 0.05 + 5_000 * 0.01
-    assert expected == pytest.approx((10 + 6 * 10) * per_epoch + 7 * 15_000 * 0.01)
+    assert expected == pytest.approx((10 + 6 * 10) * per_epoch + 7 * 15_000 * 6 * 0.01)
+
+
+def test_seconds_per_image_times_the_config_at_its_own_batch_sizes():
+    config = from_preset("cpu", batch_size=8, eval_batch_size=4)
+    train_s, eval_s = report.seconds_per_image(config, torch.device("cpu"), steps=1)
+    assert 0 < eval_s < train_s < 10
 
 
 def test_format_duration():

@@ -39,6 +39,15 @@ def test_training_discussion_reads_overfitting_from_the_run():
     text = report.discuss_training(healthy)
     assert "not overfitting" in text and "lowest at the last epoch" in text and "predicted the test result well" in text
     assert "smoke" not in text and "smoke run" in report.discuss_training(healthy, smoke=True)
+    assert "measured without test-time augmentation" in text  # no config recorded: no TTA
+
+
+def test_training_discussion_says_the_final_accuracies_use_test_time_augmentation():
+    history = [row(1, 0.60, 0.62, 1.1), row(2, 0.86, 0.86, 0.5)]
+    text = report.discuss_training(record(history, test_accuracy=0.871, validation_accuracy=0.875,
+                                          config={"tta": "flip_translate"}))
+    assert "both measured with test-time augmentation (flip_translate)" in text
+    assert "per-epoch validation accuracies above are measured without test-time augmentation" in text
 
 
 def test_evaluation_discussion_names_confusions_and_gate_preferences():
