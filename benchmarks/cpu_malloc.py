@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/cpu_malloc.py --data-root data/cifar10-jpeg        # ~4 min on 2 cores
     python benchmarks/cpu_malloc.py --data-root ... --repeats 1 --images 512   # a quick check
+    python benchmarks/cpu_malloc.py --readme benchmarks/results/cpu-malloc-<date>.json  # rewrite the README line
 
 It times one training epoch of the ``cpu`` preset on ``--images`` seeded training images (the same
 measurement as ``benchmarks/cpu.py``'s throughput), once with glibc's default malloc and once with freed
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from cpu import PRESET, REPO, cpu_model, mean_std, train_images_per_second
+from cpu import PRESET, README, REPO, cpu_model, mean_std, train_images_per_second
 
 SETTINGS = ("default", "reuse")  # glibc's own malloc behaviour, then keep_freed_cpu_memory()
 
@@ -50,6 +51,18 @@ def measure(setting: str, data_root: str, images: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def render(result: dict) -> str:
+    """The README's lines for a results file."""
+    s = result["summary"]
+    default, reuse, speedup = s["images_per_second"]["default"], s["images_per_second"]["reuse"], s["speedup"]
+    return (f"Measured {result['date']} on {result['cpu_model']} ({result['torch_threads']} threads), torch "
+            f"{result['torch_version']}, glibc {result['glibc']}: one `{result['preset']}` training epoch on "
+            f"{result['images']:,} images of the offline JPEG copy ran at {default['mean']:.0f} ± {default['std']:.0f} "
+            f"images/s with glibc's default malloc and {reuse['mean']:.0f} ± {reuse['std']:.0f} with freed memory "
+            f"kept, {speedup['mean']:.2f}x ± {speedup['std']:.2f} over {speedup['n']} pairs of fresh processes. "
+            f"Command: `{result['command']}`; results: `{result['file']}`.\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default=os.environ.get("CIFAR10_ROOT", "data"))
@@ -57,10 +70,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="measurements per setting")
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/cpu-malloc-<date>.json)")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--readme", metavar="RESULTS", help="only rewrite the README line from this results file")
     parser.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.data_root, args.images)
+    if args.readme:
+        from cifar_utils.results import replace_section
+        replace_section(README, "cpu-malloc", render(json.loads(Path(args.readme).read_text())))
+        return print(f"updated the malloc line in {README} from {args.readme}")
 
     date = datetime.date.today().isoformat()
     out = Path(args.out or Path(__file__).parent / "results" / f"cpu-malloc-{date}.json")
