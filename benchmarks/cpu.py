@@ -6,6 +6,7 @@ Usage::
     python benchmarks/cpu.py --data-root data/cifar10-jpeg              # the whole benchmark (~40 min on 2 cores)
     python benchmarks/cpu.py --data-root ... --seeds 0 --throughput-images 256   # a quick check
     python benchmarks/cpu.py --readme benchmarks/results/cpu-preset-<date>.json  # rewrite the README table
+    python benchmarks/cpu.py --data-root ... --set head_pool=max --out FILE     # a variant of the preset
 
 What it measures, in one process on one machine:
 
@@ -21,6 +22,9 @@ What it measures, in one process on one machine:
   throughput, against the fastest large bf16 and fp32 matrix product and 3x3 convolution on this machine
   (torch's CPU matrix product does not use the bf16 instructions that its convolutions use).
 
+``--set FIELD=VALUE`` (repeatable) changes the preset's settings in every timed run, as ``train --set``
+does; ``--runs-dir`` keeps the runs' folders (``seed<S>``) instead of deleting them.
+
 Results go to ``benchmarks/results/cpu-preset-<date>.json`` (an existing file is kept unless
 ``--overwrite``), rewritten after every run so that a run cut short keeps what it measured.
 """
@@ -28,6 +32,7 @@ Results go to ``benchmarks/results/cpu-preset-<date>.json`` (an existing file is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -43,6 +48,7 @@ from pathlib import Path
 import torch
 
 from cifar_utils import io
+from cifar_utils.cli import parse_settings
 from cifar_utils.data import load_dataset
 from cifar_utils.device import autocast, describe_device, get_device, keep_freed_cpu_memory, resolve_precision
 from cifar_utils.engine import train_epoch
@@ -74,10 +80,12 @@ def mean_std(values: list[float]) -> dict:
             "n": len(values)}
 
 
-def run_seed(seed: int, data_root: str, out_dir: Path) -> dict:
-    """One ``train --preset cpu`` command as a user runs it; its wall time and its metrics."""
+def run_seed(seed: int, data_root: str, out_dir: Path, settings: list[str]) -> dict:
+    """One ``train --preset cpu`` command as a user runs it (``settings``: its ``--set`` values); its wall
+    time and its metrics."""
     command = [sys.executable, "-m", "cifar_utils", "train", "--preset", PRESET, "--seed", str(seed),
                "--data-root", data_root, "--out", str(out_dir), "--no-progress"]
+    command += [arg for item in settings for arg in ("--set", item)]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -90,9 +98,11 @@ def run_seed(seed: int, data_root: str, out_dir: Path) -> dict:
             "output": done.stdout.strip().splitlines()}
 
 
-def train_images_per_second(preset: str, data, data_root: str, images: int, device: torch.device) -> dict:
-    """Images per second of one training epoch of ``preset`` on ``images`` seeded training images."""
-    config = from_preset(preset, data_root=data_root, train_limit=images)
+def train_images_per_second(preset: str, data, data_root: str, images: int, device: torch.device,
+                            **overrides) -> dict:
+    """Images per second of one training epoch of ``preset`` (with ``overrides``) on ``images`` seeded
+    training images."""
+    config = from_preset(preset, data_root=data_root, train_limit=images, **overrides)
     splits = load_splits(config, data)
     model = build_model(config, len(splits.classes))
     if hasattr(model, "init_from_data"):
@@ -115,11 +125,11 @@ def train_images_per_second(preset: str, data, data_root: str, images: int, devi
             "parameters": count_parameters(model)}
 
 
-def training_flops_per_image(device: torch.device, batch: int = 64) -> float:
+def training_flops_per_image(device: torch.device, batch: int = 64, **overrides) -> float:
     """Floating-point operations of one training step of the CPU preset's network, per image."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    config = from_preset(PRESET)
+    config = from_preset(PRESET, **overrides)
     model = build_model(config).to(device).to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     counter = FlopCounterMode(display=False)
@@ -214,9 +224,14 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/cpu-preset-<date>.json)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--readme", metavar="RESULTS", help="only rewrite the README table from this results file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a preset setting for every timed run, as in `train --set` (repeatable)")
+    parser.add_argument("--runs-dir", default=None, help="keep the runs in this folder (default: a temporary one)")
     args = parser.parse_args()
     if args.readme:
         return update_readme(Path(args.readme))
+    overrides = parse_settings(args.overrides)
+    preset_config = from_preset(PRESET, **overrides)  # checks the values before anything runs
 
     device = get_device("cpu")
     malloc_reuse = keep_freed_cpu_memory()  # as `train` does on the CPU, so throughput matches the timed runs
@@ -232,24 +247,27 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
         "python_version": platform.python_version(), "malloc_reuses_freed_memory": malloc_reuse,
         "note": "measured on the offline JPEG copy of CIFAR-10, not the official data set",
-        "preset_config": from_preset(PRESET).to_dict(), "runs": [], "throughput": [], "flops": None, "summary": {},
+        "settings": args.overrides, "preset_config": preset_config.to_dict(), "runs": [], "throughput": [],
+        "flops": None, "summary": {},
     }
 
     def save() -> None:
         result["summary"] = summarize(result)
         io.save_json(result, out)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        runs_dir = Path(args.runs_dir) if args.runs_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         for seed in args.seeds:
-            run = run_seed(seed, args.data_root, Path(tmp) / f"seed{seed}")
+            run = run_seed(seed, args.data_root, runs_dir / f"seed{seed}", args.overrides)
             result["runs"].append(run)
             save()
             print(f"seed {seed}: test {run['test_accuracy']:.2%} in {run['wall_seconds']:.0f} s", flush=True)
     for preset in THROUGHPUT_PRESETS:
-        result["throughput"].append(train_images_per_second(preset, data, args.data_root, args.throughput_images, device))
+        result["throughput"].append(train_images_per_second(preset, data, args.data_root, args.throughput_images, device,
+                                                            **(overrides if preset == PRESET else {})))
         save()
         print(f"{preset}: {result['throughput'][-1]['images_per_second']:.0f} training images/s", flush=True)
-    result["flops"] = {"training_flops_per_image": training_flops_per_image(device),
+    result["flops"] = {"training_flops_per_image": training_flops_per_image(device, **overrides),
                        "peak_gflops": {"bf16": peak_gflops(torch.bfloat16), "fp32": peak_gflops(torch.float32)}}
     save()
     print(render_table(result))

@@ -169,15 +169,17 @@ class Backbone(nn.Sequential):
 
 
 class Classifier(nn.Module):
-    """Spatial average pooling to ``pool_size`` x ``pool_size``, flatten, then an MLP.
+    """Spatial pooling (``pool`` = "avg" or "max") to ``pool_size`` x ``pool_size``, flatten, then an MLP.
 
     Each hidden layer is Linear -> activation -> BatchNorm (optional) -> Dropout (optional).
     """
 
     def __init__(self, in_channels: int, num_classes: int, pool_size: int = 1, hidden: Sequence[int] = (),
-                 dropout: float = 0.0, batchnorm: bool = False, activation: str = "relu"):
+                 dropout: float = 0.0, batchnorm: bool = False, activation: str = "relu", pool: str = "avg"):
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(pool_size)
+        if pool not in ("avg", "max"):
+            raise ValueError(f"unknown pooling {pool!r}; choose avg or max")
+        self.pool = nn.AdaptiveAvgPool2d(pool_size) if pool == "avg" else nn.AdaptiveMaxPool2d(pool_size)
         layers: list[nn.Module] = [nn.Flatten()]
         features = in_channels * pool_size * pool_size
         for width in hidden:

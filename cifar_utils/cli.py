@@ -83,14 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_overrides(args: argparse.Namespace) -> dict:
-    """Config overrides from the dedicated flags and from ``--set FIELD=VALUE``."""
-    overrides = {name: getattr(args, name) for name in FIELD_FLAGS if getattr(args, name) is not None}
-    for item in args.overrides:
+def parse_settings(items: list[str]) -> dict:
+    """Config values from ``--set FIELD=VALUE`` items, each parsed to its field's type."""
+    settings = {}
+    for item in items:
         if "=" not in item:
             raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        overrides[key.strip()] = parse_value(key.strip(), value.strip())
+        settings[key.strip()] = parse_value(key.strip(), value.strip())
+    return settings
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """Config overrides from the dedicated flags and from ``--set FIELD=VALUE``."""
+    overrides = {name: getattr(args, name) for name in FIELD_FLAGS if getattr(args, name) is not None}
+    overrides.update(parse_settings(args.overrides))
     if args.download:
         overrides["download"] = True
     if args.skip_bad_files:

@@ -31,6 +31,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("cosine", "plateau", "onecycle", "warmup_cosine", "none")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TTA_MODES = ("none", "flip", "flip_translate")
+HEAD_POOLS = ("avg", "max")
 
 
 @dataclass
@@ -40,6 +41,8 @@ class Config:
     model: str = "seed002_net"  # architecture name; see cifar_utils.models.ARCHITECTURES
     stem_kernel: int = 3  # CIFAR ResNets: kernel size of the first convolution (report 003's is 1)
     head_softmax: bool = False  # seed004_net: end in a Softmax, so the loss sees probabilities as report 004 did (slower; see seed004_net)
+    head_pool: str = "avg"  # cpu_net, fast_net, fast_best_net: the head's global pooling, "avg" or "max" (airbench94's)
+    identity_init: bool = False  # cpu_net, fast_net, fast_best_net: each Block's 3x3 branch starts as the identity (airbench94's dirac init)
     # --- data
     data_root: Optional[str] = None  # None: $CIFAR10_ROOT, then ./data
     dataset: str = "auto"  # auto-detect, or force: cifar10 | folder | synthetic
@@ -144,6 +147,7 @@ class Config:
         _require(0 <= self.cutout <= 32, "cutout", self.cutout, "must be between 0 and 32 (pixels)")
         _require(self.stem_kernel >= 1 and self.stem_kernel % 2 == 1, "stem_kernel", self.stem_kernel,
                  "must be an odd number of pixels (1, 3, 5, ...), so that the stem keeps the 32x32 size")
+        _require(self.head_pool in HEAD_POOLS, "head_pool", self.head_pool, f"must be one of {', '.join(HEAD_POOLS)}")
         model_options(self)  # refuses an architecture option the chosen model does not take
         self._check_needs_validation()
         self._check_gpu_only_augmentations()

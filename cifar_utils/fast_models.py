@@ -4,8 +4,10 @@ Every convolution layer is a coursework :class:`~cifar_utils.models.Block` with 
 a 1x1 convolution of the same input mixed by the Block's own weights ``a = softmax(Linear(AvgPool(X)))``;
 the 1x1 branch adds about 1/9 of a 3x3 convolution's work, where a second 3x3 branch would double it.
 In front sits a frozen patch-whitening stem (fitted to the training images by ``init_from_data``) and at
-the end the classifier is spatial average pooling and an MLP (a single Linear layer) with a fixed output
-scale. The layout follows the fastest published CIFAR-10 trainers (three stages, each a Block, a 2x2
+the end the classifier is global pooling (average, or max with ``head_pool="max"``) and an MLP (a single
+Linear layer) with a fixed output scale. ``identity_init=True`` starts every 3x3 branch as the identity
+on its first C_in output channels (airbench94's dirac initialisation), so a fresh Block first passes its
+input on. The layout follows the fastest published CIFAR-10 trainers (three stages, each a Block, a 2x2
 max-pool and more Blocks at the pooled resolution), written for this kit::
 
     fast_net       stem(2x2, 24 ch) | 64 M 64 | 256 M 256 | 256 M 256 | avg pool, Linear x 1/8
@@ -119,10 +121,11 @@ class FastNet(Net):
 
 
 def fast_stages(stages: Sequence[tuple[int, int]], in_channels: int, residual: bool,
-                kernel_sizes: Sequence[int] = KERNEL_SIZES, activation: str = "gelu") -> nn.Sequential:
+                kernel_sizes: Sequence[int] = KERNEL_SIZES, activation: str = "gelu",
+                identity_init: bool = False) -> nn.Sequential:
     """Stages of Blocks: for each (width, blocks), a Block to ``width`` channels that max-pools its mixed
     output by 2 before BN and the activation, then ``blocks - 1`` Blocks at the pooled resolution (residual
-    when ``residual``)."""
+    when ``residual``). ``identity_init``: see the module docstring."""
     layers: list[nn.Module] = []
     channels = in_channels
     for width, blocks in stages:
@@ -135,31 +138,35 @@ def fast_stages(stages: Sequence[tuple[int, int]], in_channels: int, residual: b
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = BATCHNORM_MOMENTUM
             module.weight.requires_grad_(False)  # scale fixed at 1: the next layer's weights carry the scale
+        if identity_init and isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
+            with torch.no_grad():
+                nn.init.dirac_(module.weight[:module.in_channels])  # the rest keep their random start
     backbone.out_channels = channels
     return backbone
 
 
-def _fast_net(stages: Sequence[tuple[int, int]], residual: bool, num_classes: int) -> FastNet:
+def _fast_net(stages: Sequence[tuple[int, int]], residual: bool, num_classes: int, head_pool: str,
+              identity_init: bool) -> FastNet:
     whitening = PatchWhitening()
-    backbone = fast_stages(stages, whitening.out_channels, residual)
-    return FastNet(backbone, ScaledClassifier(backbone.out_channels, num_classes), whitening)
+    backbone = fast_stages(stages, whitening.out_channels, residual, identity_init=identity_init)
+    return FastNet(backbone, ScaledClassifier(backbone.out_channels, num_classes, pool=head_pool), whitening)
 
 
-def fast_net(num_classes: int = 10) -> nn.Module:
+def fast_net(num_classes: int = 10, head_pool: str = "avg", identity_init: bool = False) -> nn.Module:
     """The ``fast`` preset's network: 6 Blocks (3x3 + 1x1), 64-256-256 channels, whitening stem; ~2.2M parameters."""
-    return _fast_net([(64, 2), (256, 2), (256, 2)], residual=False, num_classes=num_classes)
+    return _fast_net([(64, 2), (256, 2), (256, 2)], False, num_classes, head_pool, identity_init)
 
 
-def fast_best_net(num_classes: int = 10) -> nn.Module:
+def fast_best_net(num_classes: int = 10, head_pool: str = "avg", identity_init: bool = False) -> nn.Module:
     """The ``fast_best`` preset's network: 9 Blocks (3x3 + 1x1), 128-512-512 channels, residual after each pool;
     ~14.1M parameters."""
-    return _fast_net([(128, 3), (512, 3), (512, 3)], residual=True, num_classes=num_classes)
+    return _fast_net([(128, 3), (512, 3), (512, 3)], True, num_classes, head_pool, identity_init)
 
 
-def cpu_net(num_classes: int = 10) -> nn.Module:
+def cpu_net(num_classes: int = 10, head_pool: str = "avg", identity_init: bool = False) -> nn.Module:
     """The ``cpu`` preset's network: ``fast_net`` at half the width, 6 Blocks (3x3 + 1x1), 32-128-128 channels;
     ~0.55M parameters, sized to train in minutes on a 2-core CPU."""
-    return _fast_net([(32, 2), (128, 2), (128, 2)], residual=False, num_classes=num_classes)
+    return _fast_net([(32, 2), (128, 2), (128, 2)], False, num_classes, head_pool, identity_init)
 
 
 ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {

@@ -163,7 +163,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 
 
 # Config fields that change an architecture: a builder in ARCHITECTURES that takes one has a keyword of that name.
-MODEL_OPTIONS = ("stem_kernel", "head_softmax")
+MODEL_OPTIONS = ("stem_kernel", "head_softmax", "head_pool", "identity_init")
 
 
 def model_options(config) -> dict[str, Any]:

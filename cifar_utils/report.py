@@ -262,10 +262,11 @@ def read_run(out_dir: str | os.PathLike) -> RunRecord:
 
 
 def config_differences(saved: Mapping[str, Any], config: Config) -> list[str]:
-    """``field: saved -> wanted`` for each result-relevant field where a saved config differs."""
-    wanted = config.to_dict()
-    return [f"{name}: {saved.get(name)!r} -> {value!r}" for name, value in wanted.items()
-            if name not in NOT_RESULT_FIELDS and saved.get(name) != value]
+    """``field: saved -> wanted`` for each result-relevant field where a saved config differs. A field the
+    saved config lacks (it predates the field) counts as its default, which is what that run did."""
+    wanted, defaults = config.to_dict(), Config().to_dict()
+    return [f"{name}: {saved.get(name, defaults[name])!r} -> {value!r}" for name, value in wanted.items()
+            if name not in NOT_RESULT_FIELDS and saved.get(name, defaults[name]) != value]
 
 
 def reusable_run(config: Config, out_dir: str | os.PathLike, overwrite: bool = False) -> Optional[RunRecord]:

@@ -46,6 +46,29 @@ def test_every_convolution_is_a_block_with_at_least_two_branches(architecture):
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
+def test_identity_init_starts_each_3x3_branch_as_the_identity():
+    plain = build_model(from_preset("cpu", identity_init=False))
+    net = build_model(from_preset("cpu", identity_init=True))
+    x = torch.randn(2, 24, 9, 9)
+    for block, plain_block in zip(net.backbone, plain.backbone):
+        conv3, conv1 = block.convs  # the 3x3 branch, then the 1x1
+        c_in = conv3.in_channels
+        assert torch.equal(conv3(x[:, :c_in])[:, :c_in], x[:, :c_in])  # the first C_in filters copy their input
+        if conv3.out_channels > c_in:
+            assert conv3.weight[c_in:].abs().sum() > 0  # the others keep a random start
+        assert conv1.weight.shape == plain_block.convs[1].weight.shape and conv1.weight.abs().sum() > 0
+        x = torch.randn(2, block.out_channels, 9, 9)
+
+
+def test_head_pool_max_takes_the_largest_activation_per_channel():
+    net = build_model(from_preset("cpu", head_pool="max"))
+    features = torch.randn(3, net.classifier.mlp[-1].in_features, 3, 3)
+    expected = net.classifier.mlp(features.amax((2, 3))) * net.classifier.logit_scale
+    assert torch.allclose(net.classifier(features), expected)
+    with pytest.raises(ValueError, match="avg or max"):
+        Classifier(8, 10, pool="min")
+
+
 def test_whitening_makes_patch_covariance_the_identity():
     gen = torch.Generator().manual_seed(0)
     mixing = torch.randn(3, 3, generator=gen)

@@ -115,3 +115,11 @@ def test_lr_discussion_weighs_the_lead_against_seed_noise():
     close = [lr_row(0.1, 0.851, 0.004), lr_row(0.2, 0.853, 0.005)]
     text = report.discuss_lr_comparison(close, 0.2)
     assert "not clearly different" in text and "larger rate than those tried" in text
+
+
+def test_a_saved_config_without_a_newer_field_counts_as_its_default():
+    config = from_preset("cpu")
+    saved = config.to_dict()
+    del saved["head_pool"], saved["identity_init"]  # a run saved before these fields existed
+    assert report.config_differences(saved, config) == []
+    assert report.config_differences(saved, from_preset("cpu", head_pool="max")) == ["head_pool: 'avg' -> 'max'"]
