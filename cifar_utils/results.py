@@ -46,7 +46,7 @@ IGNORED_SETTINGS = ("preset", "seed", "data_root", "download", "skip_bad_files",
 # Runs on part of the data: they test the code, not the method.
 PARTIAL = re.compile(r"\b(train|validation|test|eval)_limit=")
 # gpu_run.py phases whose runs choose settings (grid points) or time the code, rather than report results.
-SETTING_PHASES = ("tune", "profile")
+SETTING_PHASES = ("tune", "profile", "malloc")  # files that measure the code or choose settings
 COLUMNS = ("preset", "reported by its report", "settings", "runs", "validation accuracy", "test accuracy",
            "parameters", "epochs", "training time", "device", "data", "source")
 
@@ -58,6 +58,7 @@ class Measurement:
     preset: str
     settings: str  # what the run changed from its preset, e.g. "epochs=3, pipeline=gpu"; "" for the preset as is
     model: str  # architecture name, for the parameter count
+    model_options: tuple  # (name, value) of the architecture options the run set away from their defaults
     epochs: Optional[float]  # epochs trained
     full_epochs: int  # the recipe's epochs (the preset's, or a capped run's full count)
     capped: bool  # stopped short of full_epochs by a time cap
@@ -181,6 +182,7 @@ def _measurement(preset: str, run: Mapping, recorded: Mapping, *, device: Option
     epochs = run.get("epochs", recorded.get("epochs"))  # preset_epoch.py records them only in the config
     return Measurement(
         preset=preset, settings=_settings(recipe, recorded), model=recorded.get("model", recipe["model"]),
+        model_options=_model_options({**recipe, **recorded}),
         epochs=epochs, full_epochs=run.get("full_epochs") or recipe["epochs"], capped=bool(run.get("capped")),
         validation_accuracy=run.get("validation_accuracy"), test_accuracy=run.get("test_accuracy"),
         train_seconds=run.get("train_seconds"), device=_device(device, precision), data=data_copy(data),
@@ -256,7 +258,7 @@ def _row(runs: Sequence[Measurement]) -> dict[str, Any]:
         "runs": str(len(runs)),
         "validation accuracy": _mean_std([m.validation_accuracy for m in runs], _percent),
         "test accuracy": _mean_std([m.test_accuracy for m in runs], _percent),
-        "parameters": parameter_count(first.model),
+        "parameters": parameter_count(first.model, first.model_options),
         "epochs": _epochs(epochs, first.full_epochs, any(m.capped for m in runs)),
         "training time": f"{timing} ({first.timing_note})" if first.timing_note and timing != NOT_RECORDED else timing,
         "device": first.device,
@@ -269,7 +271,8 @@ def _not_run_row(name: str) -> dict[str, Any]:
     config = from_preset(name)
     return {"preset": name, "reported by its report": PRESETS[name].reported, "settings": "as the preset",
             "runs": "0", "validation accuracy": NOT_RUN, "test accuracy": NOT_RUN,
-            "parameters": parameter_count(config.model), "epochs": f"{config.epochs} (the recipe)",
+            "parameters": parameter_count(config.model, _model_options(config.to_dict())),
+            "epochs": f"{config.epochs} (the recipe)",
             "training time": NOT_RUN, "device": "", "data": "", "source": ""}
 
 
@@ -302,18 +305,32 @@ def _seconds(mean: float, std: Optional[float] = None) -> str:
     return f"{text} s" if std is None else f"{text} ± {std:,.{decimals}f} s"
 
 
+def _model_options(config: Mapping[str, Any]) -> tuple:
+    """The architecture options (``MODEL_OPTIONS``) that ``config`` sets away from their defaults, as sorted
+    (name, value) pairs."""
+    from .models import MODEL_OPTIONS
+
+    defaults = Config().to_dict()
+    return tuple(sorted((name, config[name]) for name in MODEL_OPTIONS
+                        if name in config and config[name] != defaults[name]))
+
+
 @functools.lru_cache(maxsize=None)
-def parameter_count(model: str) -> str:
-    """Trainable parameters of architecture ``model``, built on the meta device (no memory, no data)."""
+def parameter_count(model: str, options: tuple = ()) -> str:
+    """Trainable parameters of architecture ``model`` with the architecture ``options`` ((name, value)
+    pairs), built on the meta device (no memory, no data)."""
     import torch
 
-    from .models import build_model, count_parameters
+    from .models import ARCHITECTURES, build_model, count_parameters
 
-    try:
-        with torch.device("meta"):
-            return f"{count_parameters(build_model(model)):,}"
-    except ValueError:
+    if model not in ARCHITECTURES:
         return f"unknown model {model}"
+    try:
+        config = Config(model=model, **dict(options)).validate()
+    except ValueError:
+        return f"{model} does not take {dict(options)}"
+    with torch.device("meta"):
+        return f"{count_parameters(build_model(config)):,}"
 
 
 # --------------------------------------------------------------------------------- hyperparameters

@@ -215,3 +215,11 @@ def test_the_results_command_prints_the_table_and_updates_the_readme(measured, t
     assert main(["results", "--runs", str(runs), "--results-dir", str(results), "--readme",
                  str(tmp_path / "missing.md")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_parameter_count_builds_the_architecture_with_the_runs_options():
+    from cifar_utils.results import parameter_count
+
+    full, one_by_one = parameter_count("resnet32"), parameter_count("resnet32", (("stem_kernel", 1),))
+    assert int(one_by_one.replace(",", "")) < int(full.replace(",", ""))  # report 003's 1x1 stem
+    assert parameter_count("resnet32", (("head_pool", "max"),)) == "resnet32 does not take {'head_pool': 'max'}"
