@@ -247,7 +247,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
         "python_version": platform.python_version(), "malloc_reuses_freed_memory": malloc_reuse,
         "note": "measured on the offline JPEG copy of CIFAR-10, not the official data set",
-        "settings": args.overrides, "preset_config": preset_config.to_dict(), "runs": [], "throughput": [],
+        "overrides": args.overrides, "preset_config": preset_config.to_dict(), "runs": [], "throughput": [],
         "flops": None, "summary": {},
     }
 

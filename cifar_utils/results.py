@@ -154,7 +154,8 @@ def _preset_runs(record: Mapping) -> Iterator[tuple[Mapping, str, dict, Optional
         if isinstance(run, dict) and (preset or file_preset):
             recorded = run.get("config") or run.get("overrides") or (record.get("preset_config") if not preset else {})
             yield run, preset or file_preset, dict(recorded or {}), None
-    recipes = (record.get("settings") or {}).get("presets")
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    recipes = settings.get("presets")
     recipes = recipes if isinstance(recipes, dict) else {}  # gpu_run.py's settings.presets is a list of names
     for group in _speed_groups(record.get("results")):
         settings = group.get("settings") or {}

@@ -1,6 +1,7 @@
 """The one real-accuracy test: the ``cpu`` preset, trained on the full training split less validation,
 really learns (issue 10). It guards the whole pipeline (data, Blocks, optimizer, evaluation); it is
-not timed, because timing is a benchmark's job (``benchmarks/cpu.py``). About 13 minutes on 2 CPU cores.
+not timed, because timing is a benchmark's job (``benchmarks/cpu.py``); it takes as long as one run there
+(the README's CPU table).
 
 It needs the whole offline JPEG copy at ``$CIFAR10_ROOT`` (``.ci/run`` extracts it there) and is
 skipped without it.

@@ -223,3 +223,16 @@ def test_parameter_count_builds_the_architecture_with_the_runs_options():
     full, one_by_one = parameter_count("resnet32"), parameter_count("resnet32", (("stem_kernel", 1),))
     assert int(one_by_one.replace(",", "")) < int(full.replace(",", ""))  # report 003's 1x1 stem
     assert parameter_count("resnet32", (("head_pool", "max"),)) == "resnet32 does not take {'head_pool': 'max'}"
+
+
+def test_a_variant_benchmark_gets_its_own_row_and_the_malloc_file_none(tmp_path):
+    results = tmp_path / "results"
+    variant = {**cpu_preset(), "overrides": ["head_pool=max", "identity_init=true"],
+               "preset_config": from_preset("cpu", head_pool="max", identity_init=True).to_dict()}
+    write_json(results / "cpu-preset.json", cpu_preset())
+    write_json(results / "cpu-preset-variant.json", variant)
+    write_json(results / "cpu-malloc.json", {"phase": "malloc", "runs": [
+        {"setting": "default", "preset": "cpu", "images_per_second": 500.0}]})
+    rows = rows_of(collect_results(tmp_path / "no-runs", results, everything=False), "cpu")
+    assert sorted(row["settings"] for row in rows) == ["as the preset", "head_pool=max, identity_init=True"]
+    assert all(row["runs"] == "3" for row in rows)  # the malloc file's throughput run is no result
