@@ -21,6 +21,7 @@ from torch import nn
 
 GATES = ("softmax", "sigmoid", "relu")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu")
+POOLS = ("avg", "max")  # the Classifier's spatial pooling
 
 
 def make_activation(name: str) -> nn.Module:
@@ -177,8 +178,8 @@ class Classifier(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, pool_size: int = 1, hidden: Sequence[int] = (),
                  dropout: float = 0.0, batchnorm: bool = False, activation: str = "relu", pool: str = "avg"):
         super().__init__()
-        if pool not in ("avg", "max"):
-            raise ValueError(f"unknown pooling {pool!r}; choose avg or max")
+        if pool not in POOLS:
+            raise ValueError(f"unknown pooling {pool!r}; choose {' or '.join(POOLS)}")
         self.pool = nn.AdaptiveAvgPool2d(pool_size) if pool == "avg" else nn.AdaptiveMaxPool2d(pool_size)
         layers: list[nn.Module] = [nn.Flatten()]
         features = in_channels * pool_size * pool_size

@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .blocks import POOLS
 from .errors import ConfigError
 from .preprocessing import CROP_PADDING
 
@@ -31,7 +32,6 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("cosine", "plateau", "onecycle", "warmup_cosine", "none")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TTA_MODES = ("none", "flip", "flip_translate")
-HEAD_POOLS = ("avg", "max")
 
 
 @dataclass
@@ -147,7 +147,7 @@ class Config:
         _require(0 <= self.cutout <= 32, "cutout", self.cutout, "must be between 0 and 32 (pixels)")
         _require(self.stem_kernel >= 1 and self.stem_kernel % 2 == 1, "stem_kernel", self.stem_kernel,
                  "must be an odd number of pixels (1, 3, 5, ...), so that the stem keeps the 32x32 size")
-        _require(self.head_pool in HEAD_POOLS, "head_pool", self.head_pool, f"must be one of {', '.join(HEAD_POOLS)}")
+        _require(self.head_pool in POOLS, "head_pool", self.head_pool, f"must be one of {', '.join(POOLS)}")
         model_options(self)  # refuses an architecture option the chosen model does not take
         self._check_needs_validation()
         self._check_gpu_only_augmentations()

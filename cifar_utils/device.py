@@ -130,8 +130,8 @@ def keep_freed_cpu_memory() -> bool:
 
     A CPU training step allocates and frees activations of up to ~30 MB (the ``cpu`` preset at batch 256).
     By default glibc maps every such block from the OS and unmaps it when freed, so each step pays a page
-    fault per 4 KiB page on first touch; reusing the memory made a ``cpu`` preset step ~1.2x faster on 2 cores
-    (``benchmarks/cpu_step.py``). The cost: the process keeps up to 1 GiB of freed memory until it exits.
+    fault per 4 KiB page on first touch; ``benchmarks/cpu_malloc.py`` measures what reusing the memory gains.
+    The cost: the process keeps up to 1 GiB of freed memory until it exits.
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

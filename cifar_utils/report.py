@@ -453,8 +453,12 @@ def summarize_branch_weights(model: torch.nn.Module, weights: Sequence[torch.Ten
 def final_evaluation_note(metrics: dict) -> str:
     """How a run's final test and validation accuracies were measured, for labels: the per-epoch validation
     numbers in ``history.csv`` never use test-time augmentation, the final evaluation uses the run's ``tta``."""
-    tta = metrics.get("config", {}).get("tta", "none")
+    tta = _final_tta(metrics)
     return "without test-time augmentation" if tta == "none" else f"with test-time augmentation ({tta})"
+
+
+def _final_tta(metrics: dict) -> str:
+    return metrics.get("config", {}).get("tta", "none")
 
 
 def discuss_training(record: RunRecord, smoke: bool = False) -> str:
@@ -488,7 +492,7 @@ def discuss_training(record: RunRecord, smoke: bool = False) -> str:
         text.append(f"Test accuracy ({metrics['test_accuracy']:.2%}) is {diff * 100:+.2f} points from the final "
                     f"validation accuracy ({metrics['validation_accuracy']:.2%}), both measured "
                     f"{final_evaluation_note(metrics)}, {agree}.")
-        if metrics.get("config", {}).get("tta", "none") != "none":
+        if _final_tta(metrics) != "none":
             text.append("The per-epoch validation accuracies above are measured without test-time augmentation, "
                         "which is why they sit below the final one.")
     if smoke:
