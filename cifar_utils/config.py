@@ -187,6 +187,12 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(Config)]
 
 
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A whole config saved with :meth:`Config.to_dict`, each field it lacks (it predates the field) at its
+    default, which is what that run did."""
+    return {**Config().to_dict(), **saved}
+
+
 def replace(config: Config, **overrides: Any) -> Config:
     """A copy of ``config`` with ``overrides``; unknown field names are rejected with the valid ones."""
     unknown = sorted(set(overrides) - set(field_names()))

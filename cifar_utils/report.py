@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import torch
 
 from . import io
-from .config import Config
+from .config import Config, with_defaults
 from .data import data_copy_kind, resolve_root
 from .device import autocast, describe_device, get_device, keep_freed_cpu_memory, resolve_precision
 from .errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError
@@ -264,9 +264,9 @@ def read_run(out_dir: str | os.PathLike) -> RunRecord:
 def config_differences(saved: Mapping[str, Any], config: Config) -> list[str]:
     """``field: saved -> wanted`` for each result-relevant field where a saved config differs. A field the
     saved config lacks (it predates the field) counts as its default, which is what that run did."""
-    wanted, defaults = config.to_dict(), Config().to_dict()
-    return [f"{name}: {saved.get(name, defaults[name])!r} -> {value!r}" for name, value in wanted.items()
-            if name not in NOT_RESULT_FIELDS and saved.get(name, defaults[name]) != value]
+    saved = with_defaults(saved)
+    return [f"{name}: {saved[name]!r} -> {value!r}" for name, value in config.to_dict().items()
+            if name not in NOT_RESULT_FIELDS and saved[name] != value]
 
 
 def reusable_run(config: Config, out_dir: str | os.PathLike, overwrite: bool = False) -> Optional[RunRecord]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from .config import Config, field_names
+from .config import Config, field_names, with_defaults
 from .data import data_copy_kind
 from .errors import ConfigError, DataError
 from .io import atomic_write
@@ -122,7 +122,7 @@ def _from_metrics(path: Path) -> Measurement:
     config = metrics.get("config")
     if config is None and (path.parent / "config.json").is_file():
         config = _load_json(path.parent / "config.json")
-    config = config or {}
+    config = with_defaults(config) if config else {}
     preset = metrics.get("preset") or config.get("preset") or "custom"
     return _measurement(preset, metrics, config, device=metrics.get("device"), precision=metrics.get("precision"),
                         data=metrics.get("data"), timing_note="", source=path, batch="")
@@ -152,8 +152,10 @@ def _preset_runs(record: Mapping) -> Iterator[tuple[Mapping, str, dict, Optional
     for run in record.get("runs") or []:
         preset = run.get("preset") if isinstance(run, dict) else None
         if isinstance(run, dict) and (preset or file_preset):
-            recorded = run.get("config") or run.get("overrides") or (record.get("preset_config") if not preset else {})
-            yield run, preset or file_preset, dict(recorded or {}), None
+            # a whole config (the run's, else the file's for runs that name no preset) or only the overrides
+            whole = run.get("config") or (None if preset or run.get("overrides") else record.get("preset_config"))
+            recorded = with_defaults(whole) if whole else dict(run.get("overrides") or {})
+            yield run, preset or file_preset, recorded, None
     settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
     recipes = settings.get("presets")
     recipes = recipes if isinstance(recipes, dict) else {}  # gpu_run.py's settings.presets is a list of names

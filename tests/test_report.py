@@ -208,10 +208,11 @@ def test_full_profile_warning_estimates_the_time():
     plan = report.full_profile_trainings()
     expected = report.estimate_seconds(plan, [(0.05, 0.01)] * 2)
     assert f"about {report.format_duration(expected)}" in text
-    # 03: 10 epochs; 05: 3 rates x 2 seeds x 10 epochs; each epoch 45,000 training and 5,000 validation images;
-    # each run ends with 15,000 images evaluated in the 6 views of flip_translate.
+    # 03: the preset's epochs; 05: 3 rates x 2 seeds of them; each epoch 45,000 training and 5,000 validation
+    # images; each run ends with 15,000 images evaluated in the 6 views of flip_translate.
+    epochs = from_preset("cpu").epochs
     per_epoch = 45_000 * 0.05 + 5_000 * 0.01
-    assert expected == pytest.approx((10 + 6 * 10) * per_epoch + 7 * 15_000 * 6 * 0.01)
+    assert expected == pytest.approx(7 * epochs * per_epoch + 7 * 15_000 * 6 * 0.01)
 
 
 def test_seconds_per_image_times_the_config_at_its_own_batch_sizes():

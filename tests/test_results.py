@@ -53,7 +53,8 @@ def cpu_preset():
     return {"benchmark": "cpu preset", "command": "python benchmarks/cpu.py --data-root data/cifar10-jpeg",
             "device": "cpu (2 threads)", "preset_config": from_preset("cpu").to_dict(),
             "runs": [{"seed": seed, "test_accuracy": acc, "validation_accuracy": acc, "train_seconds": 700.0,
-                      "epochs": 10, "precision": "fp32"} for seed, acc in enumerate((0.86, 0.87, 0.88))]}
+                      "epochs": from_preset("cpu").epochs, "precision": "fp32"}
+                     for seed, acc in enumerate((0.86, 0.87, 0.88))]}
 
 
 def preset_epoch():
@@ -111,7 +112,8 @@ def test_every_format_gives_its_rows(measured):
     assert fast["training time"] == "7.00 ± 1.00 s" and fast["device"] == f"{H100}, bf16"
 
     (cpu,) = rows_of(rows, "cpu")
-    assert (cpu["settings"], cpu["runs"], cpu["data"], cpu["epochs"]) == ("as the preset", "3", "JPEG copy", "10")
+    assert (cpu["settings"], cpu["runs"], cpu["data"], cpu["epochs"]) == ("as the preset", "3", "JPEG copy",
+                                                                      str(from_preset("cpu").epochs))
     assert cpu["test accuracy"] == "87.00 ± 1.00%" and cpu["device"] == "cpu (2 threads), fp32"
 
     (seed003,) = rows_of(rows, "seed003")
@@ -227,12 +229,13 @@ def test_parameter_count_builds_the_architecture_with_the_runs_options():
 
 def test_a_variant_benchmark_gets_its_own_row_and_the_malloc_file_none(tmp_path):
     results = tmp_path / "results"
-    variant = {**cpu_preset(), "overrides": ["head_pool=max", "identity_init=true"],
-               "preset_config": from_preset("cpu", head_pool="max", identity_init=True).to_dict()}
+    older = from_preset("cpu", head_pool="avg", identity_init=False).to_dict()
+    del older["head_pool"], older["identity_init"]  # saved before these fields existed: their defaults
+    variant = {**cpu_preset(), "overrides": [], "preset_config": older}
     write_json(results / "cpu-preset.json", cpu_preset())
     write_json(results / "cpu-preset-variant.json", variant)
     write_json(results / "cpu-malloc.json", {"phase": "malloc", "runs": [
         {"setting": "default", "preset": "cpu", "images_per_second": 500.0}]})
     rows = rows_of(collect_results(tmp_path / "no-runs", results, everything=False), "cpu")
-    assert sorted(row["settings"] for row in rows) == ["as the preset", "head_pool=max, identity_init=True"]
+    assert sorted(row["settings"] for row in rows) == ["as the preset", "head_pool=avg, identity_init=False"]
     assert all(row["runs"] == "3" for row in rows)  # the malloc file's throughput run is no result
