@@ -397,9 +397,10 @@ def _interrupt_message(checkpoint_dir: Optional[Path], epoch: int, batch: int) -
 def _oom_message(config, device: torch.device, checkpoint_dir: Optional[Path]) -> str:
     smaller = max(1, config.batch_size // 2)
     # Resume refuses another batch size (the position in the epoch is counted in batches), so say so.
+    saved = checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_NAME).is_file()
     kept = (f" The last checkpoint in {checkpoint_dir} is intact: --resume continues it with the same settings "
             "once memory is free (other programs on the GPU closed); a smaller batch starts a new run "
-            "(another --out, or --overwrite).") if checkpoint_dir else ""
+            "(another --out, or --overwrite).") if saved else " No checkpoint had been saved yet."
     return (f"{device.type} ran out of memory with batch_size={config.batch_size}. Try --batch-size {smaller}, "
             f"or keep the effective batch with --batch-size {smaller} --accumulation-steps "
             f"{config.accumulation_steps * 2}.{kept}")

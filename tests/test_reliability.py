@@ -524,6 +524,12 @@ def test_out_of_memory_suggests_smaller_batches_and_keeps_the_checkpoint(tiny, t
         experiment.train(tiny_config(), tmp_path / "python", device="cpu", progress=False)
 
 
+def test_out_of_memory_before_any_checkpoint_claims_none(tiny, tmp_path, capsys):
+    tiny((1, out_of_memory))
+    line = cli_error(capsys, tiny_args(tmp_path / "run"), "ran out of memory", "No checkpoint had been saved yet")
+    assert "intact" not in line
+
+
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tiny, tmp_path, capsys):
     tiny((BATCHES_PER_EPOCH + 2, nan_loss))
     out = tmp_path / "run"
