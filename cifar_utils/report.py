@@ -422,9 +422,11 @@ class BranchWeightSummary:
         """A clause for a conclusion, such as 'its Blocks mix their branches almost evenly (...)'."""
         if not self.weights:
             return "it has no coursework Blocks"
-        how = "almost evenly" if self.entropy > 0.9 * self.uniform else "unevenly"
-        return (f"its Blocks mix their branches {how} (mean weight entropy {self.entropy:.3f} nats out of a "
-                f"possible {self.uniform:.3f})")
+        share = self.entropy / self.uniform
+        how = ("almost evenly" if share > 0.98 else "unevenly, yet every image uses every branch" if share > 0.5
+               else "close to one branch per image")
+        return (f"its Blocks mix their branches {how} (mean weight entropy {self.entropy:.3f} nats; an even mix "
+                f"has {self.uniform:.3f}, one branch alone 0)")
 
 
 def summarize_branch_weights(model: torch.nn.Module, weights: Sequence[torch.Tensor],
@@ -489,7 +491,8 @@ def discuss_training(record: RunRecord, smoke: bool = False) -> str:
         diff = metrics["test_accuracy"] - metrics["validation_accuracy"]
         agree = "so the validation split predicted the test result well" if abs(diff) < 0.01 else \
             "a difference larger than one point, so treat either as uncertain by about that much"
-        text.append(f"Test accuracy ({metrics['test_accuracy']:.2%}) is {diff * 100:+.2f} points from the final "
+        relation = f"{abs(diff) * 100:.2f} points {'above' if diff > 0 else 'below'}" if diff else "equal to"
+        text.append(f"Test accuracy ({metrics['test_accuracy']:.2%}) is {relation} the final "
                     f"validation accuracy ({metrics['validation_accuracy']:.2%}), both measured "
                     f"{final_evaluation_note(metrics)}, {agree}.")
         if _final_tta(metrics) != "none":
@@ -499,6 +502,11 @@ def discuss_training(record: RunRecord, smoke: bool = False) -> str:
         text.insert(0, "This is a smoke run (a few hundred images, one epoch): the sentences below describe it "
                        "faithfully, but it says nothing about the method.")
     return " ".join(text)
+
+
+def _join(items: Sequence[str]) -> str:
+    """'1', '1 and 2', '1, 2 and 3'."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def discuss_evaluation(evaluation, branches: BranchWeightSummary, smoke: bool = False) -> str:
@@ -520,8 +528,12 @@ def discuss_evaluation(evaluation, branches: BranchWeightSummary, smoke: bool = 
         preferred = branches.preferences()
         even = 1 / len(branches.branch_labels)
         per_block = ", ".join(f"Block {b + 1}: {name} {share:.0%}" for b, (name, share) in enumerate(preferred))
-        clear = sorted({name for name, share in preferred if share > even + 0.05})  # 5 points off an even mix
-        lean = (f"some Blocks lean towards {' and '.join(clear)}" if clear
+        leaning: dict[str, list[str]] = {}  # branch -> the Blocks that give it 5 points more than an even mix
+        for b, (name, share) in enumerate(preferred):
+            if share > even + 0.05:
+                leaning.setdefault(name, []).append(str(b + 1))
+        lean = ("; ".join(f"{'Blocks' if len(blocks) > 1 else 'Block'} {_join(blocks)} lean{'' if len(blocks) > 1 else 's'} "
+                          f"towards {name}" for name, blocks in sorted(leaning.items())) if leaning
                 else f"no Block gives its favourite branch more than {even + 0.05:.0%} on average")
         text.append(f"The largest mean weight per Block over the test images is {per_block}: {lean}; "
                     f"{branches.describe()}.")

@@ -33,7 +33,7 @@ def test_training_discussion_reads_overfitting_from_the_run():
     text = report.discuss_training(overfit)
     assert "+19.0 points" in text and "large gap" in text
     assert "lowest at epoch 1 of 2 (0.900)" in text and "ended at 1.200" in text
-    assert "-1.00 points" in text
+    assert "1.00 points below the final validation accuracy" in text
 
     healthy = record([row(1, 0.60, 0.62, 1.1), row(2, 0.86, 0.87, 0.5)], test_accuracy=0.871, validation_accuracy=0.87)
     text = report.discuss_training(healthy)
@@ -63,7 +63,8 @@ def test_evaluation_discussion_names_confusions_and_gate_preferences():
     assert "weakest class is cat (80.0%)" in text and "strongest ship (99.0%)" in text
     assert "cat predicted as dog (15 images)" in text and "dog is taken for cat 12 times" in text
     assert "both ways" in text
-    assert "Block 1: 3x3 70%" in text and "Block 2: 3x3 51%" in text and "lean towards 3x3" in text
+    assert "Block 1: 3x3 70%" in text and "Block 2: 3x3 51%" in text and "Block 1 leans towards 3x3" in text
+    assert "unevenly, yet every image uses every branch" in text  # entropy 0.6 of 0.693
 
 
 def test_gate_preferences_without_a_clear_favourite():
