@@ -101,11 +101,15 @@ def collect_results(runs_root: str | os.PathLike | Sequence[str | os.PathLike] =
 
 
 def read_run_folders(runs_root: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Measurement]:
-    """One measurement per ``metrics.json`` under ``runs_root`` (one folder or several, searched recursively;
-    a run found twice counts once)."""
+    """One measurement per ``metrics.json`` under ``runs_root`` (one folder or several, searched recursively).
+    A run found twice counts once: through two paths to one file, or as a copy (such as the shipped run in
+    checkpoints/ beside the run it was copied from), whose metrics.json has the same bytes."""
     roots = [runs_root] if isinstance(runs_root, (str, os.PathLike)) else list(runs_root)
     paths = {path.resolve(): path for root in map(Path, roots) if root.is_dir() for path in root.rglob("metrics.json")}
-    return [_from_metrics(paths[key]) for key in sorted(paths)]
+    unique: dict[bytes, Path] = {}
+    for key in sorted(paths):
+        unique.setdefault(key.read_bytes(), paths[key])
+    return [_from_metrics(path) for path in unique.values()]
 
 
 def read_benchmark_files(results_dir: str | os.PathLike, *, everything: bool = True) -> list[Measurement]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 
 import pytest
@@ -136,6 +137,14 @@ def test_run_folders_of_several_seeds_share_a_row_with_mean_and_std(measured):
     assert seed001["test accuracy"] == f"81.00 ± {statistics.stdev([80, 82]):.2f}%"
     assert (seed001["device"], seed001["data"], seed001["epochs"]) == (f"{H100}, bf16", "official CIFAR-10", "30")
     assert seed001["source"].count("metrics.json") == 2
+
+
+def test_a_copied_run_counts_once(measured, tmp_path):
+    runs, results = measured
+    shipped = tmp_path / "checkpoints" / "seed001-a"
+    shutil.copytree(runs / "seed001-a", shipped)  # as the shipped run sits beside the run it came from
+    (seed001,) = rows_of(collect_results([runs, tmp_path / "checkpoints"], results), "seed001")
+    assert seed001["runs"] == "2"
 
 
 def test_presets_without_a_run_say_not_run_yet(measured):
