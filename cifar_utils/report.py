@@ -532,9 +532,9 @@ def discuss_evaluation(evaluation, branches: BranchWeightSummary, smoke: bool = 
         for b, (name, share) in enumerate(preferred):
             if share > even + 0.05:
                 leaning.setdefault(name, []).append(str(b + 1))
-        lean = ("; ".join(f"{'Blocks' if len(blocks) > 1 else 'Block'} {_join(blocks)} lean{'' if len(blocks) > 1 else 's'} "
-                          f"towards {name}" for name, blocks in sorted(leaning.items())) if leaning
-                else f"no Block gives its favourite branch more than {even + 0.05:.0%} on average")
+        phrases = [(f"Blocks {_join(blocks)} lean" if len(blocks) > 1 else f"Block {blocks[0]} leans") + f" towards {name}"
+                   for name, blocks in sorted(leaning.items())]
+        lean = "; ".join(phrases) or f"no Block gives its favourite branch more than {even + 0.05:.0%} on average"
         text.append(f"The largest mean weight per Block over the test images is {per_block}: {lean}; "
                     f"{branches.describe()}.")
     if smoke:
