@@ -102,14 +102,24 @@ def collect_results(runs_root: str | os.PathLike | Sequence[str | os.PathLike] =
 
 def read_run_folders(runs_root: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Measurement]:
     """One measurement per ``metrics.json`` under ``runs_root`` (one folder or several, searched recursively).
-    A run found twice counts once: through two paths to one file, or as a copy (such as the shipped run in
-    checkpoints/ beside the run it was copied from), whose metrics.json has the same bytes."""
+    A result found twice counts once: through two paths to one file, as a copy (the shipped run in
+    checkpoints/ beside the run it was copied from), or as a run that another reproduced exactly (same
+    config, seed included, and the same accuracies), which measures nothing new."""
     roots = [runs_root] if isinstance(runs_root, (str, os.PathLike)) else list(runs_root)
     paths = {path.resolve(): path for root in map(Path, roots) if root.is_dir() for path in root.rglob("metrics.json")}
-    unique: dict[bytes, Path] = {}
+    unique: dict[str, Path] = {}
     for key in sorted(paths):
-        unique.setdefault(key.read_bytes(), paths[key])
+        unique.setdefault(_result_identity(key), paths[key])
     return [_from_metrics(path) for path in unique.values()]
+
+
+def _result_identity(path: Path) -> str:
+    """What makes a run's result: its whole config and its accuracies (the file itself without a config)."""
+    metrics = _load_json(path)
+    if not isinstance(metrics, dict) or not metrics.get("config"):
+        return path.read_text()
+    return json.dumps([metrics["config"], metrics.get("test_accuracy"), metrics.get("validation_accuracy")],
+                      sort_keys=True)
 
 
 def read_benchmark_files(results_dir: str | os.PathLike, *, everything: bool = True) -> list[Measurement]:

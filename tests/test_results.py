@@ -139,12 +139,18 @@ def test_run_folders_of_several_seeds_share_a_row_with_mean_and_std(measured):
     assert seed001["source"].count("metrics.json") == 2
 
 
-def test_a_copied_run_counts_once(measured, tmp_path):
+def test_a_copied_or_exactly_reproduced_run_counts_once(measured, tmp_path):
     runs, results = measured
     shipped = tmp_path / "checkpoints" / "seed001-a"
     shutil.copytree(runs / "seed001-a", shipped)  # as the shipped run sits beside the run it came from
-    (seed001,) = rows_of(collect_results([runs, tmp_path / "checkpoints"], results), "seed001")
+    run_folder(tmp_path / "again", "seed001-a", 0, 0.80)  # the same seed trained again, the same accuracies
+    metrics = json.loads((tmp_path / "again" / "seed001-a" / "metrics.json").read_text())
+    write_json(tmp_path / "again" / "seed001-a" / "metrics.json", {**metrics, "train_seconds": 333.0})
+    (seed001,) = rows_of(collect_results([runs, tmp_path / "checkpoints", tmp_path / "again"], results), "seed001")
     assert seed001["runs"] == "2"
+    run_folder(tmp_path / "other", "seed001-c", 0, 0.81)  # the same seed, another result: a measurement
+    (seed001,) = rows_of(collect_results([runs, tmp_path / "other"], results), "seed001")
+    assert seed001["runs"] == "3"
 
 
 def test_presets_without_a_run_say_not_run_yet(measured):
