@@ -164,7 +164,7 @@ PRESETS: dict[str, Preset] = {
             # below the live model at the end of a 10-epoch run, whose learning rate decays to 0 anyway.
             # airbench94's max-pooling head and identity start raised validation accuracy from 87.36% ± 0.28% to
             # 88.18% ± 0.11% over 3 seeds at 10 epochs (benchmarks/results/cpu-preset-2026-11-22*.json); 12 epochs,
-            # as for fast, raised it to 88.44% ± 0.18% (cpu-preset-2026-11-23.json) at about 740 s instead of 630.
+            # as for fast, raised it to 88.44% ± 0.18% (cpu-preset-2026-11-23.json) at about 740 s instead of 635.
             **{**FAST_RECIPE, "batch_size": 256, "eval_batch_size": 500}, model="cpu_net", head_pool="max",
             identity_init=True, crop_padding=2, lr=0.25, warmup_epochs=1.0, epochs=12, norm_bias_lr_scale=16.0,
             print_every=1,
