@@ -84,12 +84,17 @@ class NotebookSetup:
     runs_dir: Path  # where training runs go (separate folders for the two profiles)
 
 
+def profile_runs_dir(output: Path, smoke: bool) -> Path:
+    """Where a profile's training runs go under the report's ``output`` folder (one folder per profile)."""
+    return output / "runs" / f"report-{'smoke' if smoke else 'full'}"
+
+
 def notebook_setup(log: Callable[[str], None] = print) -> NotebookSetup:
     """Read the profile and output folder from the environment, pick the device, and say all of it."""
     smoke = smoke_mode()
     output = Path(os.environ.get(OUTPUT_ENV) or ".")
     setup = NotebookSetup(smoke=smoke, device=get_device(), in_colab="google.colab" in sys.modules,
-                          figures_dir=output / "figures", runs_dir=output / "runs" / f"report-{'smoke' if smoke else 'full'}")
+                          figures_dir=output / "figures", runs_dir=profile_runs_dir(output, smoke))
     if smoke:
         profile = (f"smoke ({SMOKE_ENV}=1): at most {SMOKE_PROFILE['epochs']} epoch on {SMOKE_PROFILE['train_limit']} "
                    f"training images, {SMOKE_PROFILE['validation_limit']} validation and "
@@ -301,15 +306,24 @@ def _require_type(name: str, value: Any, kinds: tuple, what: str) -> None:
         raise ConfigError(f"{name}={value!r} has type {type(value).__name__}, but {name} must be {what}")
 
 
+def shipped_run_for(config: Config, shipped: Path = SHIPPED_RUN) -> Optional[RunRecord]:
+    """The shipped run when it was trained with ``config`` (data location aside); None when there is none or
+    its settings differ."""
+    if not (shipped / "metrics.json").is_file():
+        return None
+    record = read_run(shipped)
+    differences = config_differences(record.metrics.get("config", {}), config)
+    return None if [d for d in differences if d.split(":")[0] not in LOCATION_FIELDS] else record
+
+
 def copy_shipped_run(config: Config, out_dir: Path, shipped: Path = SHIPPED_RUN,
                      log: Callable[[str], None] = print) -> Optional[RunRecord]:
     """Copy the shipped run into the empty ``out_dir`` when it was trained with ``config`` (data location
     aside) and return it; None when there is no shipped run or its settings differ."""
-    if not (shipped / "metrics.json").is_file() or any(out_dir.glob("*")):
+    if any(out_dir.glob("*")):
         return None
-    record = read_run(shipped)
-    differences = config_differences(record.metrics.get("config", {}), config)
-    if [d for d in differences if d.split(":")[0] not in LOCATION_FIELDS]:
+    record = shipped_run_for(config, shipped)
+    if record is None:
         return None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".shipped-", dir=out_dir.parent))
@@ -697,24 +711,49 @@ def environment(**values: Optional[str]) -> Iterator[None]:
 
 @dataclass
 class PlannedTraining:
-    """One training run of the full profile, for the time estimate."""
+    """Training runs of one notebook of the full profile, for the time estimate."""
 
     notebook: str
     config: Config
-    runs: int = 1  # how many times it runs (one per learning rate in 05)
+    runs: int = 1  # how many of its runs train (05: one per learning rate and seed)
+    reused: int = 0  # how many it reuses instead: finished runs with the same settings
 
 
-def full_profile_trainings(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[PlannedTraining]:
-    """The training runs of the full profile, from the defaults in 03's and 05's parameters cells."""
-    train_params = notebook_parameters(notebooks_dir / "03_train.ipynb")
-    sweep_params = notebook_parameters(notebooks_dir / "05_lr_comparison.ipynb")
-    train_config = notebook_config(train_params["preset"], smoke=False, epochs=train_params.get("epochs"),
-                                   lr=train_params.get("lr"), batch_size=train_params.get("batch_size"))
-    sweep_config = notebook_config(sweep_params["preset"], smoke=False, epochs=sweep_params.get("epochs"),
-                                   batch_size=sweep_params.get("batch_size"))
-    return [PlannedTraining("03_train.ipynb", train_config),
-            PlannedTraining("05_lr_comparison.ipynb", sweep_config,
-                            runs=len(sweep_params["learning_rates"]) * len(sweep_params.get("seeds", [0])))]
+def full_profile_trainings(notebooks_dir: Path = NOTEBOOKS_DIR, runs_dir: Optional[Path] = None,
+                           notebooks: Sequence[str] = NOTEBOOKS) -> list[PlannedTraining]:
+    """The training runs of the full profile that ``notebooks`` start, from the defaults in 03's and 05's
+    parameters cells. A run whose folder under ``runs_dir`` (default: the full profile's runs folder of the
+    repository) already holds a finished run with its settings, or that 03 would take from the shipped run,
+    counts as reused, not as a run."""
+    from .sweep import run_path  # local import: sweep builds on this module
+
+    runs_dir = runs_dir if runs_dir is not None else profile_runs_dir(notebooks_dir.parent, smoke=False)
+    plan = []
+    if "03_train.ipynb" in notebooks:
+        params = notebook_parameters(notebooks_dir / "03_train.ipynb")
+        config = notebook_config(params["preset"], smoke=False, epochs=params.get("epochs"), lr=params.get("lr"),
+                                 batch_size=params.get("batch_size"), seed=params.get("seed", 0))
+        reused = _reuses(config, runs_dir / TRAIN_RUN_NAME, params.get("use_shipped", False))
+        plan.append(PlannedTraining("03_train.ipynb", config, runs=int(not reused), reused=int(reused)))
+    if "05_lr_comparison.ipynb" in notebooks:
+        params = notebook_parameters(notebooks_dir / "05_lr_comparison.ipynb")
+        configs = [notebook_config(params["preset"], smoke=False, epochs=params.get("epochs"), lr=lr, seed=seed,
+                                   batch_size=params.get("batch_size"))
+                   for lr in params["learning_rates"] for seed in params.get("seeds", [0])]
+        reused = sum(_reuses(c, run_path(runs_dir / "lr_comparison", c.lr, c.seed)) for c in configs)
+        plan.append(PlannedTraining("05_lr_comparison.ipynb", configs[0], runs=len(configs) - reused, reused=reused))
+    return plan
+
+
+def _reuses(config: Config, run_dir: Path, use_shipped: bool = False) -> bool:
+    """Whether a notebook would reuse a finished run for ``config`` in ``run_dir`` (or, ``use_shipped``, copy
+    the shipped run into it) instead of training."""
+    try:
+        if reusable_run(config, run_dir) is not None:
+            return True
+    except OutputExistsError:
+        return False  # the notebook stops there; fixing it (overwrite=True) trains
+    return use_shipped and not any(run_dir.glob("*")) and shipped_run_for(config, SHIPPED_RUN) is not None
 
 
 def seconds_per_image(config: Config, device: torch.device, steps: int = 2) -> tuple[float, float]:
@@ -777,14 +816,21 @@ def estimate_seconds(plan: Sequence[PlannedTraining], per_image: Sequence[tuple[
 
 
 def full_profile_warning(device: torch.device, notebooks_dir: Path = NOTEBOOKS_DIR,
-                         measure: Callable[[Config, torch.device], tuple[float, float]] = seconds_per_image) -> str:
+                         measure: Callable[[Config, torch.device], tuple[float, float]] = seconds_per_image, *,
+                         runs_dir: Optional[Path] = None, notebooks: Sequence[str] = NOTEBOOKS) -> Optional[str]:
     """The warning printed before a full-profile report on a machine without a GPU, with an estimate
-    measured on this machine."""
-    plan = full_profile_trainings(notebooks_dir)
+    measured on this machine of the trainings that ``notebooks`` will start; None when they start none
+    (every run is reused)."""
+    plan = full_profile_trainings(notebooks_dir, runs_dir, notebooks)
+    reused = sum(item.reused for item in plan)
+    plan = [item for item in plan if item.runs]
+    if not plan:
+        return None
     seconds = estimate_seconds(plan, [measure(item.config, device) for item in plan])
     runs = "; ".join(f"{item.notebook}: {item.runs} x {item.config.preset} for {item.config.epochs} epochs"
                      for item in plan)
-    return (f"WARNING: no GPU found, so the full report trains on {describe_device(device)}. It trains {runs}, "
+    also = f" ({reused} finished run(s) with the same settings are reused)" if reused else ""
+    return (f"WARNING: no GPU found, so the full report trains on {describe_device(device)}. It trains {runs}{also}, "
             f"which on this machine would take about {format_duration(seconds)} (measured from a few training "
             "steps at the presets' batch sizes). Stop now (Ctrl-C) and use `python -m cifar_utils report --smoke` "
             "for a quick run, or run the report on a GPU.")
@@ -822,9 +868,13 @@ def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir:
         raise CifarUtilsError(f"notebook(s) {', '.join(unknown)} not found in {notebooks_dir}: the report runs "
                               "from a clone of the repository")
     device = get_device()
-    if not smoke and device.type != "cuda":
-        log(full_profile_warning(device, notebooks_dir))
     out = Path(output_dir).resolve() if output_dir else None
+    if not smoke and device.type != "cuda":
+        warning = full_profile_warning(device, notebooks_dir, runs_dir=profile_runs_dir(out or notebooks_dir.parent,
+                                                                                        smoke=False),
+                                       notebooks=notebooks)
+        if warning:
+            log(warning)
     root = Path(data_root).expanduser().resolve() if data_root else None
     executed = []
     with environment(**{SMOKE_ENV: "1" if smoke else "0", OUTPUT_ENV: str(out) if out else None,

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from cifar_utils import report, sweep
+from cifar_utils.config import replace
 from cifar_utils.data import detect_source
 from cifar_utils.errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError
 from cifar_utils.presets import from_preset
@@ -195,17 +196,23 @@ def test_report_without_papermill_says_how_to_install(monkeypatch):
         report.run_report(smoke=True)
 
 
-def test_full_profile_warning_estimates_the_time():
+def fake_measure(config, device):
+    return 0.05, 0.01  # seconds per image: training, evaluation (per view)
+
+
+def test_full_profile_warning_estimates_the_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "SHIPPED_RUN", tmp_path / "no_shipped_run")
     measured = []
 
-    def fake_measure(config, device):
+    def measure(config, device):
         measured.append(config.preset)
-        return 0.05, 0.01  # seconds per image: training, evaluation (per view)
+        return fake_measure(config, device)
 
-    text = report.full_profile_warning(torch.device("cpu"), measure=fake_measure)
-    assert text.startswith("WARNING: no GPU found") and "--smoke" in text
+    text = report.full_profile_warning(torch.device("cpu"), measure=measure, runs_dir=tmp_path)
+    assert text.startswith("WARNING: no GPU found") and "--smoke" in text and "reused" not in text
     assert measured == ["cpu", "cpu"]  # 03's run and 05's runs, each at its own settings
-    plan = report.full_profile_trainings()
+    plan = report.full_profile_trainings(runs_dir=tmp_path)
+    assert [(item.notebook, item.runs) for item in plan] == [("03_train.ipynb", 1), ("05_lr_comparison.ipynb", 6)]
     expected = report.estimate_seconds(plan, [(0.05, 0.01)] * 2)
     assert f"about {report.format_duration(expected)}" in text
     # 03: the preset's epochs; 05: 3 rates x 2 seeds of them; each epoch 45,000 training and 5,000 validation
@@ -213,6 +220,41 @@ def test_full_profile_warning_estimates_the_time():
     epochs = from_preset("cpu").epochs
     per_epoch = 45_000 * 0.05 + 5_000 * 0.01
     assert expected == pytest.approx(7 * epochs * per_epoch + 7 * 15_000 * 6 * 0.01)
+
+
+def _finished_run(run_dir, config):
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict()}))
+    (run_dir / "history.csv").write_text("epoch,train_loss\n")
+
+
+def test_full_profile_warning_leaves_out_the_runs_that_will_be_reused(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "SHIPPED_RUN", tmp_path / "no_shipped_run")
+    plan = report.full_profile_trainings(runs_dir=tmp_path)
+    _finished_run(tmp_path / report.TRAIN_RUN_NAME, plan[0].config)
+    lr_config = replace(plan[1].config, lr=0.5, seed=1)
+    _finished_run(sweep.run_path(tmp_path / "lr_comparison", 0.5, 1), lr_config)
+    _finished_run(sweep.run_path(tmp_path / "lr_comparison", 0.125, 0), replace(plan[1].config, lr=0.125, epochs=1))
+    plan = report.full_profile_trainings(runs_dir=tmp_path)
+    # 03 and one 05 run are reused; a run with other settings (epochs) stops its notebook, so it counts as trained
+    assert [(item.runs, item.reused) for item in plan] == [(0, 1), (5, 1)]
+    text = report.full_profile_warning(torch.device("cpu"), measure=fake_measure, runs_dir=tmp_path)
+    assert "05_lr_comparison.ipynb: 5 x cpu" in text and "03_train" not in text
+    assert "(2 finished run(s) with the same settings are reused)" in text
+    only_03 = report.full_profile_warning(torch.device("cpu"), measure=fake_measure, runs_dir=tmp_path,
+                                          notebooks=["03_train.ipynb", "04_evaluate.ipynb"])
+    assert only_03 is None  # nothing left to train: no warning
+
+
+def test_full_profile_warning_counts_the_shipped_run_as_reused(tmp_path, monkeypatch):
+    plan = report.full_profile_trainings(runs_dir=tmp_path / "runs")
+    shipped = tmp_path / "shipped"
+    _finished_run(shipped, replace(plan[0].config, data_root="/elsewhere"))  # where its data lay does not matter
+    monkeypatch.setattr(report, "SHIPPED_RUN", shipped)
+    assert report.full_profile_trainings(runs_dir=tmp_path / "runs")[0].runs == 0
+    (tmp_path / "runs" / report.TRAIN_RUN_NAME).mkdir(parents=True)
+    (tmp_path / "runs" / report.TRAIN_RUN_NAME / "notes.txt").write_text("x")  # not empty: nothing is copied
+    assert report.full_profile_trainings(runs_dir=tmp_path / "runs")[0].runs == 1
 
 
 def test_seconds_per_image_times_the_config_at_its_own_batch_sizes():
