@@ -107,17 +107,17 @@ def read_run_folders(runs_root: str | os.PathLike | Sequence[str | os.PathLike])
     config, seed included, and the same accuracies), which measures nothing new."""
     roots = [runs_root] if isinstance(runs_root, (str, os.PathLike)) else list(runs_root)
     paths = {path.resolve(): path for root in map(Path, roots) if root.is_dir() for path in root.rglob("metrics.json")}
-    unique: dict[str, Path] = {}
+    unique: dict[str, tuple[Path, Any]] = {}
     for key in sorted(paths):
-        unique.setdefault(_result_identity(key), paths[key])
-    return [_from_metrics(path) for path in unique.values()]
+        metrics = _load_json(key)
+        unique.setdefault(_result_identity(metrics), (paths[key], metrics))
+    return [_from_metrics(path, metrics) for path, metrics in unique.values()]
 
 
-def _result_identity(path: Path) -> str:
-    """What makes a run's result: its whole config and its accuracies (the file itself without a config)."""
-    metrics = _load_json(path)
+def _result_identity(metrics: Any) -> str:
+    """What makes a run's result: its whole config and its accuracies (all of ``metrics`` without a config)."""
     if not isinstance(metrics, dict) or not metrics.get("config"):
-        return path.read_text()
+        return json.dumps(metrics, sort_keys=True)
     return json.dumps([metrics["config"], metrics.get("test_accuracy"), metrics.get("validation_accuracy")],
                       sort_keys=True)
 
@@ -131,8 +131,7 @@ def read_benchmark_files(results_dir: str | os.PathLike, *, everything: bool = T
     return [m for path in sorted(folder.glob("*.json")) for m in _from_benchmark(path, everything)]
 
 
-def _from_metrics(path: Path) -> Measurement:
-    metrics = _load_json(path)
+def _from_metrics(path: Path, metrics: dict) -> Measurement:
     config = metrics.get("config")
     if config is None and (path.parent / "config.json").is_file():
         config = _load_json(path.parent / "config.json")
