@@ -84,6 +84,7 @@ class Config:
     accumulation_steps: int = 1  # mini-batches per optimizer step (gradient accumulation)
     grad_clip: Optional[float] = None  # clip the global gradient norm to this; None: no clipping
     ema_decay: Optional[float] = None  # keep an exponential moving average of the weights for evaluation
+    lookahead_decay: Optional[float] = None  # airbench94's lookahead: every 5 steps the weights restart from their average, whose decay per step ramps up to this; None: off
     precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | bf16 | fp16 | fp32
     # --- run
     seed: int = 0  # seeds the split, subsets, initialisation, shuffling and augmentation
@@ -141,6 +142,10 @@ class Config:
         _require(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "must be 0 or more")
         _require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip, "must be > 0, or None")
         _require(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay", self.ema_decay, "must be in (0, 1), or None")
+        _require(self.lookahead_decay is None or 0 < self.lookahead_decay < 1, "lookahead_decay", self.lookahead_decay,
+                 "must be in (0, 1), or None")
+        _require(self.ema_decay is None or self.lookahead_decay is None, "lookahead_decay", self.lookahead_decay,
+                 "cannot be combined with ema_decay (both average the weights): set one of them to None")
         _require(self.num_workers is None or self.num_workers >= 0, "num_workers", self.num_workers, "must be 0 or more, or None")
         _require(self.cosine_t_max is None or self.cosine_t_max >= 1, "cosine_t_max", self.cosine_t_max, "must be at least 1, or None")
         _require(0 <= self.crop_padding <= 16, "crop_padding", self.crop_padding, "must be between 0 and 16")

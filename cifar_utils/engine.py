@@ -221,8 +221,9 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
     """Train for ``config.epochs`` epochs and return the history, one dict per epoch.
 
     Each history row holds ``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``lr``
-    (at the start of the epoch) and ``seconds``. The model evaluated each epoch is the EMA model when
-    ``ema`` is given; with ``val_loader`` None (no validation split) nothing is evaluated and ``val_loss``
+    (at the start of the epoch) and ``seconds``. The model evaluated each epoch is ``ema.module`` when
+    ``ema`` is given (an :class:`~cifar_utils.ema.ExponentialMovingAverage`'s average, or the live model
+    that a :class:`~cifar_utils.ema.Lookahead` pulls back to its average); with ``val_loader`` None (no validation split) nothing is evaluated and ``val_loss``
     and ``val_acc`` are NaN, so every row keeps the same columns. ``extra_state`` (classes, normalisation)
     is stored in every checkpoint, and a resumed checkpoint must match it; ``on_save`` is called with each
     checkpoint's path once written. Weights that became NaN or infinite raise :class:`TrainingDivergedError`

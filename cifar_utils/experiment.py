@@ -30,7 +30,7 @@ from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, lo
                    make_splits)
 from .device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
                      resolve_precision, set_seed)
-from .ema import ExponentialMovingAverage
+from .ema import ExponentialMovingAverage, Lookahead
 from .engine import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, fit, unwrap
 from .errors import (CheckpointError, CifarUtilsError, ConfigError, OutOfMemoryError, OutputExistsError,
                      TrainingDivergedError, TrainingInterrupted)
@@ -54,7 +54,7 @@ class Loaders:
 class RunResult:
     config: Config
     out_dir: Path
-    model: nn.Module  # the evaluated model (EMA weights when ema_decay is set)
+    model: nn.Module  # the evaluated model (EMA weights when ema_decay is set; lookahead's end on its average)
     history: list[dict]
     metrics: dict
     test: Evaluation
@@ -241,6 +241,8 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     ema = None
     if config.ema_decay is not None:
         ema = ExponentialMovingAverage(unwrap(model), config.ema_decay)
+    elif config.lookahead_decay is not None:
+        ema = Lookahead(unwrap(model), steps_per_epoch * config.epochs, config.lookahead_decay)
     compile_seconds = 0.0
     if config.compile:
         example = torch.zeros(config.batch_size // distributed.world_size(), 3, 32, 32, device=dev)

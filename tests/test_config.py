@@ -85,6 +85,16 @@ def test_architecture_options_are_checked_against_the_model(overrides, message):
     assert Config(model="resnet32", stem_kernel=1).validate() and Config(model="seed004_net", head_softmax=True).validate()
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (dict(lookahead_decay=1.0), "lookahead_decay=1.0 is invalid: it must be in \\(0, 1\\)"),
+    (dict(lookahead_decay=0.95, ema_decay=0.99), "lookahead_decay=0.95 is invalid: it cannot be combined with ema_decay"),
+])
+def test_weight_averages_are_checked(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        Config(**overrides).validate()
+    assert Config(lookahead_decay=0.95).validate()
+
+
 def test_replace_returns_a_copy():
     base = Config()
     changed = replace(base, epochs=3, model="resnet20")

@@ -19,7 +19,7 @@ from cifar_utils.checkpoint import load_checkpoint
 from cifar_utils.config import Config, replace
 from cifar_utils.data import make_splits
 from cifar_utils.device import get_device, set_seed
-from cifar_utils.ema import ExponentialMovingAverage
+from cifar_utils.ema import ExponentialMovingAverage, Lookahead
 from cifar_utils.engine import fit, train_epoch, validate_epoch
 from cifar_utils.errors import ConfigError
 from cifar_utils.experiment import make_loaders
@@ -572,3 +572,51 @@ def test_raising_epochs_on_resume_is_refused_only_for_schedules_sized_by_the_run
     else:
         result = train(longer, tmp_path, data=data, progress=False, resume=True, log=lambda _: None)
         assert len(result.history) == 2
+
+
+def test_lookahead_pulls_the_weights_back_to_their_average_every_few_steps():
+    model = _initial_linear()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    stepped = []  # the weights right after each optimizer step, before any pull
+    optimizer.register_step_post_hook(lambda *_: stepped.append([p.detach().clone() for p in model.parameters()]))
+    lookahead = Lookahead(model, total_steps=12, decay=0.9, every=5)
+    average = [p.detach().clone() for p in model.parameters()]
+    for step in range(1, 13):
+        train_epoch(model, tiny_batches(1, seed=step), nn.CrossEntropyLoss(), optimizer, CPU, ema=lookahead)
+        if step % 5 == 0:
+            d = 0.9 ** 5 * (step / 12) ** 3
+            average = [d * a + (1 - d) * w for a, w in zip(average, stepped[-1])]
+        # pulled back every 5 steps; at the last step the weights take the average as it is
+        expected = average if step % 5 == 0 or step == 12 else stepped[-1]
+        for ours, theirs in zip(model.parameters(), expected):
+            torch.testing.assert_close(ours, theirs)
+    assert lookahead.updates == 12 and lookahead.module is model
+    assert not torch.allclose(stepped[-1][0], model.weight)  # the last step's own update was dropped
+
+
+def test_lookahead_averages_batchnorm_statistics_and_resumes_from_its_state():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    lookahead = Lookahead(model, total_steps=100, decay=0.5, every=1)
+    with torch.no_grad():
+        model[1].running_mean.add_(1.0)
+    lookahead.update(model)
+    d = 0.5 * (1 / 100) ** 3
+    torch.testing.assert_close(model[1].running_mean, torch.full((3,), 1 - d))
+    state = lookahead.state_dict()
+    other = Lookahead(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), total_steps=100, decay=0.5, every=1)
+    other.load_state_dict(state)
+    assert other.updates == 1
+    for ours, theirs in zip(other.average, lookahead.average):
+        torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(other.module[0].weight, model[0].weight)
+
+
+def test_fit_with_lookahead_ends_on_the_average_and_evaluates_the_live_model(synthetic):
+    config, loaders, model, optimizer, scheduler = small_setup(synthetic, epochs=2, lookahead_decay=0.9)
+    lookahead = Lookahead(model, total_steps=8, decay=0.9)  # 200 images / batch 50 = 4 steps per epoch
+    history = fit(model, nn.CrossEntropyLoss(), optimizer, loaders.train, loaders.validation, CPU, config,
+                  scheduler=scheduler, ema=lookahead, progress=False, log=lambda _: None)
+    live_loss, _ = validate_epoch(model, loaders.validation, nn.CrossEntropyLoss(), CPU)
+    assert history[-1]["val_loss"] == pytest.approx(live_loss, rel=1e-9)
+    for ours, theirs in zip(Lookahead._tensors(model), lookahead.average):
+        torch.testing.assert_close(ours, theirs)

@@ -112,3 +112,20 @@ def test_branch_weight_entropy_can_be_reported_after_training(trained_fast):
     weights = collect_branch_weights(trained_fast.model, images)
     assert len(weights) == 6 and all(w.shape == (16, 2) for w in weights)
     assert 0 <= branch_weight_entropy(weights) <= math.log(2) + 1e-6
+
+
+def test_a_lookahead_run_ends_on_its_average_and_its_checkpoint_evaluates_the_same(tmp_path, synthetic):
+    config = from_preset("cpu", dataset="synthetic", validation_split=100, train_limit=32, validation_limit=16,
+                         test_limit=16, epochs=2, batch_size=16, eval_batch_size=16, lr=0.1, lookahead_decay=0.9)
+    result = train(config, tmp_path / "run", device="cpu", progress=False, log=lambda _message: None, data=synthetic)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["ema"]["updates"] == 4  # 32 images / batch 16, 2 epochs
+    for name, value in state["model"].items():  # the live weights took the average at the last step
+        if value.is_floating_point():
+            torch.testing.assert_close(value, state["ema"]["module"][name])
+    average = iter(state["ema"]["average"])
+    for name, value in state["model"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, next(average))
+    evaluation, _ = evaluate_checkpoint(tmp_path / "run" / "checkpoint.pt", device="cpu", data=synthetic)
+    assert evaluation.accuracy == result.metrics["test_accuracy"]
