@@ -751,8 +751,8 @@ def _reuses(config: Config, run_dir: Path, use_shipped: bool = False) -> bool:
     try:
         if reusable_run(config, run_dir) is not None:
             return True
-    except OutputExistsError:
-        return False  # the notebook stops there; fixing it (overwrite=True) trains
+    except (CifarUtilsError, OSError, ValueError):  # other settings, unfinished or unreadable: the notebook
+        return False  # stops there and says why, and the fix (overwrite=True) trains
     return use_shipped and not any(run_dir.glob("*")) and shipped_run_for(config, SHIPPED_RUN) is not None
 
 

@@ -235,8 +235,11 @@ def test_full_profile_warning_leaves_out_the_runs_that_will_be_reused(tmp_path, 
     lr_config = replace(plan[1].config, lr=0.5, seed=1)
     _finished_run(sweep.run_path(tmp_path / "lr_comparison", 0.5, 1), lr_config)
     _finished_run(sweep.run_path(tmp_path / "lr_comparison", 0.125, 0), replace(plan[1].config, lr=0.125, epochs=1))
+    _finished_run(sweep.run_path(tmp_path / "lr_comparison", 0.25, 0), replace(plan[1].config, lr=0.25))
+    (sweep.run_path(tmp_path / "lr_comparison", 0.25, 0) / "history.csv").unlink()
     plan = report.full_profile_trainings(runs_dir=tmp_path)
-    # 03 and one 05 run are reused; a run with other settings (epochs) stops its notebook, so it counts as trained
+    # 03 and one 05 run are reused; a run with other settings (epochs) or without its history stops its
+    # notebook, so it counts as trained
     assert [(item.runs, item.reused) for item in plan] == [(0, 1), (5, 1)]
     text = report.full_profile_warning(torch.device("cpu"), measure=fake_measure, runs_dir=tmp_path)
     assert "05_lr_comparison.ipynb: 5 x cpu" in text and "03_train" not in text
