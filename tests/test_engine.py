@@ -594,7 +594,7 @@ def test_lookahead_pulls_the_weights_back_to_their_average_every_few_steps():
     assert not torch.allclose(stepped[-1][0], model.weight)  # the last step's own update was dropped
 
 
-def test_lookahead_averages_batchnorm_statistics_and_resumes_from_its_state():
+def test_lookahead_averages_batchnorm_statistics_and_its_state_round_trips():
     model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
     lookahead = Lookahead(model, total_steps=100, decay=0.5, every=1)
     with torch.no_grad():
