@@ -377,8 +377,10 @@ def _check_same_setup(state: dict, config, path: Path, extra_state: dict) -> Non
     saved = checkpoint_config(state, path).to_dict()
     wanted = config.to_dict()
     may_change = set(RESUME_MAY_CHANGE)
-    if config.scheduler in ("onecycle", "warmup_cosine") or (config.scheduler == "cosine" and not config.cosine_t_max):
-        may_change.discard("epochs")  # these schedules are sized for the run's length; more epochs would restart them
+    sized_by_the_run = (config.scheduler in ("onecycle", "warmup_cosine") or config.lookahead_decay is not None
+                        or (config.scheduler == "cosine" and not config.cosine_t_max))
+    if sized_by_the_run:
+        may_change.discard("epochs")  # these schedules (and lookahead's ramp) span the run; more epochs would bend them
     changed = [f"{key}={saved[key]!r} -> {value!r}" for key, value in wanted.items()
                if key not in may_change and saved[key] != value]
     changed += [f"{key} {state[key]!r} -> {value!r}" for key, value in extra_state.items()

@@ -554,6 +554,7 @@ def test_deferred_read_back_gives_the_same_averages():
     ("onecycle", {}, True),
     ("cosine", {"cosine_t_max": 10}, False),  # a fixed period, as seed000 has
     ("none", {}, False),
+    ("none", {"lookahead_decay": 0.9}, True),  # lookahead's ramp is sized by the run too
 ])
 def test_raising_epochs_on_resume_is_refused_only_for_schedules_sized_by_the_run(tmp_path, scheduler, extra, refused):
     from cifar_utils.data import synthetic_dataset
