@@ -306,10 +306,10 @@ def _require_type(name: str, value: Any, kinds: tuple, what: str) -> None:
         raise ConfigError(f"{name}={value!r} has type {type(value).__name__}, but {name} must be {what}")
 
 
-def shipped_run_for(config: Config, shipped: Path = SHIPPED_RUN) -> Optional[RunRecord]:
-    """The shipped run when it was trained with ``config`` (data location aside); None when there is none or
-    its settings differ."""
-    if not (shipped / "metrics.json").is_file():
+def shipped_run_for(config: Config, out_dir: Path, shipped: Path = SHIPPED_RUN) -> Optional[RunRecord]:
+    """The shipped run, when ``out_dir`` is empty (or missing) and the run was trained with ``config`` (data
+    location aside): what :func:`copy_shipped_run` copies. None otherwise."""
+    if not (shipped / "metrics.json").is_file() or any(out_dir.glob("*")):
         return None
     record = read_run(shipped)
     differences = config_differences(record.metrics.get("config", {}), config)
@@ -320,9 +320,7 @@ def copy_shipped_run(config: Config, out_dir: Path, shipped: Path = SHIPPED_RUN,
                      log: Callable[[str], None] = print) -> Optional[RunRecord]:
     """Copy the shipped run into the empty ``out_dir`` when it was trained with ``config`` (data location
     aside) and return it; None when there is no shipped run or its settings differ."""
-    if any(out_dir.glob("*")):
-        return None
-    record = shipped_run_for(config, shipped)
+    record = shipped_run_for(config, out_dir, shipped)
     if record is None:
         return None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -753,7 +751,7 @@ def _reuses(config: Config, run_dir: Path, use_shipped: bool = False) -> bool:
             return True
     except (CifarUtilsError, OSError, ValueError):  # other settings, unfinished or unreadable: the notebook
         return False  # stops there and says why, and the fix (overwrite=True) trains
-    return use_shipped and not any(run_dir.glob("*")) and shipped_run_for(config, SHIPPED_RUN) is not None
+    return use_shipped and shipped_run_for(config, run_dir, SHIPPED_RUN) is not None
 
 
 def seconds_per_image(config: Config, device: torch.device, steps: int = 2) -> tuple[float, float]:
