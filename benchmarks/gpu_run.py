@@ -11,8 +11,9 @@ Phases, each made to fit one command of at most 9 minutes:
             PROBE_IMAGES images, after a warm-up epoch: the profiler's tables by host and by device time
     speed   benchmarks/speed.py: airbench94 against ``fast``, 10 runs each, in this one process
     tune    a small grid over --preset's (``fast``) epochs, lr and EMA decay, chosen on validation
-    seeds   the reference presets (seed000..seed004, plus any faithful variant) on the GPU pipeline, each
-            capped in time, with the torchvision pipeline's seconds per epoch beside them; --part K/N
+    seeds   the reference presets (seed000..seed004) on the GPU pipeline, each capped in time, with the
+            torchvision pipeline's seconds per epoch beside them; --part K/N; --faithful: their faithful
+            variants (each report's own recipe where the preset differs) instead
     best    ``fast_best`` capped at 5 minutes of training
     report  the report notebooks (full profile), executed with their figures
 
@@ -50,14 +51,13 @@ for path in (REPO, REPO / "benchmarks"):  # run as a script from anywhere, witho
 import speed  # noqa: E402  (benchmarks/speed.py)
 from cifar_utils import build_model, from_preset, load_dataset, make_splits  # noqa: E402
 from cifar_utils.errors import CifarUtilsError, ConfigError  # noqa: E402
+from cifar_utils.data import VALIDATION_FRACTION  # noqa: E402
 
 PHASES = ("check", "profile", "speed", "tune", "seeds", "best", "report")
 DEFAULT_ARCHIVE = REPO / "data" / "cifar10-jpeg.tar.gz"  # what gpu_prepare.sh puts there
 PACKAGES = ("airbench", "papermill", "nbclient", "nbformat", "nbval", "ipykernel", "jupyter_client")
 # The longest (seed000, seed004) first: dealt round robin into parts, they land in different ones.
 SEED_PRESETS = ["seed000", "seed004", "seed001", "seed002", "seed003"]
-# preset -> the preset of its faithful variant (the report's recipe without our choices), once one exists.
-FAITHFUL_VARIANTS: dict[str, str] = {}
 TUNE_GRID = {"epochs": [10, 12], "lr": [0.8, 1.0, 1.2], "ema_decay": [0.99, 0.995]}
 PROBE_IMAGES = 5000  # training images of the one-epoch probes that measure seconds per epoch
 
@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="fast",
                         help="tune: the preset tuned; profile: comma-separated presets (default fast)")
     parser.add_argument("--part", default="1/1", help="seeds: run part K of N of the preset list (e.g. 1/2)")
+    parser.add_argument("--faithful", action="store_true",
+                        help="seeds: run the presets' faithful variants (from_preset(..., faithful=True))")
     parser.add_argument("--sharing", type=int, default=1,
                         help="seeds: how many of these processes share the GPU at once (recorded beside the times)")
     parser.add_argument("--cap-seconds", type=float, default=None,
@@ -116,7 +118,7 @@ class Record:
 
     def __init__(self, args: argparse.Namespace, device: torch.device, argv: list[str]) -> None:
         now = datetime.datetime.now()
-        part = "" if args.part == "1/1" else "-part" + args.part.replace("/", "of")
+        part = ("-faithful" if args.faithful else "") + ("" if args.part == "1/1" else "-part" + args.part.replace("/", "of"))
         suffix = "-dryrun" if args.dry_run else ""
         self.path = Path(args.out) / f"{speed.device_slug(device)}-{now:%Y-%m-%d}-{args.phase}{part}{suffix}.json"
         self.data: dict[str, Any] = {
@@ -359,12 +361,13 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
     return points
 
 
-def measured_run(phase: Phase, preset: str, overrides: dict, folder: Path) -> dict:
-    """One timed training run (speed.py's clock) with its accuracies and per-epoch seconds."""
-    config = from_preset(preset, data_root=str(phase.data_root), **overrides)
+def measured_run(phase: Phase, preset: str, overrides: dict, folder: Path, faithful: bool = False) -> dict:
+    """One timed training run (speed.py's clock) with its accuracies and per-epoch seconds; ``faithful``
+    runs the preset's faithful variant."""
+    config = from_preset(preset, faithful=faithful, data_root=str(phase.data_root), **overrides)
     result, seconds = speed.timed_train(config, folder, phase.dataset(), phase.device)
     epoch_seconds = [row["seconds"] for row in result.history]
-    return {"preset": preset, "overrides": overrides, "validation_accuracy": result.metrics["validation_accuracy"],
+    return {"preset": preset, "faithful": faithful, "overrides": overrides, "validation_accuracy": result.metrics["validation_accuracy"],
             "test_accuracy": result.metrics["test_accuracy"], "train_seconds": seconds,
             "epochs": len(epoch_seconds), "epoch_seconds": epoch_seconds,
             "compile_seconds": result.metrics["compile_seconds"], "split_sizes": result.metrics["split_sizes"],
@@ -394,23 +397,25 @@ def phase_tune(phase: Phase) -> None:
 
 
 def capped_run(phase: Phase, preset: str, base: dict, cap_seconds: float, folder: Path,
-               pipelines: tuple[str, ...] = ("gpu", "torchvision")) -> dict:
+               pipelines: tuple[str, ...] = ("gpu", "torchvision"), faithful: bool = False) -> dict:
     """``preset`` at full length unless its measured seconds per epoch say that would pass ``cap_seconds``;
     then with as many epochs as fit (the schedule shortened to match), marked ``capped``. One-epoch probes on
     ``PROBE_IMAGES`` images time each of ``pipelines`` alike."""
-    full_epochs = from_preset(preset).epochs
+    full_epochs = from_preset(preset, faithful=faithful).epochs
     # Two epochs, the second one timed: the first holds cuDNN's autotuning and other one-off costs (a first
     # epoch on 5,000 images took 8x longer than a steady one on an H100, which capped runs far too early).
     probe = {**base, "epochs": 2, "train_limit": min(base.get("train_limit") or PROBE_IMAGES, PROBE_IMAGES)}
-    probes = {pipeline: measured_run(phase, preset, {**probe, "pipeline": pipeline}, folder / f"probe-{pipeline}")
-              for pipeline in pipelines}
-    train_images = len(phase.dataset().train) - base.get("validation_split", 5000)
+    probes = {pipeline: measured_run(phase, preset, {**probe, "pipeline": pipeline}, folder / f"probe-{pipeline}",
+                                     faithful) for pipeline in pipelines}
+    held_out = from_preset(preset, faithful=faithful, **base).validation_split
+    train_images = len(phase.dataset().train)
+    train_images -= round(train_images * VALIDATION_FRACTION) if held_out is None else held_out
     if base.get("train_limit"):
         train_images = min(train_images, base["train_limit"])
     scale = train_images / probes["gpu"]["split_sizes"]["train"]
     estimate = {pipeline: run["epoch_seconds"][-1] * scale for pipeline, run in probes.items()}
     epochs = max(1, min(full_epochs, math.floor(cap_seconds / estimate["gpu"])))
-    run = measured_run(phase, preset, {**base, "epochs": epochs, "pipeline": "gpu"}, folder / "run")
+    run = measured_run(phase, preset, {**base, "epochs": epochs, "pipeline": "gpu"}, folder / "run", faithful)
     steady = run["epoch_seconds"][1:] or run["epoch_seconds"]  # the first epoch holds one-off costs
     run.update(full_epochs=full_epochs, capped=epochs < full_epochs, cap_seconds=cap_seconds,
                gpu_seconds_per_epoch=sum(steady) / len(steady), probe_seconds_per_epoch=estimate)
@@ -429,21 +434,24 @@ def part_of(items: list[str], spec: str) -> list[str]:
 
 def phase_seeds(phase: Phase) -> None:
     args = phase.args
-    presets = [*SEED_PRESETS, *(FAITHFUL_VARIANTS[name] for name in SEED_PRESETS if name in FAITHFUL_VARIANTS)]
-    mine = part_of(presets, args.part)
+    mine = part_of(SEED_PRESETS, args.part)
     cap = args.cap_seconds or (2.0 if args.dry_run else 40.0)
     base = TINY if args.dry_run else {}
-    phase.record.data["settings"] = {"presets": mine, "cap_seconds": cap, "probe_images": PROBE_IMAGES,
-                                     "base_overrides": base, "validation": "held-out split of the training set",
+    validation = ("each variant's own (validation_split=0: the test set, as the report did)" if args.faithful
+                  else "held-out split of the training set")
+    phase.record.data["settings"] = {"presets": mine, "faithful": args.faithful, "cap_seconds": cap,
+                                     "probe_images": PROBE_IMAGES, "base_overrides": base, "validation": validation,
                                      "processes_sharing_the_gpu": args.sharing}
     with tempfile.TemporaryDirectory() as scratch:
         for preset in mine:
             if not phase.time_left():
                 break
-            run = capped_run(phase, preset, base, cap, Path(scratch) / preset)
+            run = capped_run(phase, preset, base, cap, Path(scratch) / preset, faithful=args.faithful)
             phase.record.add_run(run)
-            say(f"[seeds] {preset}: {run['epochs']}/{run['full_epochs']} epochs, validation "
-                f"{run['validation_accuracy']:.2%}, test {run['test_accuracy']:.2%}, "
+            validation = run["validation_accuracy"]
+            say(f"[seeds] {preset}{' (faithful)' if args.faithful else ''}: {run['epochs']}/{run['full_epochs']} "
+                f"epochs, validation {'-' if validation is None else f'{validation:.2%}'}, "
+                f"test {run['test_accuracy']:.2%}, "
                 f"{run['gpu_seconds_per_epoch']:.2f} s/epoch (torchvision {run['probe_seconds_per_epoch']['torchvision']:.2f})")
 
 
@@ -487,7 +495,8 @@ def phase_report(phase: Phase) -> None:
 
 # ----------------------------------------------------------------------------------------------- tables
 
-COLUMNS = [("run", lambda r: r.get("preset") or r.get("name") or r.get("notebook")),
+COLUMNS = [("run", lambda r: (r.get("preset") or r.get("name") or r.get("notebook"))
+            + (" (faithful)" if r.get("faithful") else "")),
            ("settings", lambda r: ", ".join(f"{k}={v}" for k, v in r.get("overrides", {}).items()
                                              if k not in TINY_FAST) or "-"),
            ("epochs", lambda r: f"{r['epochs']}/{r['full_epochs']}" if "full_epochs" in r else r.get("epochs")),

@@ -86,6 +86,14 @@ def test_seeds_one_part(noise_root, tmp_path):
     assert set(run["probe_seconds_per_epoch"]) == {"gpu", "torchvision"}
 
 
+def test_seeds_faithful(noise_root, tmp_path):
+    # Part 3 of 5 is seed001, whose faithful variant trains 15 epochs instead of 30.
+    record = dry_run("seeds", tmp_path, noise_root, "--part", "3/5", "--faithful")
+    [run] = record["runs"]
+    assert run["preset"] == "seed001" and run["faithful"] is True and run["full_epochs"] == 15
+    assert "-seeds-faithful-part3of5-" in next(tmp_path.glob("*.json")).name
+
+
 def test_best(noise_root, tmp_path):
     record = dry_run("best", tmp_path, noise_root)
     [run] = record["runs"]
