@@ -168,6 +168,9 @@ def _preset_runs(record: Mapping) -> Iterator[tuple[Mapping, str, dict, Optional
             # a whole config (the run's, else the file's for runs that name no preset) or only the overrides
             whole = run.get("config") or (None if preset or run.get("overrides") else record.get("preset_config"))
             recorded = with_defaults(whole) if whole else dict(run.get("overrides") or {})
+            if run.get("faithful") and not whole and preset in PRESETS:
+                # gpu_run.py seeds --faithful records only what it set on top of the faithful variant
+                recorded = {**PRESETS[preset].faithful, **recorded}
             yield run, preset or file_preset, recorded, None
     settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
     recipes = settings.get("presets")

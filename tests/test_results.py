@@ -254,3 +254,15 @@ def test_a_variant_benchmark_gets_its_own_row_and_the_malloc_file_none(tmp_path)
     rows = rows_of(collect_results(tmp_path / "no-runs", results, everything=False), "cpu")
     assert sorted(row["settings"] for row in rows) == ["as the preset", "head_pool=avg, identity_init=False"]
     assert all(row["runs"] == "3" for row in rows)  # the malloc file's throughput run is no result
+
+
+def test_a_faithful_seeds_run_shows_its_variants_settings(tmp_path):
+    # gpu_run.py seeds --faithful records only its own overrides; the row must not read as the held-out recipe.
+    record = gpu_run_seeds("seed003")
+    record["runs"][0].update(faithful=True, capped=False, full_epochs=50, epochs=50,
+                             overrides={"epochs": 50, "pipeline": "gpu"})
+    write_json(tmp_path / "results" / "seeds-faithful.json", record)
+    (row,) = rows_of(collect_results(tmp_path / "no-runs", tmp_path / "results"), "seed003")
+    assert row["settings"] == "stem_kernel=1, pipeline=gpu"
+    with torch.device("meta"):  # the 1x1 stem has fewer weights than the preset's 3x3 one
+        assert row["parameters"] == f"{count_parameters(build_model(from_preset('seed003', faithful=True))):,}"
