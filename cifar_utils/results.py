@@ -179,8 +179,10 @@ def _preset_runs(record: Mapping) -> Iterator[tuple[Mapping, str, dict, Optional
         settings = group.get("settings") or {}
         preset = settings.get("preset")
         if preset:
-            # speed.py records each preset's values at the time; the run's overrides go on top of them
-            recorded = {**recipes.get(preset, {}), **(settings.get("overrides") or {})}
+            # speed.py records each preset's overrides at the time (fields they lack were at their defaults);
+            # the run's overrides go on top of them
+            at_the_time = with_defaults(recipes[preset]) if preset in recipes else {}
+            recorded = {**at_the_time, **(settings.get("overrides") or {})}
             for run in group["runs"]:
                 yield run, preset, recorded, settings.get("precision")
 

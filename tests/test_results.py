@@ -266,3 +266,13 @@ def test_a_faithful_seeds_run_shows_its_variants_settings(tmp_path):
     assert row["settings"] == "stem_kernel=1, pipeline=gpu"
     with torch.device("meta"):  # the 1x1 stem has fewer weights than the preset's 3x3 one
         assert row["parameters"] == f"{count_parameters(build_model(from_preset('seed003', faithful=True))):,}"
+
+
+def test_a_speed_file_is_read_with_the_preset_as_it_was(tmp_path):
+    # fast before it took the max-pooling head and identity start: its overrides then lacked both fields.
+    record = speed()
+    older = record["settings"]["presets"]["fast"]
+    older.pop("head_pool", None), older.pop("identity_init", None)
+    write_json(tmp_path / "results" / "speed.json", record)
+    (row,) = rows_of(collect_results(tmp_path / "no-runs", tmp_path / "results"), "fast")
+    assert row["settings"] == "head_pool=avg, identity_init=False, validation_split=1000, epochs=10"
