@@ -40,6 +40,7 @@ from .presets import PRESETS, from_preset
 
 NOT_RUN = "not run yet"
 NOT_RECORDED = "not recorded"
+NO_VALIDATION = "none held out"  # validation_split=0: the run had no validation split to measure
 # Recorded values that do not change what a run measures, or that say where rather than how it ran.
 IGNORED_SETTINGS = ("preset", "seed", "data_root", "download", "skip_bad_files", "print_every", "num_workers",
                     "checkpoint_every_steps")
@@ -277,7 +278,8 @@ def _row(runs: Sequence[Measurement]) -> dict[str, Any]:
         "reported by its report": preset.reported if preset else "none (not a preset)",
         "settings": first.settings or "as the preset",
         "runs": str(len(runs)),
-        "validation accuracy": _mean_std([m.validation_accuracy for m in runs], _percent),
+        "validation accuracy": (NO_VALIDATION if re.search(r"\bvalidation_split=0\b", first.settings)
+                                else _mean_std([m.validation_accuracy for m in runs], _percent)),
         "test accuracy": _mean_std([m.test_accuracy for m in runs], _percent),
         "parameters": parameter_count(first.model, first.model_options),
         "epochs": _epochs(epochs, first.full_epochs, any(m.capped for m in runs)),

@@ -263,7 +263,7 @@ def test_a_faithful_seeds_run_shows_its_variants_settings(tmp_path):
                              overrides={"epochs": 50, "pipeline": "gpu"})
     write_json(tmp_path / "results" / "seeds-faithful.json", record)
     (row,) = rows_of(collect_results(tmp_path / "no-runs", tmp_path / "results"), "seed003")
-    assert row["settings"] == "stem_kernel=1, pipeline=gpu"
+    assert row["settings"] == "stem_kernel=1, pipeline=gpu" and row["validation accuracy"] == "65.38%"
     with torch.device("meta"):  # the 1x1 stem has fewer weights than the preset's 3x3 one
         assert row["parameters"] == f"{count_parameters(build_model(from_preset('seed003', faithful=True))):,}"
 
@@ -276,3 +276,11 @@ def test_a_speed_file_is_read_with_the_preset_as_it_was(tmp_path):
     write_json(tmp_path / "results" / "speed.json", record)
     (row,) = rows_of(collect_results(tmp_path / "no-runs", tmp_path / "results"), "fast")
     assert row["settings"] == "head_pool=avg, identity_init=False, validation_split=1000, epochs=10"
+
+
+def test_a_run_without_a_validation_split_says_so(tmp_path):
+    record = gpu_run_seeds("seed004")
+    record["runs"][0].update(faithful=True, validation_accuracy=None)
+    write_json(tmp_path / "results" / "seeds-faithful.json", record)
+    (row,) = rows_of(collect_results(tmp_path / "no-runs", tmp_path / "results"), "seed004")
+    assert "validation_split=0" in row["settings"] and row["validation accuracy"] == "none held out"
