@@ -26,7 +26,9 @@ watch() {  # until $1 seconds after START, or until no job is left
     while [ $(($(date +%s) - START)) -lt "$1" ] && pgrep -f benchmarks/gpu_run.py > /dev/null; do
         echo "=== $(($(date +%s) - START)) s: $(pgrep -fc benchmarks/gpu_run.py) processes;" \
              "$(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader)"
-        for log in "$JOBS"/*/job.log; do echo "  $(basename "$(dirname "$log")"): $(grep -v '^\s*$' "$log" | tail -1 | cut -c1-160)"; done
+        for log in "$JOBS"/*/job.log; do
+            echo "  $(basename "$(dirname "$log")"): $(grep -v '^\s*$' "$log" | tail -1 | cut -c1-160)"
+        done
         sleep 45
     done
     snapshot
@@ -40,11 +42,12 @@ case "${1:-}" in
         [ -d /tmp/site ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
             --target /tmp/site .whl/*.whl || exit 1
         # Extract and decode once, before the jobs, or each would build the cache at the same time.
-        PYTHONPATH=$PWD/benchmarks:$PYTHONPATH python3 -c "import gpu_run; from cifar_utils import load_dataset; load_dataset(str(gpu_run.data_root(None)))" \
-            || exit 1
+        PYTHONPATH=$PWD/benchmarks:$PYTHONPATH python3 -c "import gpu_run; from cifar_utils import load_dataset
+load_dataset(str(gpu_run.data_root(None)))" || exit 1
         # MPS lets the jobs' kernels share the GPU instead of time-slicing it (without it, five processes
         # each ran about 4x slower than one alone). Without MPS the jobs still run, taking turns.
-        if nvidia-cuda-mps-control -d; then echo "MPS daemon started"; else echo "no MPS: jobs take turns on the GPU"; fi
+        if nvidia-cuda-mps-control -d; then echo "MPS daemon started"
+        else echo "no MPS: jobs take turns on the GPU"; fi
         for job in "$@"; do
             if [[ $job == report* && -d checkpoints/report/03_train ]]; then
                 # Else 03 would reuse the shipped run (trained elsewhere) instead of training on this GPU.

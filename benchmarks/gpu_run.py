@@ -118,7 +118,8 @@ class Record:
 
     def __init__(self, args: argparse.Namespace, device: torch.device, argv: list[str]) -> None:
         now = datetime.datetime.now()
-        part = ("-faithful" if args.faithful else "") + ("" if args.part == "1/1" else "-part" + args.part.replace("/", "of"))
+        part = ("-faithful" if args.faithful else "") + (
+            "" if args.part == "1/1" else "-part" + args.part.replace("/", "of"))
         suffix = "-dryrun" if args.dry_run else ""
         self.path = Path(args.out) / f"{speed.device_slug(device)}-{now:%Y-%m-%d}-{args.phase}{part}{suffix}.json"
         self.data: dict[str, Any] = {
@@ -367,7 +368,8 @@ def measured_run(phase: Phase, preset: str, overrides: dict, folder: Path, faith
     config = from_preset(preset, faithful=faithful, data_root=str(phase.data_root), **overrides)
     result, seconds = speed.timed_train(config, folder, phase.dataset(), phase.device)
     epoch_seconds = [row["seconds"] for row in result.history]
-    return {"preset": preset, "faithful": faithful, "overrides": overrides, "validation_accuracy": result.metrics["validation_accuracy"],
+    return {"preset": preset, "faithful": faithful, "overrides": overrides,
+            "validation_accuracy": result.metrics["validation_accuracy"],
             "test_accuracy": result.metrics["test_accuracy"], "train_seconds": seconds,
             "epochs": len(epoch_seconds), "epoch_seconds": epoch_seconds,
             "compile_seconds": result.metrics["compile_seconds"], "split_sizes": result.metrics["split_sizes"],

@@ -272,7 +272,8 @@ def test_a_speed_file_is_read_with_the_preset_as_it_was(tmp_path):
     # fast before it took the max-pooling head and identity start: its overrides then lacked both fields.
     record = speed()
     older = record["settings"]["presets"]["fast"]
-    older.pop("head_pool", None), older.pop("identity_init", None)
+    for field in ("head_pool", "identity_init"):
+        older.pop(field, None)
     write_json(tmp_path / "results" / "speed.json", record)
     (row,) = rows_of(collect_results(tmp_path / "no-runs", tmp_path / "results"), "fast")
     assert row["settings"] == "head_pool=avg, identity_init=False, validation_split=1000, epochs=10"
