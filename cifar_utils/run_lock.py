@@ -12,12 +12,14 @@ import datetime
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
 from .errors import OutputExistsError, WriteError
 
 LOCK_NAME = ".lock"
+HOLDER_WAIT_SECONDS = 2.0  # how long a refused process waits for the holder to write who it is
 
 
 class RunLock:
@@ -37,7 +39,7 @@ class RunLock:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    holder = _read(fd)
+                    holder = _holder(fd)
                     os.close(fd)
                     raise OutputExistsError(
                         f"{self.path.parent} is in use by another training process ({holder or 'unknown'}); "
@@ -67,6 +69,15 @@ class RunLock:
 
 def _read(fd: int) -> str:
     return os.pread(fd, 4096, 0).decode(errors="replace").strip()
+
+
+def _holder(fd: int) -> str:
+    """The holder's description. It writes it just after taking the lock, so a process refused in between
+    reads an empty file: wait a moment for the description rather than name nobody."""
+    deadline = time.monotonic() + HOLDER_WAIT_SECONDS
+    while not (holder := _read(fd)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return holder
 
 
 def _same_file(fd: int, path: Path) -> bool:

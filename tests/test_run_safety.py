@@ -81,6 +81,27 @@ def test_a_held_lock_stops_a_run_before_it_loads_data(tiny, tmp_path, capsys, mo
     assert list(out.iterdir()) == [out / LOCK_NAME]
 
 
+def test_a_holder_that_has_not_yet_written_who_it_is_is_still_named(tmp_path):
+    # The race the two-process test can hit: the holder has the lock but has not yet written its description.
+    import threading
+
+    from cifar_utils.run_lock import RunLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    writer = threading.Timer(0.3, os.pwrite, (fd, b"pid 4242 on elsewhere: a run just started", 0))
+    writer.start()
+    try:
+        with pytest.raises(OutputExistsError, match="in use by another training process \\(pid 4242 on elsewhere"):
+            with RunLock(out):
+                pytest.fail("took a held lock")
+    finally:
+        writer.join()
+        os.close(fd)
+
+
 def test_a_stale_lock_is_taken_over_and_every_run_releases_its_lock(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
