@@ -51,7 +51,7 @@ for path in (REPO, REPO / "benchmarks"):  # run as a script from anywhere, witho
 import speed  # noqa: E402  (benchmarks/speed.py)
 from cifar_utils import build_model, from_preset, load_dataset, make_splits  # noqa: E402
 from cifar_utils.errors import CifarUtilsError, ConfigError  # noqa: E402
-from cifar_utils.data import VALIDATION_FRACTION  # noqa: E402
+from cifar_utils.data import held_out_images  # noqa: E402
 
 PHASES = ("check", "profile", "speed", "tune", "seeds", "best", "report")
 DEFAULT_ARCHIVE = REPO / "data" / "cifar10-jpeg.tar.gz"  # what gpu_prepare.sh puts there
@@ -411,7 +411,7 @@ def capped_run(phase: Phase, preset: str, base: dict, cap_seconds: float, folder
                                      faithful) for pipeline in pipelines}
     held_out = from_preset(preset, faithful=faithful, **base).validation_split
     train_images = len(phase.dataset().train)
-    train_images -= round(train_images * VALIDATION_FRACTION) if held_out is None else held_out
+    train_images -= held_out_images(train_images, held_out)
     if base.get("train_limit"):
         train_images = min(train_images, base["train_limit"])
     scale = train_images / probes["gpu"]["split_sizes"]["train"]

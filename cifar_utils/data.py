@@ -382,6 +382,12 @@ def synthetic_dataset(num_train: int = 600, num_test: int = 200, num_classes: in
 # ---------------------------------------------------------------------------------------------- splits
 
 
+def held_out_images(n: int, validation_split: Optional[int]) -> int:
+    """How many of ``n`` training images ``validation_split`` holds out for validation: None holds out
+    ``VALIDATION_FRACTION`` of them (at least one), any number that many."""
+    return max(1, round(n * VALIDATION_FRACTION)) if validation_split is None else validation_split
+
+
 def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: int = 0,
                 train_limit: Optional[int] = None, validation_limit: Optional[int] = None,
                 test_limit: Optional[int] = None, normalization: str = "fixed") -> Splits:
@@ -396,13 +402,13 @@ def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: i
     """
     n = len(data.train)
     if validation_split is None:
-        validation_split = max(1, round(n * VALIDATION_FRACTION))
         held_out = (f"validation: the default {VALIDATION_FRACTION:.0%} of {n} training images, stratified by class; "
                     "--validation-split N chooses")
     elif validation_split == 0:
         held_out = f"no validation: validation_split=0 holds out none of the {n} training images"
     else:
         held_out = f"validation: validation_split={validation_split} of {n} training images, stratified by class"
+    validation_split = held_out_images(n, validation_split)
     if validation_split >= n:
         raise DataError(f"validation_split={validation_split} is not smaller than the training set "
                         f"({n} images); use a smaller --validation-split")
