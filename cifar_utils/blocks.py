@@ -70,9 +70,10 @@ class BranchGate(nn.Module):
 class Block(nn.Module):
     """The coursework Block: K convolutions of the same input, mixed by input-dependent weights.
 
-    ``kernel_sizes`` gives one odd kernel size per branch (K = its length). The fused path runs all
-    branches of equal kernel size as one convolution with n*C_out output channels; ``fused=False`` is
-    the plain reference, one convolution per branch. Both use the same parameters.
+    ``kernel_sizes`` gives one odd kernel size per branch (K = its length). The fused path scales the
+    input instead of the outputs (see :meth:`mix_fused`) and runs all branches of equal kernel size as one
+    convolution; ``fused=False`` is the plain reference, one convolution per branch with its output scaled.
+    Both use the same parameters.
 
     ``pool`` > 1 max-pools the mixed output by that factor before BN and the activation, so they run on
     4x fewer elements in a downsampling Block (the shortcut, if any, is pooled the same way). The output
@@ -126,25 +127,26 @@ class Block(nn.Module):
         return sum(a[:, k, None, None, None] * conv(x) for k, conv in enumerate(self.convs))
 
     def mix_fused(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """The same sum, with branches of equal kernel size stacked into one convolution.
+        """The same sum as ``sum_k conv_k(a_k * x)``: a convolution is linear, so scaling its input by a_k
+        scales its output by a_k (its bias, without BN, is weighted apart: ``sum_k a_k b_k``).
 
-        Only slicing, no index lists (which copy host to device and sync on a GPU), and only 4-D
-        tensors, so the result keeps the input's memory format.
+        The n branches of one kernel size become a single convolution of their scaled inputs stacked
+        [B, n*C_in, H, W] with their weights side by side [C_out, n*C_in, k, k]: its sum over input channels
+        is their weighted sum. So no per-branch output [B, C_out, H, W] is written and no mixing pass runs,
+        which is cheaper wherever C_in <= C_out (training speed against the old output scaling:
+        ``benchmarks/block_mix.py``). Only slicing, no index lists (which copy host to device and sync on
+        a GPU), and only 4-D tensors, so the result keeps the input's memory format.
         """
-        a = a.unsqueeze(2).unsqueeze(3)  # [B, K, 1, 1]
         out = None
         for k, indices in self._groups.items():
-            convs = [self.convs[i] for i in indices]
-            weight = torch.cat([c.weight for c in convs]) if len(convs) > 1 else convs[0].weight
-            bias = None
-            if convs[0].bias is not None:
-                bias = torch.cat([c.bias for c in convs]) if len(convs) > 1 else convs[0].bias
-            y = F.conv2d(x, weight, bias, padding=k // 2)  # [B, n*C_out, H, W]
-            c = self.out_channels
-            for j, branch in enumerate(indices):
-                part, weight = y[:, j * c:(j + 1) * c], a[:, branch:branch + 1].to(y.dtype)
-                # addcmul: one pass over the output per branch instead of a multiply and an add
-                out = part * weight if out is None else torch.addcmul(out, part, weight)
+            scaled = [x * a[:, i:i + 1, None, None].to(x.dtype) for i in indices]
+            weights = [self.convs[i].weight for i in indices]
+            inputs, weight = (torch.cat(scaled, 1), torch.cat(weights, 1)) if len(indices) > 1 else (scaled[0], weights[0])
+            y = F.conv2d(inputs, weight, padding=k // 2)
+            out = y if out is None else out + y
+        if self.convs[0].bias is not None:
+            biases = torch.stack([conv.bias for conv in self.convs])  # [K, C_out]
+            out = out + (a.to(out.dtype) @ biases.to(out.dtype))[:, :, None, None]
         return out
 
 

@@ -47,7 +47,7 @@ IGNORED_SETTINGS = ("preset", "seed", "data_root", "download", "skip_bad_files",
 # Runs on part of the data: they test the code, not the method.
 PARTIAL = re.compile(r"\b(train|validation|test|eval)_limit=")
 # gpu_run.py phases whose runs choose settings (grid points) or time the code, rather than report results.
-SETTING_PHASES = ("tune", "profile", "malloc")  # files that measure the code or choose settings
+SETTING_PHASES = ("tune", "profile", "malloc", "block_mix")  # files that measure the code or choose settings
 COLUMNS = ("preset", "reported by its report", "settings", "runs", "validation accuracy", "test accuracy",
            "parameters", "epochs", "training time", "device", "data", "source")
 

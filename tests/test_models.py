@@ -26,7 +26,7 @@ def _outputs_and_grads(block: Block, x: torch.Tensor, fused: bool):
     block.zero_grad(set_to_none=True)
     x = x.clone().requires_grad_(True)
     out = block(x)
-    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
     (out * upstream).sum().backward()
     grads = {name: p.grad.clone() for name, p in block.named_parameters()}
     return out.detach(), x.grad.clone(), grads
@@ -56,10 +56,10 @@ def test_fused_block_matches_reference_in_outputs_and_gradients(case):
     same = kwargs.pop("same_channels", False)
     torch.manual_seed(0)
     c_in, c_out = (6, 6) if same else (4, 6)
-    block = Block(c_in, c_out, **kwargs).train()
+    block = Block(c_in, c_out, **kwargs).double().train()  # float64: the two paths sum in different orders
     if kwargs.get("gate") == "relu":  # make sure the relu gate is not all zeros, so the test means something
         nn.init.constant_(block.gate.fc.bias, 0.5)
-    x = torch.randn(3, c_in, 16, 16, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(3, c_in, 16, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     out_f, gx_f, grads_f = _outputs_and_grads(block, x, fused=True)
     out_r, gx_r, grads_r = _outputs_and_grads(block, x, fused=False)
     assert out_f.shape == (3, c_out, 16, 16)
@@ -106,7 +106,8 @@ def test_fused_path_runs_one_convolution_per_kernel_size(monkeypatch, kernel_siz
     monkeypatch.setattr(torch.nn.functional, "conv2d", counting_conv2d)
     block(torch.randn(2, 4, 8, 8))
     assert len(calls) == convolutions
-    assert sum(shape[0] for shape in calls) == 6 * len(kernel_sizes)  # K * C_out output channels in all
+    assert all(shape[0] == 6 for shape in calls)  # each writes C_out channels: the branches' sum
+    assert sum(shape[1] for shape in calls) == 4 * len(kernel_sizes)  # K * C_in scaled input channels in all
     calls.clear()
     block.fused = False
     block(torch.randn(2, 4, 8, 8))
