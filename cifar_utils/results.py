@@ -65,6 +65,7 @@ class Measurement:
     capped: bool  # stopped short of full_epochs by a time cap
     validation_accuracy: Optional[float]  # fraction in [0, 1]
     test_accuracy: Optional[float]  # fraction in [0, 1]
+    held_out_validation: bool  # False for validation_split=0: the run had no validation split to measure
     train_seconds: Optional[float]
     device: str  # device name and precision, e.g. "NVIDIA H100 80GB HBM3, bf16"
     data: str  # which copy of the data: "JPEG copy", "official CIFAR-10", ...
@@ -201,13 +202,14 @@ def _speed_groups(node: Any) -> Iterator[Mapping]:
 def _measurement(preset: str, run: Mapping, recorded: Mapping, *, device: Optional[str], precision: Optional[str],
                  data: Optional[str], timing_note: str, source: Path, batch: str) -> Measurement:
     recipe = _recipe(preset)
+    config = {**recipe, **recorded}
     epochs = run.get("epochs", recorded.get("epochs"))  # preset_epoch.py records them only in the config
     return Measurement(
-        preset=preset, settings=_settings(recipe, recorded), model=recorded.get("model", recipe["model"]),
-        model_options=_model_options({**recipe, **recorded}),
+        preset=preset, settings=_settings(recipe, recorded), model=config["model"],
+        model_options=_model_options(config),
         epochs=epochs, full_epochs=run.get("full_epochs") or recipe["epochs"], capped=bool(run.get("capped")),
         validation_accuracy=run.get("validation_accuracy"), test_accuracy=run.get("test_accuracy"),
-        train_seconds=run.get("train_seconds"), device=_device(device, precision), data=data_copy(data),
+        held_out_validation=config.get("validation_split") != 0, train_seconds=run.get("train_seconds"), device=_device(device, precision), data=data_copy(data),
         timing_note=timing_note, source=os.fspath(source), batch=batch)
 
 
@@ -278,8 +280,8 @@ def _row(runs: Sequence[Measurement]) -> dict[str, Any]:
         "reported by its report": preset.reported if preset else "none (not a preset)",
         "settings": first.settings or "as the preset",
         "runs": str(len(runs)),
-        "validation accuracy": (NO_VALIDATION if re.search(r"\bvalidation_split=0\b", first.settings)
-                                else _mean_std([m.validation_accuracy for m in runs], _percent)),
+        "validation accuracy": (_mean_std([m.validation_accuracy for m in runs], _percent)
+                                if first.held_out_validation else NO_VALIDATION),
         "test accuracy": _mean_std([m.test_accuracy for m in runs], _percent),
         "parameters": parameter_count(first.model, first.model_options),
         "epochs": _epochs(epochs, first.full_epochs, any(m.capped for m in runs)),
