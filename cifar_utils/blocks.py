@@ -141,8 +141,9 @@ class Block(nn.Module):
         for k, indices in self._groups.items():
             scaled = [x * a[:, i:i + 1, None, None].to(x.dtype) for i in indices]
             weights = [self.convs[i].weight for i in indices]
-            inputs, weight = (torch.cat(scaled, 1), torch.cat(weights, 1)) if len(indices) > 1 else (scaled[0], weights[0])
-            y = F.conv2d(inputs, weight, padding=k // 2)
+            if len(indices) > 1:
+                scaled, weights = [torch.cat(scaled, 1)], [torch.cat(weights, 1)]
+            y = F.conv2d(scaled[0], weights[0], padding=k // 2)
             out = y if out is None else out + y
         if self.convs[0].bias is not None:
             biases = torch.stack([conv.bias for conv in self.convs])  # [K, C_out]

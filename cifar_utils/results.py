@@ -209,8 +209,9 @@ def _measurement(preset: str, run: Mapping, recorded: Mapping, *, device: Option
         model_options=_model_options(config),
         epochs=epochs, full_epochs=run.get("full_epochs") or recipe["epochs"], capped=bool(run.get("capped")),
         validation_accuracy=run.get("validation_accuracy"), test_accuracy=run.get("test_accuracy"),
-        held_out_validation=config.get("validation_split") != 0, train_seconds=run.get("train_seconds"), device=_device(device, precision), data=data_copy(data),
-        timing_note=timing_note, source=os.fspath(source), batch=batch)
+        held_out_validation=config.get("validation_split") != 0, train_seconds=run.get("train_seconds"),
+        device=_device(device, precision), data=data_copy(data), timing_note=timing_note, source=os.fspath(source),
+        batch=batch)
 
 
 def _recipe(preset: str) -> dict[str, Any]:
