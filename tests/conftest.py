@@ -11,8 +11,10 @@ import tarfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cifar_utils.data import synthetic_dataset
 
@@ -54,3 +56,20 @@ def jpeg_subset_root(tmp_path_factory) -> Path:
 def synthetic():
     """600 training and 200 test synthetic images of 10 classes."""
     return synthetic_dataset(600, 200, seed=0)
+
+
+@pytest.fixture(scope="session")
+def noise_folder(tmp_path_factory):
+    """``noise_folder(train, test)``: a new image folder of random 32x32 PNGs (10 classes, ``train`` and
+    ``test`` images per class, the same pixels on every call); returns its root."""
+    def make(train: int, test: int) -> Path:
+        root = tmp_path_factory.mktemp("noise")
+        rng = np.random.default_rng(0)
+        for split, per_class in (("train", train), ("test", test)):
+            for label in range(10):
+                folder = root / split / f"class{label}"
+                folder.mkdir(parents=True)
+                for index in range(per_class):
+                    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+        return root
+    return make

@@ -8,9 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from cifar_utils.blocks import Block
 
@@ -29,15 +27,8 @@ def test_the_peer_computes_the_same_mix():
         torch.testing.assert_close(block_mix.mix_scaled_outputs(block, x, a), block.mix_fused(x, a))
 
 
-def test_both_ways_are_timed_and_rendered(tmp_path):
-    root = tmp_path / "noise"
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", 30), ("test", 2)):
-        for label in range(10):
-            folder = root / split / f"class{label}"
-            folder.mkdir(parents=True)
-            for index in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+def test_both_ways_are_timed_and_rendered(tmp_path, noise_folder):
+    root = noise_folder(30, 2)
     out = tmp_path / "mix.json"
     command = [sys.executable, str(REPO / "benchmarks" / "block_mix.py"), "--data-root", str(root),
                "--presets", "cpu", "--repeats", "2", "--images", "256", "--out", str(out)]

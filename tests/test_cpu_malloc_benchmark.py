@@ -8,24 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import cpu_malloc  # noqa: E402
 
 
-def test_both_settings_are_measured_and_rendered(tmp_path):
-    root = tmp_path / "noise"
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", 30), ("test", 2)):  # 270 training images after validation: one batch
-        for label in range(10):
-            folder = root / split / f"class{label}"
-            folder.mkdir(parents=True)
-            for index in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+def test_both_settings_are_measured_and_rendered(tmp_path, noise_folder):
+    root = noise_folder(30, 2)  # 270 training images after validation: one batch
     out = tmp_path / "malloc.json"
     command = [sys.executable, str(REPO / "benchmarks" / "cpu_malloc.py"), "--data-root", str(root),
                "--repeats", "1", "--images", "256", "--out", str(out)]

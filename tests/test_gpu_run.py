@@ -12,9 +12,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -23,17 +21,9 @@ import gpu_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def noise_root(tmp_path_factory) -> Path:
+def noise_root(noise_folder) -> Path:
     """An image folder of random pixels, just big enough for the notebooks' 5,000-image validation split."""
-    root = tmp_path_factory.mktemp("noise")
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", 510), ("test", 10)):
-        for label in range(10):
-            folder = root / split / f"class{label}"
-            folder.mkdir(parents=True)
-            for index in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{index}.png")
-    return root
+    return noise_folder(510, 10)
 
 
 def dry_run(phase: str, out: Path, root: Path, *extra: str, capsys=None) -> dict:
