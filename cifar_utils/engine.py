@@ -48,6 +48,7 @@ class EpochProgress:
     correct: int = 0  # correctly classified training samples
     count: int = 0  # samples seen
     seconds: float = 0.0  # training time spent in this epoch before a resume
+    lr: Optional[float] = None  # the first group's learning rate when the epoch began: its history row's "lr"
 
     def __post_init__(self) -> None:
         self._sums: Optional[torch.Tensor] = None  # [loss sum, correct] not yet read back from the device
@@ -254,7 +255,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
         start_epoch, best_val_acc = state["epoch"], state.get("best_val_acc", -1.0)
         partial = EpochProgress(**state["epoch_progress"]) if state.get("batches") else EpochProgress()
         if distributed.rank() != 0:  # the saved partial sums are rank 0's; counting them on every rank inflates them
-            partial = EpochProgress(batches=partial.batches, seconds=partial.seconds)
+            partial = EpochProgress(batches=partial.batches, seconds=partial.seconds, lr=partial.lr)
         if distributed.world_size() == 1:
             restore_rng_state(state["rng"])
         else:  # each rank has its own augmentation stream; reseed it deterministically
@@ -286,7 +287,8 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
         for epoch in range(start_epoch, config.epochs):
             current, partial = partial, EpochProgress()
             _set_epoch(train_loader, epoch, current.batches)
-            lr = optimizer.param_groups[0]["lr"]
+            if current.lr is None:  # a resumed epoch keeps the rate it began with, not the per-step one reached
+                current.lr = optimizer.param_groups[0]["lr"]
             started = time.perf_counter()
 
             def on_step(running: EpochProgress, epoch=epoch, started=started) -> None:
@@ -323,7 +325,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                     scheduler.step()
             seconds = current.seconds + time.perf_counter() - started
             history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                            "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": seconds})
+                            "val_loss": val_loss, "val_acc": val_acc, "lr": current.lr, "seconds": seconds})
             if val_acc > best_val_acc:
                 best_val_acc = val_acc
                 if config.keep_best:

@@ -197,6 +197,19 @@ def test_resume_true_in_python_continues_mid_epoch(tiny, tmp_path, reference):
     assert_same_run(out, reference)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd"])
+def test_mid_epoch_resume_under_a_per_step_schedule_matches_an_uninterrupted_run(tiny, tmp_path, optimizer):
+    # The learning rate changes every step, yet the history logs each epoch's starting rate either way.
+    config = tiny_config(optimizer=optimizer, scheduler="warmup_cosine", checkpoint_every_steps=1)
+    experiment.train(config, tmp_path / "reference", device="cpu", progress=False)
+    tiny((BATCHES_PER_EPOCH + 3, crash))
+    with pytest.raises(SimulatedCrash):
+        experiment.train(config, tmp_path / "run", device="cpu", progress=False)
+    tiny()
+    experiment.train(config, tmp_path / "run", device="cpu", resume=True, progress=False)
+    assert_same_run(tmp_path / "run", tmp_path / "reference")
+
+
 def test_ctrl_c_saves_a_checkpoint_says_how_to_resume_and_resuming_finishes(tiny, tmp_path, capsys, reference):
     out = tmp_path / "run"
     tiny((2, ctrl_c))  # a real SIGINT to this process during the second mini-batch
