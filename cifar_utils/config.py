@@ -28,7 +28,7 @@ NORMALIZATIONS = ("fixed", "train_stats")
 PIPELINES = ("torchvision", "gpu")
 DATASETS = ("auto", "cifar10", "folder", "synthetic")
 LOSSES = ("cross_entropy", "kl_label_smoothing")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
 SCHEDULERS = ("cosine", "plateau", "onecycle", "warmup_cosine", "none")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TTA_MODES = ("none", "flip", "flip_translate")
@@ -67,13 +67,15 @@ class Config:
     label_smoothing: float = 0.0  # label-smoothing epsilon, for both losses
     kl_weight: float = 0.0  # weight of the KL term in kl_label_smoothing
     # --- optimisation
-    optimizer: str = "adam"  # sgd | adam | adamw
+    optimizer: str = "adam"  # sgd | adam | adamw | muon (SGD, with orthogonalised steps for conv filters)
     lr: float = 1e-3  # peak learning rate
     weight_decay: float = 0.0  # L2 (sgd, adam) or decoupled (adamw) weight decay
     weight_decay_norm_bias: bool = True  # also decay BatchNorm parameters and biases (False: only conv/Linear weights)
     norm_bias_lr_scale: float = 1.0  # learning-rate multiplier of BatchNorm parameters and biases (decay per step kept)
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = False  # SGD Nesterov momentum
+    muon_lr: float = 0.05  # muon: learning rate of the conv filters' orthogonalised steps (lr: everything else)
+    muon_momentum: float = 0.6  # muon: momentum of the conv filters' steps (momentum: everything else)
     scheduler: str = "cosine"  # cosine | plateau | onecycle | warmup_cosine | none
     cosine_t_max: Optional[int] = None  # cosine half-period in epochs; None: the number of epochs
     min_lr: float = 0.0  # floor of cosine and plateau schedules (eta_min)
@@ -128,6 +130,8 @@ class Config:
             _require(getattr(self, name) is None or getattr(self, name) >= 1, name, getattr(self, name),
                      "must be at least 1, or None")
         _require(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
+        _require(self.muon_lr > 0, "muon_lr", self.muon_lr, "must be > 0 (try 0.05)")
+        _require(0 <= self.muon_momentum < 1, "muon_momentum", self.muon_momentum, "must be in [0, 1)")
         _require(not self.nesterov or self.momentum > 0, "nesterov", self.nesterov,
                  "needs momentum > 0 (Nesterov momentum with momentum=0 is undefined)")
         _require(0 < self.plateau_factor < 1, "plateau_factor", self.plateau_factor, "must be in (0, 1)")

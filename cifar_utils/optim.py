@@ -1,4 +1,8 @@
-"""Optimizers and learning-rate schedulers from a config."""
+"""Optimizers and learning-rate schedulers from a config.
+
+``optimizer="muon"`` is :class:`Muon`: the conv filters step along their orthogonalised momentum (Muon,
+as in Keller Jordan's airbench94_muon), everything else takes plain SGD steps.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,60 @@ from torch import nn
 
 # Schedulers stepped after every optimizer step; the others step once per epoch.
 PER_STEP_SCHEDULERS = ("onecycle", "warmup_cosine")
+# Quintic Newton-Schulz iteration of Muon: its coefficients raise small singular values fast, and a few
+# steps bring every singular value of a unit-norm matrix near 1 (not exactly: speed matters more here).
+NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+NEWTON_SCHULZ_STEPS = 3
+
+
+def orthogonalize(matrix: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS) -> torch.Tensor:
+    """``matrix`` [m, n] with its singular values moved near 1 and its singular vectors kept: about
+    U V^T of its SVD, by ``steps`` Newton-Schulz iterations (matrix products only)."""
+    a, b, c = NEWTON_SCHULZ_COEFFICIENTS
+    x = matrix / (matrix.norm() + 1e-7)  # singular values in [0, 1], where the iteration converges
+    wide = x.T if x.shape[0] > x.shape[1] else x  # iterate on the smaller Gram matrix
+    for _ in range(steps):
+        gram = wide @ wide.T
+        wide = a * wide + (b * gram + c * (gram @ gram)) @ wide
+    return wide.T if x.shape[0] > x.shape[1] else wide
+
+
+class Muon(torch.optim.Optimizer):
+    """SGD with momentum (optionally Nesterov) and L2 weight decay, as ``torch.optim.SGD``, except in the
+    groups marked ``orthogonalize``: there each weight [C_out, ...] steps by ``lr`` along its orthogonalised
+    momentum (viewed as [C_out, rest]), so that every direction of the update moves equally.
+
+    Before each such step the weight is rescaled to norm sqrt(C_out). A convolution followed by BatchNorm
+    computes the same function at any scale, so this fixes the step's size relative to the weight (the job
+    weight decay does for SGD) and the group takes no weight decay. Use it only for weights that a
+    normalisation follows, as in every Block with BN.
+    """
+
+    def __init__(self, params, lr: float, momentum: float, nesterov: bool = True):
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=0.0, orthogonalize=False)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            momentum = group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if group["weight_decay"]:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buffer = state["momentum_buffer"].mul_(momentum).add_(grad)
+                update = grad.add(buffer, alpha=momentum) if group["nesterov"] else buffer
+                if group["orthogonalize"]:
+                    p.mul_(math.sqrt(p.shape[0]) / p.norm().clamp_min(1e-12))
+                    update = orthogonalize(update.reshape(len(update), -1)).view_as(p)
+                p.add_(update, alpha=-group["lr"])
+        return loss
 
 
 def parameter_groups(model: nn.Module, config) -> list[dict]:
@@ -17,21 +75,28 @@ def parameter_groups(model: nn.Module, config) -> list[dict]:
 
     The second group's learning rate is ``lr * norm_bias_lr_scale``. Its weight decay is divided by the
     same factor, so that the decay per step (lr x weight_decay) stays that of the weights, or is 0 when
-    ``weight_decay_norm_bias`` is False. A group with no parameters is left out.
+    ``weight_decay_norm_bias`` is False. With ``optimizer="muon"`` the conv filters (4-D weights) leave the
+    first group for a third, ``orthogonalize``d one (see :class:`Muon`) with ``muon_lr`` and ``muon_momentum``.
+    A group with no parameters is left out.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
-    weights = [p for p in trainable if p.ndim > 1]
+    muon = config.optimizer == "muon"
+    filters = [p for p in trainable if p.ndim == 4] if muon else []
+    weights = [p for p in trainable if p.ndim > 1 and not (muon and p.ndim == 4)]
     norm_bias = [p for p in trainable if p.ndim <= 1]
     scale = config.norm_bias_lr_scale
     norm_bias_decay = config.weight_decay / scale if config.weight_decay_norm_bias else 0.0
     groups = [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay},
-              {"params": norm_bias, "lr": config.lr * scale, "weight_decay": norm_bias_decay}]
+              {"params": norm_bias, "lr": config.lr * scale, "weight_decay": norm_bias_decay},
+              {"params": filters, "lr": config.muon_lr, "momentum": config.muon_momentum, "orthogonalize": True}]
     return [g for g in groups if g["params"]]
 
 
 def build_optimizer(model: nn.Module, config) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), Adam or AdamW over :func:`parameter_groups`."""
+    """SGD (momentum, Nesterov), Adam, AdamW or :class:`Muon` over :func:`parameter_groups`."""
     groups = parameter_groups(model, config)
+    if config.optimizer == "muon":
+        return Muon(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     if config.optimizer == "adam":

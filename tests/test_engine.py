@@ -24,7 +24,7 @@ from cifar_utils.engine import fit, train_epoch, validate_epoch
 from cifar_utils.errors import ConfigError
 from cifar_utils.experiment import make_loaders
 from cifar_utils.models import build_model
-from cifar_utils.optim import build_optimizer, build_scheduler, scheduler_interval
+from cifar_utils.optim import Muon, build_optimizer, build_scheduler, orthogonalize, scheduler_interval
 
 CPU = torch.device("cpu")
 HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
@@ -393,6 +393,60 @@ def test_norm_and_bias_parameters_get_their_own_learning_rate_and_no_decay_when_
     assert norm_bias["lr"] * norm_bias["weight_decay"] == pytest.approx(0.1 * 1e-3)  # same decay per step
     no_decay = build_optimizer(model, replace(config, weight_decay_norm_bias=False)).param_groups[1]
     assert no_decay["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("shape", [(16, 40), (40, 16), (128, 1152)])
+def test_orthogonalize_moves_singular_values_near_one_and_keeps_singular_vectors(shape):
+    torch.manual_seed(0)
+    matrix = torch.randn(shape)
+    matrix[0] *= 30  # one direction dominates the raw matrix
+    result = orthogonalize(matrix)
+    u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+    in_matrix_basis = u.T @ result @ vh.T  # diagonal when the singular vectors are kept
+    singular, raw = in_matrix_basis.diag(), torch.linalg.svdvals(matrix)
+    assert torch.allclose(in_matrix_basis, torch.diag(singular), atol=1e-5)
+    assert raw.max() / raw.min() > 30
+    assert singular.min() > 0.5 and singular.max() < 1.25  # 3 Newton-Schulz steps: near 1, not exactly 1
+
+
+def test_muon_groups_conv_filters_apart_and_steps_them_orthogonally():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 5, 5))
+    config = Config(optimizer="muon", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3, muon_lr=0.05,
+                    muon_momentum=0.6)
+    optimizer = build_optimizer(model, config)
+    assert type(optimizer) is Muon
+    weights, norm_bias, filters = optimizer.param_groups
+    assert [id(p) for p in filters["params"]] == [id(model[0].weight)]
+    assert (filters["lr"], filters["momentum"], filters["orthogonalize"], filters["weight_decay"]) == (0.05, 0.6, True, 0)
+    assert [id(p) for p in weights["params"]] == [id(model[3].weight)] and not weights["orthogonalize"]
+    assert (weights["lr"], weights["momentum"], weights["weight_decay"]) == (0.1, 0.9, 1e-3)
+
+    conv = model[0].weight
+    before = conv.detach().clone()
+    conv.grad = torch.randn_like(conv)
+    rescaled = before * (8 ** 0.5 / before.norm())  # norm sqrt(C_out) before the step
+    expected = rescaled - 0.05 * orthogonalize(conv.grad.view(8, -1)).view_as(conv)  # Nesterov scales, no turn
+    optimizer.step()
+    assert torch.allclose(conv.detach(), expected, atol=1e-6)
+
+
+def test_muon_steps_other_parameters_as_torch_sgd():
+    torch.manual_seed(0)
+    ours, reference = nn.Linear(4, 3), nn.Linear(4, 3)
+    reference.load_state_dict(ours.state_dict())
+    config = Config(optimizer="muon", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2)
+    muon = build_optimizer(ours, config)
+    sgd = build_optimizer(reference, replace(config, optimizer="sgd"))
+    for _ in range(3):
+        x = torch.randn(5, 4)
+        for model, optimizer in ((ours, muon), (reference, sgd)):
+            optimizer.zero_grad()
+            model(x).square().sum().backward()
+            optimizer.step()
+    for a, b in zip(ours.parameters(), reference.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_preset_optimizers():

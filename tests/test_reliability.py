@@ -197,9 +197,10 @@ def test_resume_true_in_python_continues_mid_epoch(tiny, tmp_path, reference):
     assert_same_run(out, reference)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd"])
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
 def test_mid_epoch_resume_under_a_per_step_schedule_matches_an_uninterrupted_run(tiny, tmp_path, optimizer):
-    # The learning rate changes every step, yet the history logs each epoch's starting rate either way.
+    # The learning rate changes every step, yet the history logs each epoch's starting rate either way;
+    # Muon's momentum and its conv-filter group must survive the checkpoint.
     config = tiny_config(optimizer=optimizer, scheduler="warmup_cosine", checkpoint_every_steps=1)
     experiment.train(config, tmp_path / "reference", device="cpu", progress=False)
     tiny((BATCHES_PER_EPOCH + 3, crash))
