@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from .blocks import POOLS
 from .errors import ConfigError
-from .preprocessing import CROP_PADDING
+from .preprocessing import CROP_FILLS, CROP_PADDING
 
 AUGMENTATIONS = ("affine_jitter", "crop_flip", "resized_crop_flip", "none")
 NORMALIZATIONS = ("fixed", "train_stats")
@@ -53,7 +53,8 @@ class Config:
     validation_limit: Optional[int] = None  # seeded random subset of the validation split, for quick runs
     test_limit: Optional[int] = None  # seeded random subset of the test set, for quick runs
     augmentation: str = "crop_flip"  # affine_jitter | crop_flip | resized_crop_flip | none
-    crop_padding: int = CROP_PADDING  # crop_flip: shift by up to this many pixels (zero fill); other than 4 needs pipeline=gpu
+    crop_padding: int = CROP_PADDING  # crop_flip: shift by up to this many pixels; other than 4 needs pipeline=gpu
+    crop_fill: str = "zeros"  # crop_flip: what a shift brings in at the border, zeros or reflect (the mirrored image; needs pipeline=gpu)
     alternating_flip: bool = False  # gpu pipeline: flip each image on every other epoch (random start) instead of at random
     cutout: int = 0  # gpu pipeline: blank a random square of this side in each training image; 0: off
     normalization: str = "fixed"  # fixed: mean=std=0.5; train_stats: per-channel statistics of the training split
@@ -109,7 +110,7 @@ class Config:
         choices = {
             "augmentation": AUGMENTATIONS, "normalization": NORMALIZATIONS, "pipeline": PIPELINES,
             "dataset": DATASETS, "loss": LOSSES, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
-            "precision": PRECISIONS, "tta": TTA_MODES,
+            "precision": PRECISIONS, "tta": TTA_MODES, "crop_fill": CROP_FILLS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -179,8 +180,8 @@ class Config:
         """The torchvision pipeline has none of the GPU pipeline's extra augmentation settings."""
         if self.pipeline != "gpu":
             used = [(name, value) for name, value, default in (
-                ("crop_padding", self.crop_padding, CROP_PADDING), ("alternating_flip", self.alternating_flip, False),
-                ("cutout", self.cutout, 0)) if value != default]
+                ("crop_padding", self.crop_padding, CROP_PADDING), ("crop_fill", self.crop_fill, "zeros"),
+                ("alternating_flip", self.alternating_flip, False), ("cutout", self.cutout, 0)) if value != default]
             if used:
                 name, value = used[0]
                 raise ConfigError(f"{name}={value!r} needs pipeline='gpu' (the torchvision pipeline does not support it); "

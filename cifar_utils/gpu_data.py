@@ -54,13 +54,14 @@ def flip_images(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 
 
 def translate_images(images: torch.Tensor, shift_y: torch.Tensor, shift_x: torch.Tensor,
-                     max_shift: int) -> torch.Tensor:
+                     max_shift: int, fill: str = "zeros") -> torch.Tensor:
     """Move each image's content down by ``shift_y`` and right by ``shift_x`` pixels (int64 [B], each in
-    [-max_shift, max_shift]), filling with zeros: a random crop of the zero-padded image, as RandomCrop."""
+    [-max_shift, max_shift]): a random crop of the padded image, as RandomCrop. ``fill`` is the padding,
+    "zeros" or "reflect" (the image mirrored at its edge, without repeating the edge pixel)."""
     if max_shift == 0:
         return images
     b, c, h, w = images.shape
-    padded = F.pad(images, (max_shift,) * 4)
+    padded = F.pad(images, (max_shift,) * 4, mode="reflect" if fill == "reflect" else "constant")
     rows = torch.arange(h, device=images.device) - shift_y.view(-1, 1) + max_shift  # [B, H] source rows
     cols = torch.arange(w, device=images.device) - shift_x.view(-1, 1) + max_shift  # [B, W] source columns
     picked_rows = padded.gather(2, rows.view(b, 1, h, 1).expand(b, c, h, w + 2 * max_shift))
@@ -205,10 +206,10 @@ def _draw_resized_crop(n: int, gen: torch.Generator, size: int) -> dict[str, tor
 
 
 def apply_augmentation(augmentation: str, images: torch.Tensor, params: dict[str, torch.Tensor],
-                       crop_padding: int = CROP_PADDING) -> torch.Tensor:
+                       crop_padding: int = CROP_PADDING, crop_fill: str = "zeros") -> torch.Tensor:
     """Apply ``augmentation`` (without its flip) with the drawn ``params`` to images in [0, 1]."""
     if augmentation == "crop_flip":
-        return translate_images(images, params["shift_y"], params["shift_x"], crop_padding)
+        return translate_images(images, params["shift_y"], params["shift_x"], crop_padding, crop_fill)
     if augmentation == "affine_jitter":
         moved = affine_images(images, params["angle"], params["translate_x"], params["translate_y"], params["scale"])
         return color_jitter_images(moved, params["brightness"], params["contrast"], params["saturation"],
@@ -292,7 +293,8 @@ class GpuEvalLoader(_DeviceImages):
 class GpuTrainLoader(_DeviceImages):
     """Shuffled, augmented training batches: (float32 [B, 3, H, W] normalised, int64 [B]), on the device.
 
-    ``augmentation`` is one of the named augmentations; ``crop_padding`` is crop_flip's largest shift;
+    ``augmentation`` is one of the named augmentations; ``crop_padding`` is crop_flip's largest shift and
+    ``crop_fill`` what its shift brings in ("zeros" or "reflect");
     ``alternating_flip`` flips each image on every other epoch, starting at random per image, instead of
     independently each epoch; ``cutout`` blanks a random square of that side (to the mean colour, after
     normalisation). A last batch of a single image is left out, and with ``drop_last`` any partial last
@@ -302,14 +304,16 @@ class GpuTrainLoader(_DeviceImages):
 
     def __init__(self, imageset: ImageSet, mean: Sequence[float], std: Sequence[float], batch_size: int,
                  device: torch.device | str, *, augmentation: str = "crop_flip", crop_padding: int = CROP_PADDING,
-                 alternating_flip: bool = False, cutout: int = 0, seed: int = 0, rank: int = 0,
+                 crop_fill: str = "zeros", alternating_flip: bool = False, cutout: int = 0, seed: int = 0, rank: int = 0,
                  world_size: int = 1, channels_last: bool = False, drop_last: bool = False):
         super().__init__(imageset, mean, std, batch_size, device, rank, world_size, channels_last)
         self.drop_last = drop_last
         check_augmentation(augmentation)
+        if crop_fill not in spec.CROP_FILLS:
+            raise ConfigError(f"crop_fill={crop_fill!r} is not valid; choose one of {', '.join(spec.CROP_FILLS)}")
         if alternating_flip and augmentation not in FLIPPING_AUGMENTATIONS:
             raise ConfigError(f"alternating_flip needs an augmentation that flips; {augmentation!r} does not")
-        self.augmentation, self.crop_padding, self.cutout = augmentation, crop_padding, cutout
+        self.augmentation, self.crop_padding, self.crop_fill, self.cutout = augmentation, crop_padding, crop_fill, cutout
         self.alternating_flip, self.seed = alternating_flip, seed
         self.image_size = int(self.images.shape[-1])
         self._first_flip: Optional[torch.Tensor] = None
@@ -351,7 +355,7 @@ class GpuTrainLoader(_DeviceImages):
 
     def augment(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """uint8 [B, 3, H, W] and their drawn parameters -> augmented, normalised float32 [B, 3, H, W]."""
-        x = apply_augmentation(self.augmentation, images.float() / 255, params, self.crop_padding)
+        x = apply_augmentation(self.augmentation, images.float() / 255, params, self.crop_padding, self.crop_fill)
         if "flip" in params:
             x = flip_images(x, params["flip"])
         x = self._normalise(x)
@@ -365,6 +369,7 @@ def make_gpu_loaders(splits, config, device: torch.device, batch_size: int, eval
     """Train, validation and test loaders of ``splits`` on ``device``; batch sizes are per rank."""
     train = GpuTrainLoader(splits.train, splits.mean, splits.std, batch_size, device,
                            augmentation=config.augmentation, crop_padding=config.crop_padding,
+                           crop_fill=config.crop_fill,
                            alternating_flip=config.alternating_flip, cutout=config.cutout, seed=config.seed,
                            rank=rank, world_size=world_size, channels_last=config.channels_last,
                            drop_last=config.drop_last)

@@ -13,7 +13,8 @@ import torch
 FIXED_MEAN = (0.5, 0.5, 0.5)  # normalization="fixed", the normalisation most reports use
 FIXED_STD = (0.5, 0.5, 0.5)
 
-CROP_PADDING = 4  # crop_flip: largest shift in pixels (zero fill); config.crop_padding's default
+CROP_PADDING = 4  # crop_flip: largest shift in pixels; config.crop_padding's default
+CROP_FILLS = ("zeros", "reflect")  # crop_flip: what a shift brings in at the border (config.crop_fill)
 FLIP_PROBABILITY = 0.5  # every flipping augmentation mirrors an image with this probability
 AFFINE_DEGREES = 15.0  # affine_jitter: rotation in [-15, 15] degrees
 AFFINE_TRANSLATE = 0.1  # affine_jitter: shift of up to this fraction of the image size, each axis

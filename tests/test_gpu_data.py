@@ -211,13 +211,20 @@ def test_bad_settings_get_one_clear_error():
         Config(alternating_flip=True).validate()
     with pytest.raises(ConfigError, match="needs pipeline='gpu'"):
         Config(cutout=8).validate()
+    with pytest.raises(ConfigError, match="needs pipeline='gpu'"):
+        Config(crop_fill="reflect").validate()
+    with pytest.raises(ConfigError, match="crop_fill='wrap' is not valid; choose one of zeros, reflect"):
+        Config(pipeline="gpu", crop_fill="wrap").validate()
+    with pytest.raises(ConfigError, match="crop_fill='wrap' is not valid"):
+        loader(data, crop_fill="wrap")
 
 
 def test_make_gpu_loaders_follows_the_config(synthetic):
     splits = make_splits(synthetic, validation_split=100, seed=0, normalization="train_stats")
-    config = Config(pipeline="gpu", augmentation="resized_crop_flip", cutout=4, seed=5).validate()
+    config = Config(pipeline="gpu", augmentation="resized_crop_flip", cutout=4, seed=5, crop_fill="reflect").validate()
     train, validation, test = make_gpu_loaders(splits, config, torch.device("cpu"), 64, 50)
     assert (train.augmentation, train.cutout, train.seed, train.batch_size) == ("resized_crop_flip", 4, 5, 64)
+    assert train.crop_fill == "reflect"
     assert len(train) == math.ceil(500 / 64) and len(validation) == 2 and len(test) == 4
     images, labels = next(iter(test))
     assert images.shape == (50, 3, 32, 32) and torch.equal(labels, splits.test.labels[:50])
@@ -241,6 +248,15 @@ def test_translate_moves_content_and_fills_with_zeros():
     assert (out[0, :, 0] == 0).all() and (out[0, :, :, -1] == 0).all()
     assert torch.equal(out[1, :, :-2, 3:], images[1, :, 2:, :-3])  # up 2, right 3
     assert torch.equal(out[2], images[2])
+
+
+def test_translate_with_reflect_fill_brings_in_the_mirrored_image():
+    images = torch.rand(2, 2, 6, 7)
+    out = gpu_data.translate_images(images, torch.tensor([2, 0]), torch.tensor([0, -1]), max_shift=2, fill="reflect")
+    assert torch.equal(out[0, :, 2:], images[0, :, :-2])  # down 2: rows 1 and 2 mirrored in above row 0
+    assert torch.equal(out[0, :, 0], images[0, :, 2]) and torch.equal(out[0, :, 1], images[0, :, 1])
+    assert torch.equal(out[1, :, :, :-1], images[1, :, :, 1:])  # left 1: column 5 mirrored in after column 6
+    assert torch.equal(out[1, :, :, -1], images[1, :, :, -2])
 
 
 def test_affine_without_rotation_or_scale_is_an_integer_translation():
