@@ -29,7 +29,7 @@ PIPELINES = ("torchvision", "gpu")
 DATASETS = ("auto", "cifar10", "folder", "synthetic")
 LOSSES = ("cross_entropy", "kl_label_smoothing")
 OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
-SCHEDULERS = ("cosine", "plateau", "onecycle", "warmup_cosine", "none")
+SCHEDULERS = ("cosine", "plateau", "onecycle", "warmup_cosine", "warmup_linear", "none")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TTA_MODES = ("none", "flip", "flip_translate")
 
@@ -77,12 +77,13 @@ class Config:
     nesterov: bool = False  # SGD Nesterov momentum
     muon_lr: float = 0.05  # muon: learning rate of the conv filters' orthogonalised steps (lr: everything else)
     muon_momentum: float = 0.6  # muon: momentum of the conv filters' steps (momentum: everything else)
-    scheduler: str = "cosine"  # cosine | plateau | onecycle | warmup_cosine | none
+    scheduler: str = "cosine"  # cosine | plateau | onecycle | warmup_cosine | warmup_linear (linear decay after the warm-up) | none
     cosine_t_max: Optional[int] = None  # cosine half-period in epochs; None: the number of epochs
-    min_lr: float = 0.0  # floor of cosine and plateau schedules (eta_min)
+    min_lr: float = 0.0  # floor of the cosine, warmup_cosine, warmup_linear and plateau schedules (eta_min)
     plateau_factor: float = 0.1  # ReduceLROnPlateau: multiply the LR by this on a plateau
     plateau_patience: int = 5  # ReduceLROnPlateau: epochs without validation improvement before a cut
-    warmup_epochs: float = 0.0  # warmup_cosine: linear warm-up length in epochs (fractions allowed)
+    warmup_epochs: float = 0.0  # warmup_cosine, warmup_linear: linear warm-up length in epochs (fractions allowed)
+    warmup_start: float = 0.0  # warmup_cosine, warmup_linear: the warm-up rises from this fraction of lr
     epochs: int = 30  # passes over the training split
     accumulation_steps: int = 1  # mini-batches per optimizer step (gradient accumulation)
     grad_clip: Optional[float] = None  # clip the global gradient norm to this; None: no clipping
@@ -145,6 +146,7 @@ class Config:
         _require(self.print_every >= 1, "print_every", self.print_every, "must be at least 1")
         _require(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", self.checkpoint_every_steps, "must be 0 or more")
         _require(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "must be 0 or more")
+        _require(0 <= self.warmup_start < 1, "warmup_start", self.warmup_start, "must be in [0, 1)")
         _require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip, "must be > 0, or None")
         _require(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay", self.ema_decay, "must be in (0, 1), or None")
         _require(self.lookahead_decay is None or 0 < self.lookahead_decay < 1, "lookahead_decay", self.lookahead_decay,
@@ -170,7 +172,7 @@ class Config:
         deciders = {"keep_best": (self.keep_best, "keeps the checkpoint with the best validation accuracy",
                                   "set keep_best=False"),
                     "scheduler": (self.scheduler == "plateau", "cuts the learning rate when the validation loss "
-                                  "stops improving", "choose another scheduler (cosine, onecycle, warmup_cosine, none)")}
+                                  "stops improving", "choose another scheduler (cosine, onecycle, warmup_cosine, warmup_linear, none)")}
         for name, (used, why, fix) in deciders.items():
             if used:
                 raise ConfigError(f"{name}={getattr(self, name)!r} {why}, but validation_split=0 holds out no "

@@ -30,7 +30,7 @@ from . import distributed
 from .checkpoint import checkpoint_config, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from .device import autocast
 from .errors import CheckpointError, OutOfMemoryError, TrainingDivergedError, TrainingInterrupted
-from .optim import scheduler_interval
+from .optim import PER_STEP_SCHEDULERS, scheduler_interval
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_CHECKPOINT_NAME = "checkpoint_best.pt"
@@ -379,7 +379,7 @@ def _check_same_setup(state: dict, config, path: Path, extra_state: dict) -> Non
     saved = checkpoint_config(state, path).to_dict()
     wanted = config.to_dict()
     may_change = set(RESUME_MAY_CHANGE)
-    sized_by_the_run = (config.scheduler in ("onecycle", "warmup_cosine") or config.lookahead_decay is not None
+    sized_by_the_run = (config.scheduler in PER_STEP_SCHEDULERS or config.lookahead_decay is not None
                         or (config.scheduler == "cosine" and not config.cosine_t_max))
     if sized_by_the_run:
         may_change.discard("epochs")  # these schedules (and lookahead's ramp) span the run; more epochs would bend them

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 # Schedulers stepped after every optimizer step; the others step once per epoch.
-PER_STEP_SCHEDULERS = ("onecycle", "warmup_cosine")
+PER_STEP_SCHEDULERS = ("onecycle", "warmup_cosine", "warmup_linear")
 # Quintic Newton-Schulz iteration of Muon: its coefficients raise small singular values fast, and a few
 # steps bring every singular value of a unit-norm matrix near 1 (not exactly: speed matters more here).
 NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -123,15 +123,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config, steps_per_epoch: i
         # Each group peaks at config.lr times its own multiplier (norm_bias_lr_scale).
         peaks = [config.lr * g["lr"] / optimizer.defaults["lr"] for g in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total)
-    if name == "warmup_cosine":
+    if name in ("warmup_cosine", "warmup_linear"):
         warmup = min(total - 1, round(config.warmup_epochs * steps_per_epoch))
-        floor = config.min_lr / config.lr
+        floor, start = config.min_lr / config.lr, config.warmup_start
 
         def factor(step: int) -> float:
             if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+                return start + (1 - start) * (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            decay = 1 - progress if name == "warmup_linear" else 0.5 * (1 + math.cos(math.pi * progress))
+            return floor + (1 - floor) * decay
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return None

@@ -95,6 +95,12 @@ def test_weight_averages_are_checked(overrides, message):
     assert Config(lookahead_decay=0.95).validate()
 
 
+@pytest.mark.parametrize("value", [-0.1, 1.0])
+def test_warmup_start_is_a_fraction_below_one(value):
+    with pytest.raises(ConfigError, match=f"warmup_start={value} is invalid: it must be in \\[0, 1\\)"):
+        Config(warmup_start=value).validate()
+
+
 def test_replace_returns_a_copy():
     base = Config()
     changed = replace(base, epochs=3, model="resnet20")

@@ -358,6 +358,23 @@ def test_warmup_cosine_schedule():
     assert no_warmup.get_last_lr()[0] == pytest.approx(0.1)
 
 
+def test_warmup_linear_schedule_decays_in_a_straight_line_to_its_floor():
+    optimizer = _optimizer(0.1)
+    config = Config(lr=0.1, epochs=3, scheduler="warmup_linear", warmup_epochs=1.0, min_lr=0.001)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch=4)
+    lrs = _lrs_over(scheduler, optimizer, 12)
+    expected = [0.025, 0.05, 0.075, 0.1] + [0.001 + (0.1 - 0.001) * (1 - (step - 4) / 8) for step in range(4, 13)]
+    assert lrs == pytest.approx(expected)
+    assert lrs[-1] == pytest.approx(0.001) and scheduler_interval(config) == "step"
+
+
+def test_a_warmup_can_start_part_way_up():
+    optimizer = _optimizer(0.1)
+    config = Config(lr=0.1, epochs=2, scheduler="warmup_linear", warmup_epochs=1.0, warmup_start=0.2)
+    lrs = _lrs_over(build_scheduler(optimizer, config, steps_per_epoch=4), optimizer, 3)
+    assert lrs == pytest.approx([0.04, 0.06, 0.08, 0.1])  # 0.2 * lr + 0.8 * lr * (step + 1) / 4
+
+
 def test_no_scheduler():
     assert build_scheduler(_optimizer(), Config(scheduler="none"), 10) is None
 
