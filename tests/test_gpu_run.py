@@ -77,11 +77,11 @@ def test_seeds_one_part(noise_root, tmp_path):
 
 
 def test_seeds_faithful(noise_root, tmp_path):
-    # Part 3 of 5 is seed001, whose faithful variant trains 15 epochs instead of 30.
-    record = dry_run("seeds", tmp_path, noise_root, "--part", "3/5", "--faithful")
+    # Part 5 of 5 is seed003, the cheapest on a CPU (seed001's 156M-parameter head takes seconds a step).
+    record = dry_run("seeds", tmp_path, noise_root, "--part", "5/5", "--faithful")
     [run] = record["runs"]
-    assert run["preset"] == "seed001" and run["faithful"] is True and run["full_epochs"] == 15
-    assert "-seeds-faithful-part3of5-" in next(tmp_path.glob("*.json")).name
+    assert run["preset"] == "seed003" and run["faithful"] is True and run["full_epochs"] == 50
+    assert "-seeds-faithful-part5of5-" in next(tmp_path.glob("*.json")).name
 
 
 def test_best(noise_root, tmp_path):
