@@ -75,7 +75,7 @@ class Config:
     norm_bias_lr_scale: float = 1.0  # learning-rate multiplier of BatchNorm parameters and biases (decay per step kept)
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = False  # SGD Nesterov momentum
-    muon_lr: float = 0.05  # muon: learning rate of the conv filters' orthogonalised steps (lr: everything else)
+    muon_lr_scale: float = 0.2  # muon: the conv filters' learning rate as a multiple of lr (their orthogonalised steps are large)
     muon_momentum: float = 0.6  # muon: momentum of the conv filters' steps (momentum: everything else)
     scheduler: str = "cosine"  # cosine | plateau | onecycle | warmup_cosine | warmup_linear (linear decay after the warm-up) | none
     cosine_t_max: Optional[int] = None  # cosine half-period in epochs; None: the number of epochs
@@ -132,7 +132,7 @@ class Config:
             _require(getattr(self, name) is None or getattr(self, name) >= 1, name, getattr(self, name),
                      "must be at least 1, or None")
         _require(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
-        _require(self.muon_lr > 0, "muon_lr", self.muon_lr, "must be > 0 (try 0.05)")
+        _require(self.muon_lr_scale > 0, "muon_lr_scale", self.muon_lr_scale, "must be > 0 (try 0.2)")
         _require(0 <= self.muon_momentum < 1, "muon_momentum", self.muon_momentum, "must be in [0, 1)")
         _require(not self.nesterov or self.momentum > 0, "nesterov", self.nesterov,
                  "needs momentum > 0 (Nesterov momentum with momentum=0 is undefined)")
@@ -200,9 +200,25 @@ def field_names() -> list[str]:
 
 
 def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
-    """A whole config saved with :meth:`Config.to_dict`, each field it lacks (it predates the field) at its
-    default, which is what that run did."""
-    return {**Config().to_dict(), **saved}
+    """A whole config saved with :meth:`Config.to_dict`, in today's fields (:func:`upgrade_saved`), each
+    field it lacks (it predates the field) at its default, which is what that run did."""
+    return {**Config().to_dict(), **upgrade_saved(saved)}
+
+
+def upgrade_saved(saved: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by an earlier version, its renamed fields in today's terms: ``eval_limit`` is both
+    ``validation_limit`` and ``test_limit``; ``muon_lr`` (the filters' own rate) is ``muon_lr_scale`` times
+    ``lr``, and meant nothing in a run that did not train with Muon."""
+    values = dict(saved)
+    if "eval_limit" in values:
+        limit = values.pop("eval_limit")
+        values.setdefault("validation_limit", limit)
+        values.setdefault("test_limit", limit)
+    if "muon_lr" in values:
+        rate = values.pop("muon_lr")
+        if values.get("optimizer") == "muon" and values.get("lr"):
+            values.setdefault("muon_lr_scale", rate / values["lr"])
+    return values
 
 
 def replace(config: Config, **overrides: Any) -> Config:
@@ -217,11 +233,7 @@ def replace(config: Config, **overrides: Any) -> Config:
 
 def config_from_dict(values: dict[str, Any]) -> Config:
     """Rebuild a config saved with :meth:`Config.to_dict` (for example inside a checkpoint)."""
-    values = dict(values)
-    if "eval_limit" in values:  # runs saved before eval_limit was split into validation_limit and test_limit
-        limit = values.pop("eval_limit")
-        values.setdefault("validation_limit", limit)
-        values.setdefault("test_limit", limit)
+    values = upgrade_saved(values)
     return replace(Config(), **values)
 
 

@@ -76,7 +76,8 @@ def parameter_groups(model: nn.Module, config) -> list[dict]:
     The second group's learning rate is ``lr * norm_bias_lr_scale``. Its weight decay is divided by the
     same factor, so that the decay per step (lr x weight_decay) stays that of the weights, or is 0 when
     ``weight_decay_norm_bias`` is False. With ``optimizer="muon"`` the conv filters (4-D weights) leave the
-    first group for a third, ``orthogonalize``d one (see :class:`Muon`) with ``muon_lr`` and ``muon_momentum``.
+    first group for a third, ``orthogonalize``d one (see :class:`Muon`) with the learning rate
+    ``lr * muon_lr_scale`` and ``muon_momentum``.
     A group with no parameters is left out.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -88,7 +89,8 @@ def parameter_groups(model: nn.Module, config) -> list[dict]:
     norm_bias_decay = config.weight_decay / scale if config.weight_decay_norm_bias else 0.0
     groups = [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay},
               {"params": norm_bias, "lr": config.lr * scale, "weight_decay": norm_bias_decay},
-              {"params": filters, "lr": config.muon_lr, "momentum": config.muon_momentum, "orthogonalize": True}]
+              {"params": filters, "lr": config.lr * config.muon_lr_scale, "momentum": config.muon_momentum,
+               "orthogonalize": True}]
     return [g for g in groups if g["params"]]
 
 

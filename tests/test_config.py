@@ -217,3 +217,12 @@ def test_a_config_saved_with_eval_limit_loads_as_both_limits():
 
     config = config_from_dict({"eval_limit": 7})
     assert (config.validation_limit, config.test_limit) == (7, 7)
+
+
+def test_a_saved_muon_rate_becomes_its_multiple_of_lr_and_means_nothing_without_muon():
+    from cifar_utils.config import config_from_dict, with_defaults
+
+    muon = config_from_dict({"optimizer": "muon", "lr": 0.25, "muon_lr": 0.05})
+    assert muon.muon_lr_scale == pytest.approx(0.2)
+    sgd = with_defaults({"optimizer": "sgd", "lr": 1.0, "muon_lr": 0.05})
+    assert "muon_lr" not in sgd and sgd["muon_lr_scale"] == Config().muon_lr_scale

@@ -430,13 +430,14 @@ def test_muon_groups_conv_filters_apart_and_steps_them_orthogonally():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.LazyLinear(2))
     model(torch.zeros(1, 3, 5, 5))
-    config = Config(optimizer="muon", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3, muon_lr=0.05,
+    config = Config(optimizer="muon", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3, muon_lr_scale=0.5,
                     muon_momentum=0.6)
     optimizer = build_optimizer(model, config)
     assert type(optimizer) is Muon
     weights, norm_bias, filters = optimizer.param_groups
     assert [id(p) for p in filters["params"]] == [id(model[0].weight)]
     assert (filters["lr"], filters["momentum"], filters["orthogonalize"], filters["weight_decay"]) == (0.05, 0.6, True, 0)
+    assert build_optimizer(model, replace(config, lr=0.2)).param_groups[2]["lr"] == 0.1  # lr scales the filters too
     assert [id(p) for p in weights["params"]] == [id(model[3].weight)] and not weights["orthogonalize"]
     assert (weights["lr"], weights["momentum"], weights["weight_decay"]) == (0.1, 0.9, 1e-3)
 
