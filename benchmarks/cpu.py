@@ -54,7 +54,7 @@ from cifar_utils.device import autocast, describe_device, get_device, keep_freed
 from cifar_utils.engine import train_epoch
 from cifar_utils.errors import CifarUtilsError
 from cifar_utils.experiment import load_splits, make_loaders
-from cifar_utils.results import replace_section
+from cifar_utils.results import differences_from_preset, replace_section
 from cifar_utils.losses import build_criterion
 from cifar_utils.models import build_model, count_parameters
 from cifar_utils.optim import build_optimizer
@@ -180,7 +180,11 @@ def summarize(result: dict) -> dict:
 
 
 def _settings(result: dict) -> str:
-    return ", ".join(f"`{o}`" for o in result["overrides"]) or "as the preset"
+    """How a file's runs differ from the preset as it is now: from the whole config it recorded (a file
+    from before a change of the preset differs without any --set), else from its --set values."""
+    changed = (differences_from_preset(PRESET, result["preset_config"]) if result.get("preset_config")
+               else result["overrides"])
+    return ", ".join(f"`{o}`" for o in changed) or "as the preset"
 
 
 def render_table(results: list[dict]) -> str:

@@ -220,13 +220,23 @@ def _recipe(preset: str) -> dict[str, Any]:
 
 
 def _settings(recipe: Mapping[str, Any], recorded: Mapping[str, Any]) -> str:
+    return ", ".join(_changed(recipe, recorded))
+
+
+def _changed(recipe: Mapping[str, Any], recorded: Mapping[str, Any]) -> list[str]:
     """``name=value`` for each recorded value that differs from the recipe, seed and paths apart, in the
     order of the config's fields (fields it no longer has last)."""
     order = {name: i for i, name in enumerate(field_names())}
     changed = sorted((name for name, value in recorded.items()
                       if name not in IGNORED_SETTINGS and recipe.get(name, _MISSING) != value),
                      key=lambda name: (order.get(name, len(order)), name))
-    return ", ".join(f"{name}={recorded[name]}" for name in changed)
+    return [f"{name}={recorded[name]}" for name in changed]
+
+
+def differences_from_preset(preset: str, saved: Mapping[str, Any]) -> list[str]:
+    """``name=value`` for each setting of ``saved`` (a whole config as a run saved it) that differs from
+    ``preset`` as it is now, seed and paths apart: how a run of an earlier recipe differs from today's."""
+    return _changed(_recipe(preset), with_defaults(dict(saved)))
 
 
 _MISSING = object()  # a recorded field the current Config no longer has (such as eval_limit) always differs

@@ -10,14 +10,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import cpu  # noqa: E402
+from cifar_utils.cli import parse_settings  # noqa: E402
+from cifar_utils.presets import from_preset  # noqa: E402
 
 
-def _result(name: str, overrides: list[str], epochs: int, accuracies: list[float], seconds: list[float]) -> dict:
+def _result(name: str, overrides: list[str], run_epochs: int, accuracies: list[float], seconds: list[float],
+            **recipe_then) -> dict:
+    """A results file of ``overrides`` (its --set values) on the preset, whose fields ``recipe_then`` held
+    other values when the file was measured."""
+    config = {**from_preset("cpu", **parse_settings(overrides)).to_dict(), **recipe_then}
     result = {
         "file": f"benchmarks/results/{name}.json", "date": "2026-11-23", "cpu_model": "Test CPU",
         "device": "cpu (2 threads)", "torch_version": "2.14.1", "command": f"python benchmarks/cpu.py {name}",
-        "overrides": overrides, "throughput": [], "flops": None,
-        "runs": [{"seed": i, "test_accuracy": a, "validation_accuracy": a, "wall_seconds": s, "epochs": epochs,
+        "overrides": overrides, "preset_config": config, "throughput": [], "flops": None,
+        "runs": [{"seed": i, "test_accuracy": a, "validation_accuracy": a, "wall_seconds": s, "epochs": run_epochs,
                   "split_sizes": {"train": 45000}} for i, (a, s) in enumerate(zip(accuracies, seconds))],
     }
     result["summary"] = cpu.summarize(result)
@@ -25,15 +31,21 @@ def _result(name: str, overrides: list[str], epochs: int, accuracies: list[float
 
 
 def test_the_table_has_a_row_per_file_and_says_whether_each_meets_the_bar():
-    preset = _result("preset", [], 12, [0.88, 0.88, 0.88], [700, 710, 720])
-    variant = _result("variant", ["optimizer=muon", "epochs=9"], 9, [0.91, 0.90, 0.92], [500, 520, 590])
+    preset = _result("preset", [], 10, [0.88, 0.88, 0.88], [700, 710, 720])
+    variant = _result("variant", ["optimizer=sgd", "epochs=9"], 9, [0.91, 0.90, 0.92], [500, 520, 590])
     late = _result("late", ["epochs=20"], 20, [0.93, 0.93, 0.93], [500, 520, 610])  # one run over 600 s
     table = cpu.render_table([preset, variant, late])
     rows = [line for line in table.splitlines() if line.startswith("| ") and "seeds" not in line and "---" not in line]
     assert len(rows) == 3
-    assert rows[0].startswith("| as the preset | 12 | 3 | 88.00% ± 0.00%") and rows[0].endswith("| no |")
-    assert rows[1].startswith("| `optimizer=muon`, `epochs=9` | 9 | 3 | 91.00% ± 1.00%")
+    assert rows[0].startswith("| as the preset | 10 | 3 | 88.00% ± 0.00%") and rows[0].endswith("| no |")
+    assert rows[1].startswith("| `optimizer=sgd`, `epochs=9` | 9 | 3 | 91.00% ± 1.00%")
     assert rows[1].endswith("| yes |")
     assert rows[2].endswith("| no |")
     for name in ("preset", "variant", "late"):
         assert f"`benchmarks/results/{name}.json`" in table
+
+
+def test_a_file_measured_before_the_preset_changed_shows_how_it_differs_without_any_set():
+    older = _result("older", [], 12, [0.88] * 3, [700] * 3, **{"epochs": 12, "optimizer": "sgd", "muon_lr": 0.05})
+    row = next(line for line in cpu.render_table([older]).splitlines() if "| 12 | 3 |" in line)
+    assert row.startswith("| `optimizer=sgd`, `epochs=12` | 12 |")  # muon_lr meant nothing without Muon
