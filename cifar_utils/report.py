@@ -266,12 +266,20 @@ def read_run(out_dir: str | os.PathLike) -> RunRecord:
     return RunRecord(out_dir, history, metrics)
 
 
+def _data_folder(root: Optional[str]) -> Path:
+    """The folder a data_root names here and now (None: $CIFAR10_ROOT, then ./data)."""
+    return resolve_root(root)[0].resolve()
+
+
 def config_differences(saved: Mapping[str, Any], config: Config) -> list[str]:
     """``field: saved -> wanted`` for each result-relevant field where a saved config differs. A field the
-    saved config lacks (it predates the field) counts as its default, which is what that run did."""
+    saved config lacks (it predates the field) counts as its default, which is what that run did. data_root
+    differs only where the two name different folders: ``data/x``, its absolute path and None under
+    ``CIFAR10_ROOT=data/x`` are the same data."""
     saved = with_defaults(saved)
     return [f"{name}: {saved[name]!r} -> {value!r}" for name, value in config.to_dict().items()
-            if name not in NOT_RESULT_FIELDS and saved[name] != value]
+            if name not in NOT_RESULT_FIELDS and saved[name] != value
+            and not (name == "data_root" and _data_folder(saved[name]) == _data_folder(value))]
 
 
 def reusable_run(config: Config, out_dir: str | os.PathLike, overwrite: bool = False) -> Optional[RunRecord]:

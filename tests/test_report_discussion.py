@@ -124,3 +124,16 @@ def test_a_saved_config_without_a_newer_field_counts_as_its_default():
     del saved["head_pool"], saved["identity_init"]  # a run saved before these fields existed
     assert report.config_differences(saved, config) == []
     assert report.config_differences(saved, from_preset("cpu", identity_init=False)) == ["head_pool: 'avg' -> 'max'"]
+
+
+def test_data_root_differs_only_where_it_names_another_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "x").mkdir(parents=True)
+    saved = from_preset("cpu", data_root="data/x").to_dict()  # a command-line run from the repository root
+    monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path / "data" / "x"))  # as `report` sets it for the notebooks
+    assert report.config_differences(saved, from_preset("cpu", data_root=None)) == []
+    assert report.config_differences(saved, from_preset("cpu", data_root=str(tmp_path / "data" / "x"))) == []
+    assert report.config_differences(saved, from_preset("cpu", data_root="data/y")) == [
+        "data_root: 'data/x' -> 'data/y'"]
+    monkeypatch.setenv("CIFAR10_ROOT", "elsewhere")  # None now names another folder
+    assert report.config_differences(saved, from_preset("cpu")) == ["data_root: 'data/x' -> None"]
