@@ -196,14 +196,14 @@ def render_table(results: list[dict]) -> str:
     with_runs = [r for r in results if r["summary"].get("test_accuracy")]
     if with_runs:
         lines += ["| `cpu` preset, settings | epochs | seeds | test accuracy | validation accuracy "
-                  "| wall time, command start to exit | issue 10's bar met |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| wall time, command start to exit | measured on | issue 10's bar met |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in with_runs:
             s = r["summary"]
             acc, val, wall = s["test_accuracy"], s["validation_accuracy"], s["wall_seconds"]
             lines.append(f"| {_settings(r)} | {r['runs'][0]['epochs']} | {acc['n']} | {acc['mean']:.2%} ± {acc['std']:.2%} "
                          f"| {val['mean']:.2%} ± {val['std']:.2%} | {wall['mean']:.0f} ± {wall['std']:.0f} s "
-                         f"| {'yes' if s['bar']['met'] else 'no'} |")
+                         f"| {r['cpu_model']}, {r['date']} | {'yes' if s['bar']['met'] else 'no'} |")
         lines += ["", f"Training on {with_runs[0]['runs'][0]['split_sizes']['train']:,} images. The bar: a mean of at "
                       f"least {BAR_ACCURACY:.0%} test accuracy in at most {BAR_SECONDS:.0f} s, every run within that "
                       "time, 3 seeds or more.", ""]
