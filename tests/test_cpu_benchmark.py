@@ -50,3 +50,17 @@ def test_a_file_measured_before_the_preset_changed_shows_how_it_differs_without_
     older = _result("older", [], 12, [0.88] * 3, [700] * 3, **{"epochs": 12, "optimizer": "sgd", "muon_lr": 0.05})
     row = next(line for line in cpu.render_table([older]).splitlines() if "| 12 | 3 |" in line)
     assert row.startswith("| `optimizer=sgd`, `epochs=12` | 12 |")  # muon_lr meant nothing without Muon
+
+
+def test_without_bf16_arithmetic_only_the_fp32_peak_is_the_limit():
+    result = _result("amd", [], 10, [0.88] * 3, [900] * 3)
+    result["throughput"] = [{"preset": "cpu", "pipeline": "gpu", "precision": "fp32", "images_per_second": 500.0}]
+    result["flops"] = {"training_flops_per_image": 2e8,  # 100 GFLOP/s achieved
+                       "peak_gflops": {"bf16": {"matmul": 0.3, "conv3x3": 20.0}, "fp32": {"matmul": 180.0, "conv3x3": 200.0}}}
+    result["cpu_native_bf16"] = False
+    result["summary"] = cpu.summarize(result)
+    assert result["summary"]["fraction_of_peak"] == {"fp32": 0.5}
+    text = cpu.render_table([result])
+    assert "50% of the fp32 peak" in text and "bf16 peak" not in text and "no bf16 arithmetic" in text
+    result["cpu_native_bf16"] = True  # as files from before the field, measured where bf16 is native
+    assert set(cpu.summarize(result)["fraction_of_peak"]) == {"bf16", "fp32"}
