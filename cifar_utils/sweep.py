@@ -54,7 +54,7 @@ class SweepRun:
     seed: int  # 03's seed: it seeds the train/validation split, initialisation, shuffling and augmentation
     device: Optional[str]  # the device it ran on (None: the best available)
     run_dir: Path  # its folder: executed notebook and run files
-    notebook: Path  # the executed 03_train.ipynb (or the .failed copy)
+    notebook: Optional[Path]  # the executed 03_train.ipynb (or the .failed copy); None: reused, trained elsewhere
     record: Optional[RunRecord]  # metrics and history; None when the run failed
     error: Optional[str] = None  # why it failed
 
@@ -125,7 +125,8 @@ def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, 
             if earlier is not None:
                 log(f"lr {lr:g} seed {seed}: reusing the finished run in {run_dir} (same settings; overwrite=True "
                     "trains again)")
-                done[lr, seed] = SweepRun(lr, seed, device, run_dir, run_dir / notebook.name, earlier)
+                executed = run_dir / notebook.name  # absent where the run was trained outside the sweep
+                done[lr, seed] = SweepRun(lr, seed, device, run_dir, executed if executed.is_file() else None, earlier)
             else:
                 done[lr, seed] = _run_one(notebook, lr, seed, device, run_dir, base_parameters,
                                           {"overwrite": overwrite, "resume": continue_run}, log)

@@ -134,6 +134,17 @@ def test_one_run_folder_per_learning_rate_and_seed(tmp_path, monkeypatch):
     more = quiet_sweep([0.1, 0.01], {"preset": "seed004"}, tmp_path, seeds=[0, 3, 4])
     assert [(call["lr"], call["seed"]) for call in calls] == [(0.1, 4), (0.01, 4)]
     assert [run.reused for run in more] == [True, True, False, True, True, False]
+    assert all(run.notebook.is_file() for run in more)
+
+
+def test_a_finished_run_trained_outside_the_sweep_is_reused_without_a_notebook(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep, "execute_notebook", fake_execute(calls))
+    quiet_sweep([0.1], {"preset": "seed004"}, tmp_path, seeds=[0])
+    (tmp_path / "lr_0.1" / "seed_0" / "03_train.ipynb").unlink()  # as `train --out` leaves a run folder
+    calls.clear()
+    [run] = quiet_sweep([0.1], {"preset": "seed004"}, tmp_path, seeds=[0])
+    assert calls == [] and run.reused and run.notebook is None
 
 
 def test_a_failed_run_is_a_row_and_the_others_go_on(tmp_path, monkeypatch):
