@@ -318,7 +318,9 @@ def _epochs(epochs: Sequence[float], full: int, capped: bool) -> str:
     trained = f"{epochs[0]:g}" if len(epochs) == 1 else f"{epochs[0]:g}-{epochs[-1]:g}"
     if capped:
         return f"{trained} of {full} (capped)"
-    return trained if epochs == [full] else f"{trained} of {full} (shortened)"
+    if epochs == [full]:
+        return trained
+    return f"{trained} of {full} (shortened)" if max(epochs) < full else f"{trained} (the recipe: {full})"
 
 
 def _mean_std(values: Sequence[Optional[float]], fmt) -> str:

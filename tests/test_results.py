@@ -285,3 +285,12 @@ def test_a_run_without_a_validation_split_says_so(tmp_path):
     write_json(tmp_path / "results" / "seeds-faithful.json", record)
     (row,) = rows_of(collect_results(tmp_path / "no-runs", tmp_path / "results"), "seed004")
     assert "validation_split=0" in row["settings"] and row["validation accuracy"] == "none held out"
+
+
+def test_the_epochs_column_says_whether_a_run_was_shorter_or_longer_than_its_recipe():
+    from cifar_utils import results
+
+    assert results._epochs([10], 10, capped=False) == "10"
+    assert results._epochs([8, 10], 12, capped=False) == "8-10 of 12 (shortened)"
+    assert results._epochs([12], 10, capped=False) == "12 (the recipe: 10)"
+    assert results._epochs([3], 40, capped=True) == "3 of 40 (capped)"
