@@ -193,7 +193,9 @@ def describe_config(config: Config) -> str:
     """One line with the settings a reader of the report wants to see."""
     limits = (f"{config.train_limit or 'all'} training images, {config.validation_limit or 'all'} validation images, "
               f"{config.test_limit or 'all'} test images")
-    return (f"preset {config.preset} (model {config.model}): {config.epochs} epoch(s), {config.optimizer} "
+    optimizer = (f"muon for the conv filters (at {config.muon_lr_scale:g} x lr), sgd for the rest,"
+                 if config.optimizer == "muon" else config.optimizer)
+    return (f"preset {config.preset} (model {config.model}): {config.epochs} epoch(s), {optimizer} "
             f"lr {config.lr:g}, batch {config.batch_size}, {config.scheduler} schedule, {config.loss} loss, "
             f"augmentation {config.augmentation}, seed {config.seed}; {limits}")
 

@@ -137,3 +137,8 @@ def test_data_root_differs_only_where_it_names_another_folder(tmp_path, monkeypa
         "data_root: 'data/x' -> 'data/y'"]
     monkeypatch.setenv("CIFAR10_ROOT", "elsewhere")  # None now names another folder
     assert report.config_differences(saved, from_preset("cpu")) == ["data_root: 'data/x' -> None"]
+
+
+def test_the_config_line_says_how_muon_splits_the_parameters():
+    assert "muon for the conv filters (at 0.2 x lr), sgd for the rest, lr 0.25" in report.describe_config(from_preset("cpu"))
+    assert ", sgd lr 0.25," in report.describe_config(from_preset("cpu", optimizer="sgd"))
