@@ -167,9 +167,11 @@ PRESETS: dict[str, Preset] = {
             # the conv filters raised it at 12 epochs from 88.53% ± 0.09% to 88.88% ± 0.26%
             # (cpu-preset-2026-11-23-input-scaled-mix.json, cpu-preset-2026-11-23-muon.json). airbench94's
             # triangular schedule (from 0.2 lr up to lr at 20% of the run, then straight down to 0) and mirrored
-            # padding raised a 6-epoch run from 86.24% to 86.66% validation, 85.71% to 86.83% test (seed 0); with
-            # Muon too, 10 epochs of seed 0 reached 89.04% validation, 88.41% test, where the 12-epoch SGD recipe
-            # before them reached 88.56% and 88.16% (README, Training on a CPU, has the 3-seed benchmark).
+            # padding raised a 6-epoch run from 86.24% to 86.66% validation, 85.71% to 86.83% test; with Muon too,
+            # 10 epochs reached 89.04% validation, 88.41% test, where the 12-epoch SGD recipe before them reached
+            # 88.56% and 88.16% (seed 0: benchmarks/results/cpu-screening-2026-12-06.json and
+            # cpu-preset-2026-11-23-input-scaled-mix.json). Over 3 seeds: 88.76% ± 0.39% validation, 88.36% ±
+            # 0.17% test (cpu-preset-2026-12-06.json).
             **{**FAST_RECIPE, "batch_size": 256, "eval_batch_size": 500, "optimizer": "muon",
                "scheduler": "warmup_linear"}, model="cpu_net", head_pool="max", identity_init=True, crop_padding=2,
             crop_fill="reflect", lr=0.25, muon_lr_scale=0.2, warmup_start=0.2, warmup_epochs=2.0, epochs=10,
