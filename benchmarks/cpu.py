@@ -233,7 +233,7 @@ def render_table(results: list[dict]) -> str:
                      + ", ".join(f"{s['fraction_of_peak'][k]:.0%} of the {k} peak measured here (matrix product "
                                  f"{v['matmul']:.0f}, 3x3 convolution {v['conv3x3']:.0f} GFLOP/s)"
                                  for k, v in peaks.items()) + "."
-                     + ("" if first.get("cpu_native_bf16", True) else " This CPU has no bf16 arithmetic, so fp32 is its limit."))
+                     + ("" if "bf16" in peaks else " This CPU has no bf16 arithmetic, so fp32 is its limit."))
     return "\n".join(lines).rstrip() + "\n"
 
 

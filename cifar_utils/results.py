@@ -236,7 +236,7 @@ def _changed(recipe: Mapping[str, Any], recorded: Mapping[str, Any]) -> list[str
 def differences_from_preset(preset: str, saved: Mapping[str, Any]) -> list[str]:
     """``name=value`` for each setting of ``saved`` (a whole config as a run saved it) that differs from
     ``preset`` as it is now, seed and paths apart: how a run of an earlier recipe differs from today's."""
-    return _changed(_recipe(preset), with_defaults(dict(saved)))
+    return _changed(_recipe(preset), with_defaults(saved))
 
 
 _MISSING = object()  # a recorded field the current Config no longer has (such as eval_limit) always differs
