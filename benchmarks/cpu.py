@@ -103,8 +103,9 @@ def run_seed(seed: int, data_root: str, out_dir: Path, settings: list[str]) -> d
 def train_images_per_second(preset: str, data, data_root: str, images: int, device: torch.device,
                             **overrides) -> dict:
     """Images per second of one training epoch of ``preset`` (with ``overrides``) on ``images`` seeded
-    training images."""
-    config = from_preset(preset, data_root=data_root, train_limit=images, **overrides)
+    training images, all at full size."""
+    # At full size throughout (no progressive resizing): the GFLOP/s compare against a 32 px step's FLOPs.
+    config = from_preset(preset, data_root=data_root, train_limit=images, **{**overrides, "progressive_start": 0})
     splits = load_splits(config, data)
     model = build_model(config, len(splits.classes))
     if hasattr(model, "init_from_data"):

@@ -32,6 +32,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
 SCHEDULERS = ("cosine", "plateau", "onecycle", "warmup_cosine", "warmup_linear", "none")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TTA_MODES = ("none", "flip", "flip_translate")
+PROGRESSIVE_STEP = 8  # pixels between progressive resizing's image sides
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Config:
     crop_fill: str = "zeros"  # crop_flip: what a shift brings in at the border, zeros or reflect (the mirrored image; needs pipeline=gpu)
     alternating_flip: bool = False  # gpu pipeline: flip each image on every other epoch (random start) instead of at random
     cutout: int = 0  # gpu pipeline: blank a random square of this side in each training image; 0: off
+    progressive_start: int = 0  # gpu pipeline: progressive resizing, the first epochs train on augmented images shrunk to this side, then 8 px larger per stage up to full size (16: 16, then 24 px); 0: off
+    progressive_fraction: float = 0.7  # progressive_start: share of the epochs trained below full size, in equal stages (the last epoch always trains at full size)
     normalization: str = "fixed"  # fixed: mean=std=0.5; train_stats: per-channel statistics of the training split
     pipeline: str = "torchvision"  # torchvision DataLoader, or gpu: whole uint8 dataset on the device
     batch_size: int = 128  # training mini-batch size (the optimizer steps every accumulation_steps of them)
@@ -157,10 +160,19 @@ class Config:
         _require(self.cosine_t_max is None or self.cosine_t_max >= 1, "cosine_t_max", self.cosine_t_max, "must be at least 1, or None")
         _require(0 <= self.crop_padding <= 16, "crop_padding", self.crop_padding, "must be between 0 and 16")
         _require(0 <= self.cutout <= 32, "cutout", self.cutout, "must be between 0 and 32 (pixels)")
+        _require(0 < self.progressive_fraction < 1, "progressive_fraction", self.progressive_fraction, "must be in (0, 1)")
+        _require(self.progressive_start in (0, 16, 24), "progressive_start", self.progressive_start,
+                 f"must be 0 (off), 16 or 24 pixels: the stages grow by {PROGRESSIVE_STEP} px up to the full 32, "
+                 "and the fast networks' three 2x2 poolings need at least 16")
         _require(self.stem_kernel >= 1 and self.stem_kernel % 2 == 1, "stem_kernel", self.stem_kernel,
                  "must be an odd number of pixels (1, 3, 5, ...), so that the stem keeps the 32x32 size")
         _require(self.head_pool in POOLS, "head_pool", self.head_pool, f"must be one of {', '.join(POOLS)}")
         model_options(self)  # refuses an architecture option the chosen model does not take
+        from .fast_models import ARCHITECTURES as ANY_SIZE  # global pooling: they take smaller images too
+
+        _require(not self.progressive_start or self.model in ANY_SIZE, "progressive_start", self.progressive_start,
+                 f"needs a network that takes smaller images ({', '.join(ANY_SIZE)}); model={self.model!r} does not: "
+                 "leave progressive_start at 0")
         self._check_needs_validation()
         self._check_gpu_only_augmentations()
         return self
@@ -183,7 +195,8 @@ class Config:
         if self.pipeline != "gpu":
             used = [(name, value) for name, value, default in (
                 ("crop_padding", self.crop_padding, CROP_PADDING), ("crop_fill", self.crop_fill, "zeros"),
-                ("alternating_flip", self.alternating_flip, False), ("cutout", self.cutout, 0)) if value != default]
+                ("alternating_flip", self.alternating_flip, False), ("cutout", self.cutout, 0),
+                ("progressive_start", self.progressive_start, 0)) if value != default]
             if used:
                 name, value = used[0]
                 raise ConfigError(f"{name}={value!r} needs pipeline='gpu' (the torchvision pipeline does not support it); "
@@ -193,6 +206,17 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def progressive_schedule(config: Config, full: int = 32) -> list[int]:
+    """The training image side of each of the first epochs (0-based) below ``full`` size, from
+    ``progressive_start`` and ``progressive_fraction``; later epochs train at full size. With 10 epochs,
+    16 and 0.7: [16, 16, 16, 16, 24, 24, 24]."""
+    sides = list(range(config.progressive_start, full, PROGRESSIVE_STEP)) if config.progressive_start else []
+    low = min(int(config.progressive_fraction * config.epochs), config.epochs - 1)
+    if not sides or low < 1:
+        return []
+    return [sides[epoch * len(sides) // low] for epoch in range(low)]
 
 
 def field_names() -> list[str]:

@@ -25,7 +25,7 @@ from torch import nn
 
 from . import distributed, io
 from .checkpoint import checkpoint_config, load_checkpoint
-from .config import Config, replace
+from .config import Config, progressive_schedule, replace
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset, make_dataloader,
                    make_splits)
 from .device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
@@ -68,6 +68,20 @@ def load_splits(config: Config, data: Optional[CifarData] = None, origin: Option
                                 seed=config.seed, origin=origin)
     return make_splits(data, config.validation_split, config.seed, config.train_limit, config.validation_limit,
                        config.test_limit, config.normalization)
+
+
+def describe_progressive(sides: list[int], epochs: int, full: int) -> str:
+    """``sides`` per epoch (then ``full`` to epoch ``epochs``) in words: "epochs 1-4 at 16 px, 5-7 at 24 px, 8-10 at 32 px"."""
+    sides = sides + [full] * (epochs - len(sides))
+    spans, start = [], 0
+    for epoch in range(1, epochs + 1):
+        if epoch == epochs or sides[epoch] != sides[start]:
+            span = f"{start + 1}" if epoch == start + 1 else f"{start + 1}-{epoch}"
+            spans.append(f"{span} at {sides[start]} px")
+            start = epoch
+    if len(spans) == 1:
+        return f"every epoch at {full} px"
+    return ("epoch " if "-" not in spans[0] else "epochs ") + ", ".join(spans)
 
 
 def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loaders:
@@ -220,6 +234,9 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     say(f"splits: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
         f"({splits.held_out}); run directory {out}")
     loaders = make_loaders(splits, config, dev)
+    if config.progressive_start:
+        full = int(splits.train.images.shape[-1])
+        say(f"progressive resizing: {describe_progressive(progressive_schedule(config, full), config.epochs, full)}")
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config, len(splits.classes))
     if hasattr(model, "init_from_data"):  # e.g. a frozen whitening stem fitted to training patches

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import ImageSet, pad_to_multiple
+from .config import progressive_schedule
 from .errors import ConfigError
 from . import preprocessing as spec
 from .preprocessing import CROP_PADDING, Normalize
@@ -297,7 +298,9 @@ class GpuTrainLoader(_DeviceImages):
     ``crop_fill`` what its shift brings in ("zeros" or "reflect");
     ``alternating_flip`` flips each image on every other epoch, starting at random per image, instead of
     independently each epoch; ``cutout`` blanks a random square of that side (to the mean colour, after
-    normalisation). A last batch of a single image is left out, and with ``drop_last`` any partial last
+    normalisation). ``epoch_sides`` gives the image side of each of the first epochs (0-based): their
+    augmented images are resized to it (bilinear, antialiased), later epochs keep the full size (progressive
+    resizing: the early epochs cost a fraction). A last batch of a single image is left out, and with ``drop_last`` any partial last
     batch (so every step has one batch shape). After a full pass the loader moves on to
     the next epoch by itself.
     """
@@ -305,7 +308,8 @@ class GpuTrainLoader(_DeviceImages):
     def __init__(self, imageset: ImageSet, mean: Sequence[float], std: Sequence[float], batch_size: int,
                  device: torch.device | str, *, augmentation: str = "crop_flip", crop_padding: int = CROP_PADDING,
                  crop_fill: str = "zeros", alternating_flip: bool = False, cutout: int = 0, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, channels_last: bool = False, drop_last: bool = False):
+                 world_size: int = 1, channels_last: bool = False, drop_last: bool = False,
+                 epoch_sides: Sequence[int] = ()):
         super().__init__(imageset, mean, std, batch_size, device, rank, world_size, channels_last)
         self.drop_last = drop_last
         check_augmentation(augmentation)
@@ -316,6 +320,10 @@ class GpuTrainLoader(_DeviceImages):
         self.augmentation, self.crop_padding, self.crop_fill, self.cutout = augmentation, crop_padding, crop_fill, cutout
         self.alternating_flip, self.seed = alternating_flip, seed
         self.image_size = int(self.images.shape[-1])
+        if any(side >= self.image_size for side in epoch_sides):
+            raise ConfigError(f"progressive_start must be smaller than the images ({self.image_size} px); "
+                              f"got sides {sorted(set(epoch_sides))}")
+        self.epoch_sides = tuple(epoch_sides)
         self._first_flip: Optional[torch.Tensor] = None
         if alternating_flip:
             start = device_generator(self.device, epoch_seed(seed, -1))
@@ -350,17 +358,23 @@ class GpuTrainLoader(_DeviceImages):
         for positions in self._rank_batches(len(order)):
             index = order[positions]
             batch = {name: value[positions] for name, value in params.items()}
-            yield self.augment(self.images[index], batch), self.labels[index]
+            yield self.augment(self.images[index], batch, self.side(self.epoch)), self.labels[index]
         self.epoch, self.skip_batches = self.epoch + 1, 0
 
-    def augment(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """uint8 [B, 3, H, W] and their drawn parameters -> augmented, normalised float32 [B, 3, H, W]."""
+    def side(self, epoch: int) -> int:
+        """The side in pixels of epoch ``epoch``'s (0-based) training images."""
+        return self.epoch_sides[epoch] if epoch < len(self.epoch_sides) else self.image_size
+
+    def augment(self, images: torch.Tensor, params: dict[str, torch.Tensor], side: int) -> torch.Tensor:
+        """uint8 [B, 3, H, W] and their drawn parameters -> augmented, normalised float32 [B, 3, side, side]."""
         x = apply_augmentation(self.augmentation, images.float() / 255, params, self.crop_padding, self.crop_fill)
         if "flip" in params:
             x = flip_images(x, params["flip"])
         x = self._normalise(x)
         if self.cutout:
             x = cutout_images(x, params["cutout_top"], params["cutout_left"], self.cutout)
+        if side != x.shape[-1]:
+            x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         return self._layout(x)
 
 
@@ -372,7 +386,7 @@ def make_gpu_loaders(splits, config, device: torch.device, batch_size: int, eval
                            crop_fill=config.crop_fill,
                            alternating_flip=config.alternating_flip, cutout=config.cutout, seed=config.seed,
                            rank=rank, world_size=world_size, channels_last=config.channels_last,
-                           drop_last=config.drop_last)
+                           drop_last=config.drop_last, epoch_sides=progressive_schedule(config, int(splits.train.images.shape[-1])))
     evals = [GpuEvalLoader(s, splits.mean, splits.std, eval_batch_size, device, rank, world_size,
                            config.channels_last) for s in (splits.validation, splits.test)]
     return train, evals[0], evals[1]

@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import cpu  # noqa: E402
+import torch  # noqa: E402
 from cifar_utils.cli import parse_settings  # noqa: E402
 from cifar_utils.presets import from_preset  # noqa: E402
 
@@ -64,3 +65,18 @@ def test_without_bf16_arithmetic_only_the_fp32_peak_is_the_limit():
     assert "50% of the fp32 peak" in text and "bf16 peak" not in text and "no bf16 arithmetic" in text
     result["cpu_native_bf16"] = True  # as files from before the field, measured where bf16 is native
     assert set(cpu.summarize(result)["fraction_of_peak"]) == {"bf16", "fp32"}
+
+
+def test_throughput_trains_at_full_size_even_with_progressive_resizing(synthetic, monkeypatch):
+    sides = []
+    build = cpu.build_model
+
+    def recording_model(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.register_forward_pre_hook(lambda _module, inputs: sides.append(inputs[0].shape[-1]))
+        return model
+
+    monkeypatch.setattr(cpu, "build_model", recording_model)
+    measured = cpu.train_images_per_second("cpu", synthetic, "unused", 512, torch.device("cpu"),
+                                           progressive_start=16)
+    assert measured["images"] == 512 and sides and set(sides) == {32}

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from cifar_utils import gpu_data
-from cifar_utils.config import Config
+from cifar_utils.config import Config, progressive_schedule, replace
 from cifar_utils.data import ImageSet, make_splits
 from cifar_utils.errors import ConfigError
+from cifar_utils.experiment import describe_progressive
 from cifar_utils.gpu_data import GpuEvalLoader, GpuTrainLoader, make_gpu_loaders
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
@@ -217,6 +218,48 @@ def test_bad_settings_get_one_clear_error():
         Config(pipeline="gpu", crop_fill="wrap").validate()
     with pytest.raises(ConfigError, match="crop_fill='wrap' is not valid"):
         loader(data, crop_fill="wrap")
+    with pytest.raises(ConfigError, match="needs pipeline='gpu'"):
+        Config(progressive_start=16, model="cpu_net").validate()
+    for side in (8, 12, 32):
+        with pytest.raises(ConfigError, match=f"progressive_start={side} is invalid: it must be 0 .off., 16 or 24"):
+            Config(pipeline="gpu", progressive_start=side, model="cpu_net").validate()
+    with pytest.raises(ConfigError, match="progressive_start=16 is invalid: it needs a network that takes smaller "
+                                          "images .cpu_net, fast_net, fast_best_net.; model='seed004_net' does not"):
+        Config(pipeline="gpu", progressive_start=16, model="seed004_net").validate()
+    with pytest.raises(ConfigError, match="progressive_fraction=1.0 is invalid"):
+        Config(pipeline="gpu", progressive_start=16, progressive_fraction=1.0, model="cpu_net").validate()
+    with pytest.raises(ConfigError, match=r"progressive_start must be smaller than the images \(32 px\)"):
+        loader(data, epoch_sides=[16, 32])
+
+
+def test_progressive_schedule_shares_the_early_epochs_and_ends_at_full_size():
+    def schedule(epochs, start=16, fraction=0.7):
+        config = Config(pipeline="gpu", model="cpu_net", epochs=epochs, progressive_start=start,
+                        progressive_fraction=fraction)
+        return progressive_schedule(config.validate())
+
+    assert schedule(10) == [16, 16, 16, 16, 24, 24, 24]
+    assert schedule(10, 24) == [24] * 7
+    assert schedule(12, 16, 0.5) == [16, 16, 16, 24, 24, 24]
+    assert schedule(10, 0) == []
+    assert schedule(2, fraction=0.9) == [16]  # the last epoch stays at full size
+    assert schedule(1) == []
+    assert describe_progressive(schedule(10), 10, 32) == "epochs 1-4 at 16 px, 5-7 at 24 px, 8-10 at 32 px"
+    assert describe_progressive(schedule(2, fraction=0.9), 2, 32) == "epoch 1 at 16 px, 2 at 32 px"
+    assert describe_progressive(schedule(1), 1, 32) == "every epoch at 32 px"
+
+
+def test_progressive_epochs_train_on_resized_images_then_full_size():
+    data = numbered_images(40)
+    train = loader(data, augmentation="none", epoch_sides=[16, 24], channels_last=True)
+    for epoch, side in ((0, 16), (1, 24), (2, 32)):
+        images, labels = epoch_batches(train, epoch)[0]
+        assert images.shape[1:] == (3, side, side)
+        assert images.is_contiguous(memory_format=torch.channels_last)
+        if side < 32:  # the normalised image, resized with antialiasing
+            expected = F.interpolate(normalised(data.images[labels]), size=(side, side), mode="bilinear",
+                                     antialias=True, align_corners=False)
+            assert torch.allclose(images, expected, atol=1e-5)
 
 
 def test_make_gpu_loaders_follows_the_config(synthetic):
@@ -224,7 +267,9 @@ def test_make_gpu_loaders_follows_the_config(synthetic):
     config = Config(pipeline="gpu", augmentation="resized_crop_flip", cutout=4, seed=5, crop_fill="reflect").validate()
     train, validation, test = make_gpu_loaders(splits, config, torch.device("cpu"), 64, 50)
     assert (train.augmentation, train.cutout, train.seed, train.batch_size) == ("resized_crop_flip", 4, 5, 64)
-    assert train.crop_fill == "reflect"
+    assert train.crop_fill == "reflect" and train.epoch_sides == ()
+    progressive = replace(config, epochs=4, progressive_start=24, progressive_fraction=0.5)
+    assert make_gpu_loaders(splits, progressive, torch.device("cpu"), 64, 50)[0].epoch_sides == (24, 24)
     assert len(train) == math.ceil(500 / 64) and len(validation) == 2 and len(test) == 4
     images, labels = next(iter(test))
     assert images.shape == (50, 3, 32, 32) and torch.equal(labels, splits.test.labels[:50])
