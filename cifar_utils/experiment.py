@@ -18,14 +18,14 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
 from . import distributed, io
 from .checkpoint import checkpoint_config, load_checkpoint
-from .config import Config, progressive_schedule, replace
+from .config import Config, replace
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset, make_dataloader,
                    make_splits)
 from .device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
@@ -70,9 +70,10 @@ def load_splits(config: Config, data: Optional[CifarData] = None, origin: Option
                        config.test_limit, config.normalization)
 
 
-def describe_progressive(sides: list[int], epochs: int, full: int) -> str:
-    """``sides`` per epoch (then ``full`` to epoch ``epochs``) in words: "epochs 1-4 at 16 px, 5-7 at 24 px, 8-10 at 32 px"."""
-    sides = sides + [full] * (epochs - len(sides))
+def describe_progressive(sides: Sequence[int], epochs: int, full: int) -> str:
+    """``sides`` per epoch (then ``full`` to epoch ``epochs``) in words: "epochs 1-4 at 16 px, 5-7 at 24 px,
+    8-10 at 32 px"."""
+    sides = [*sides] + [full] * (epochs - len(sides))
     spans, start = [], 0
     for epoch in range(1, epochs + 1):
         if epoch == epochs or sides[epoch] != sides[start]:
@@ -234,9 +235,9 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     say(f"splits: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
         f"({splits.held_out}); run directory {out}")
     loaders = make_loaders(splits, config, dev)
-    if config.progressive_start:
-        full = int(splits.train.images.shape[-1])
-        say(f"progressive resizing: {describe_progressive(progressive_schedule(config, full), config.epochs, full)}")
+    if config.progressive_start:  # only on the GPU pipeline, whose loader holds the schedule
+        train = loaders.train
+        say(f"progressive resizing: {describe_progressive(train.epoch_sides, config.epochs, train.image_size)}")
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config, len(splits.classes))
     if hasattr(model, "init_from_data"):  # e.g. a frozen whitening stem fitted to training patches

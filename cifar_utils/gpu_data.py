@@ -33,8 +33,8 @@ from typing import Iterator, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .data import ImageSet, pad_to_multiple
 from .config import progressive_schedule
+from .data import ImageSet, pad_to_multiple
 from .errors import ConfigError
 from . import preprocessing as spec
 from .preprocessing import CROP_PADDING, Normalize
@@ -300,9 +300,9 @@ class GpuTrainLoader(_DeviceImages):
     independently each epoch; ``cutout`` blanks a random square of that side (to the mean colour, after
     normalisation). ``epoch_sides`` gives the image side of each of the first epochs (0-based): their
     augmented images are resized to it (bilinear, antialiased), later epochs keep the full size (progressive
-    resizing: the early epochs cost a fraction). A last batch of a single image is left out, and with ``drop_last`` any partial last
-    batch (so every step has one batch shape). After a full pass the loader moves on to
-    the next epoch by itself.
+    resizing: the early epochs cost a fraction). A last batch of a single image is left out, and with
+    ``drop_last`` any partial last batch (so every step has one batch shape). After a full pass the loader
+    moves on to the next epoch by itself.
     """
 
     def __init__(self, imageset: ImageSet, mean: Sequence[float], std: Sequence[float], batch_size: int,
