@@ -236,8 +236,8 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
         f"({splits.held_out}); run directory {out}")
     loaders = make_loaders(splits, config, dev)
     if config.progressive_start:  # only on the GPU pipeline, whose loader holds the schedule
-        train = loaders.train
-        say(f"progressive resizing: {describe_progressive(train.epoch_sides, config.epochs, train.image_size)}")
+        loader = loaders.train
+        say(f"progressive resizing: {describe_progressive(loader.epoch_sides, config.epochs, loader.image_size)}")
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config, len(splits.classes))
     if hasattr(model, "init_from_data"):  # e.g. a frozen whitening stem fitted to training patches
