@@ -334,6 +334,8 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
             if distributed.is_main_process() and ((epoch + 1) % config.print_every == 0 or epoch + 1 == config.epochs):
                 log(format_history_row(history[-1], config.epochs))
             if interrupt.requested:
+                if epoch + 1 == config.epochs:
+                    raise TrainingInterrupted(_interrupt_message(checkpoint_dir, None, 0))
                 raise TrainingInterrupted(_interrupt_message(checkpoint_dir, epoch + 2, 0))
     return history
 
@@ -380,9 +382,11 @@ def _check_same_setup(state: dict, config, path: Path, extra_state: dict) -> Non
     wanted = config.to_dict()
     may_change = set(RESUME_MAY_CHANGE)
     sized_by_the_run = (config.scheduler in PER_STEP_SCHEDULERS or config.lookahead_decay is not None
-                        or (config.scheduler == "cosine" and not config.cosine_t_max))
+                        or (config.scheduler == "cosine" and not config.cosine_t_max) or config.progressive_start)
     if sized_by_the_run:
-        may_change.discard("epochs")  # these schedules (and lookahead's ramp) span the run; more epochs would bend them
+        # These schedules (and lookahead's ramp, and the progressive image sizes) span the run; more epochs
+        # would bend them.
+        may_change.discard("epochs")
     changed = [f"{key}={saved[key]!r} -> {value!r}" for key, value in wanted.items()
                if key not in may_change and saved[key] != value]
     changed += [f"{key} {state[key]!r} -> {value!r}" for key, value in extra_state.items()
@@ -392,9 +396,13 @@ def _check_same_setup(state: dict, config, path: Path, extra_state: dict) -> Non
                               "Resume with the settings it was trained with, or start a new run in another --out")
 
 
-def _interrupt_message(checkpoint_dir: Optional[Path], epoch: int, batch: int) -> str:
+def _interrupt_message(checkpoint_dir: Optional[Path], epoch: Optional[int], batch: int) -> str:
+    """What an interrupted run says; ``epoch`` is the 1-based epoch to resume at, None once the last is done."""
     if checkpoint_dir is None:
         return "training interrupted (no checkpoint directory was given, so nothing was saved)"
+    if epoch is None:
+        return (f"interrupted after the last epoch; the trained model is saved in {checkpoint_dir}. The same "
+                "command plus --resume (or resume=True in a notebook) skips training and runs the final evaluation.")
     return (f"training interrupted; a checkpoint was saved in {checkpoint_dir} at epoch {epoch}, "
             f"mini-batch {batch}. Resume with the same command plus --resume (or resume=True in a notebook).")
 

@@ -627,6 +627,8 @@ def test_deferred_read_back_gives_the_same_averages():
     ("cosine", {"cosine_t_max": 10}, False),  # a fixed period, as seed000 has
     ("none", {}, False),
     ("none", {"lookahead_decay": 0.9}, True),  # lookahead's ramp is sized by the run too
+    # so are the progressive image sizes: 2 epochs would train the first at 16 px, not 32
+    ("none", {"progressive_start": 16, "model": "cpu_net", "pipeline": "gpu"}, True),
 ])
 def test_raising_epochs_on_resume_is_refused_only_for_schedules_sized_by_the_run(tmp_path, scheduler, extra, refused):
     from cifar_utils.data import synthetic_dataset
@@ -635,8 +637,8 @@ def test_raising_epochs_on_resume_is_refused_only_for_schedules_sized_by_the_run
     from cifar_utils.presets import from_preset
 
     data = synthetic_dataset(48, 16)
-    settings = dict(model="resnet20", batch_size=16, eval_batch_size=16, validation_split=16, scheduler=scheduler,
-                    augmentation="none", **extra)
+    settings = {**dict(model="resnet20", batch_size=16, eval_batch_size=16, validation_split=16, scheduler=scheduler,
+                       augmentation="none"), **extra}
     train(from_preset("seed003", epochs=1, **settings), tmp_path, data=data, progress=False, log=lambda _: None)
     longer = from_preset("seed003", epochs=2, **settings)
     if refused:

@@ -223,6 +223,26 @@ def test_ctrl_c_saves_a_checkpoint_says_how_to_resume_and_resuming_finishes(tiny
     assert_same_run(out, reference)
 
 
+def test_ctrl_c_during_the_last_validation_says_training_is_done_and_resuming_only_evaluates(
+        tiny, tmp_path, capsys, monkeypatch, reference):
+    out = tmp_path / "run"
+    validate = engine.validate_epoch
+    calls = []
+
+    def interrupted_last_validation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second (last) epoch's validation
+            os.kill(os.getpid(), signal.SIGINT)
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "validate_epoch", interrupted_last_validation)
+    line = cli_error(capsys, tiny_args(out), str(out), "--resume", "after the last epoch", status=130)
+    assert "mini-batch" not in line
+    monkeypatch.setattr(engine, "validate_epoch", validate)
+    assert cli.main(tiny_args(out, "--resume")) == 0
+    assert_same_run(out, reference)
+
+
 # ------------------------------------------------------------------------------ checkpoints and files
 
 
