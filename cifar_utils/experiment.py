@@ -26,8 +26,8 @@ from torch import nn
 from . import distributed, io
 from .checkpoint import checkpoint_config, load_checkpoint
 from .config import Config, replace
-from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset, make_dataloader,
-                   make_splits)
+from .data import (IMAGE_SIZE, CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset,
+                   make_dataloader, make_splits)
 from .device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
                      resolve_precision, set_seed)
 from .ema import ExponentialMovingAverage, Lookahead
@@ -226,7 +226,8 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     precision = resolve_precision(config.precision, dev)
     set_seed(config.seed + distributed.rank(), config.deterministic)
     if dev.type == "cuda" and not config.deterministic:
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
+        # few input shapes (one per progressive-resizing stage): let cuDNN pick the fastest kernels once each
+        torch.backends.cudnn.benchmark = True
 
     memory = ", malloc reuses freed memory" if dev.type == "cpu" and keep_freed_cpu_memory() else ""
     splits = load_splits(config, data)
@@ -263,10 +264,12 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
         ema = Lookahead(unwrap(model), steps_per_epoch * config.epochs, config.lookahead_decay)
     compile_seconds = 0.0
     if config.compile:
-        example = torch.zeros(config.batch_size // distributed.world_size(), 3, 32, 32, device=dev)
+        sides = sorted(set(getattr(loaders.train, "epoch_sides", ())) | {IMAGE_SIZE})  # progressive stages too
+        examples = [torch.zeros(config.batch_size // distributed.world_size(), 3, side, side, device=dev)
+                    for side in sides]
         if config.channels_last:
-            example = example.contiguous(memory_format=torch.channels_last)
-        compile_seconds, model = _compile(model, example, dev, precision)
+            examples = [x.contiguous(memory_format=torch.channels_last) for x in examples]
+        compile_seconds, model = _compile(model, examples, dev, precision)
     torch.manual_seed(config.seed + distributed.rank())  # per-rank augmentation streams
 
     extra = {"classes": splits.classes, "mean": list(splits.mean), "std": list(splits.std)}
@@ -369,20 +372,22 @@ def _full_loader(loader, imageset, config, device, splits):
     return _eval_loader(imageset, splits.mean, splits.std, config.eval_batch_size, config, device)
 
 
-def _compile(model: nn.Module, example: torch.Tensor, device: torch.device,
+def _compile(model: nn.Module, examples: Sequence[torch.Tensor], device: torch.device,
              precision: str) -> tuple[float, nn.Module]:
-    """``torch.compile`` the model and run one forward and backward pass on ``example`` [B, 3, 32, 32], so
-    that compiling happens here and is timed apart from training; the weights, BatchNorm statistics and
-    gradients are restored afterwards. Seconds spent, and the compiled model. A shorter last batch still
-    compiles once more inside the first epoch."""
+    """``torch.compile`` the model and run one forward and backward pass on each of ``examples``
+    ([B, 3, side, side], one per training image side, the last at full size), so that compiling happens here
+    and is timed apart from training; the weights, BatchNorm statistics and gradients are restored afterwards.
+    Seconds spent, and the compiled model. A shorter last batch still compiles once more inside the first
+    epoch."""
     started = time.perf_counter()
     compiled = torch.compile(model)
     state = {k: v.clone() for k, v in unwrap(model).state_dict().items()}
     with autocast(device, precision):
-        compiled(example).float().sum().backward()
-        compiled.eval()  # validation runs the eval-mode graph, which compiles separately
+        for example in examples:
+            compiled(example).float().sum().backward()
+        compiled.eval()  # validation runs the eval-mode graph at full size, which compiles separately
         with torch.no_grad():
-            compiled(example)
+            compiled(examples[-1])
         compiled.train()
     unwrap(model).load_state_dict(state)
     model.zero_grad(set_to_none=True)

@@ -389,3 +389,36 @@ def test_both_pipelines_normalise_alike():
                                          4, "cpu")))
     torch.testing.assert_close(gpu_out, torchvision_out)
     torch.testing.assert_close(gpu_out, normalised(images))
+
+
+def test_compile_warms_up_every_progressive_size_before_training(monkeypatch, tmp_path):
+    """With progressive resizing, each image size compiles before the timed epochs, not inside them."""
+    from cifar_utils import experiment
+    from cifar_utils.data import synthetic_dataset
+
+    seen = {"warm-up": [], "training": []}  # (training mode, image side) of every forward pass
+
+    class Compiled(torch.nn.Module):  # stands in for torch.compile's wrapper
+        phase = "warm-up"
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            seen[self.phase].append((self.training, x.shape[-1]))
+            return self.model(x)
+
+    def fit_after_the_warm_up(*args, **kwargs):
+        Compiled.phase = "training"
+        return fit(*args, **kwargs)
+
+    fit = experiment.fit
+    monkeypatch.setattr(torch, "compile", Compiled)
+    monkeypatch.setattr(experiment, "fit", fit_after_the_warm_up)
+    config = Config(pipeline="gpu", model="cpu_net", progressive_start=16, epochs=3, compile=True,
+                    validation_split=16, batch_size=16, eval_batch_size=16, augmentation="none").validate()
+    experiment.train(config, tmp_path, data=synthetic_dataset(48, 16), device="cpu", progress=False,
+                     log=lambda _: None)
+    assert seen["warm-up"] == [(True, 16), (True, 24), (True, 32), (False, 32)]
+    assert {side for training, side in seen["training"] if training} == {16, 24, 32}
