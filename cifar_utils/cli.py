@@ -20,7 +20,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from .config import field_names, parse_value
+from .config import PRECISIONS, field_names, parse_value
 from .distributed import env_info
 from .errors import CifarUtilsError, ConfigError, TrainingInterrupted
 from .presets import PRESETS, faithful_presets, from_preset
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-root", default=None)
     evaluate.add_argument("--device", default=None)
     evaluate.add_argument("--batch-size", type=int, default=None, help="evaluation batch (default: the run's)")
+    evaluate.add_argument("--precision", default=None, choices=PRECISIONS,
+                          help="autocast precision (default: the run's; fp16 needs a CUDA GPU)")
 
     presets = commands.add_parser("presets", help="list the presets (or --fields: the config fields)")
     presets.add_argument("--fields", action="store_true")
@@ -115,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "evaluate":
         from .experiment import evaluate_checkpoint
 
-        result, config = evaluate_checkpoint(args.checkpoint, args.data_root, args.device, batch_size=args.batch_size)
+        result, config = evaluate_checkpoint(args.checkpoint, args.data_root, args.device, batch_size=args.batch_size,
+                                             precision=args.precision)
         print(f"test accuracy {result.accuracy:.2%} on {len(result.labels)} images (preset {config.preset})")
         for name, acc in result.per_class_accuracy.items():
             print(f"  {name:<12} {acc:.2%}")

@@ -450,17 +450,22 @@ def reported_checkpoint(path: str | Path, keep_best: bool) -> Path:
 
 def evaluate_checkpoint(path: str | Path, data_root: Optional[str] = None, device: Optional[str] = None,
                         data: Optional[CifarData] = None, batch_size: Optional[int] = None,
-                        log: Callable[[str], None] = print) -> tuple[Evaluation, Config]:
+                        log: Callable[[str], None] = print,
+                        precision: Optional[str] = None) -> tuple[Evaluation, Config]:
     """Evaluate checkpoint ``path`` on its run's test split (same seed and limits as in training, the
-    normalisation stored in the checkpoint); ``data_root`` and ``batch_size`` (the evaluation batch)
-    override what the run's config says. A run's ``checkpoint.pt`` with ``keep_best`` is scored with the
-    best-validation weights beside it, as ``train`` scored it."""
+    normalisation stored in the checkpoint); ``data_root``, ``batch_size`` (the evaluation batch) and
+    ``precision`` (e.g. fp32 for a run trained in fp16 on a GPU, scored on a CPU) override what the run's
+    config says. A run's ``checkpoint.pt`` with ``keep_best`` is scored with the best-validation weights beside
+    it, as ``train`` scored it."""
     trained = load_model(path, device)
     chosen = reported_checkpoint(path, trained.config.keep_best)
     if chosen != Path(path):
         log(f"evaluating {chosen}: the run kept its best-validation weights (keep_best), and train tested those")
         trained = load_model(chosen, device)
-    overrides = {"data_root": data_root, "eval_batch_size": batch_size}
+    if precision is None and trained.config.precision == "fp16" and trained.device.type != "cuda":
+        raise ConfigError(f"{path} was trained with precision=fp16, which needs a CUDA GPU; to evaluate it on "
+                          f"{trained.device.type}, add --precision fp32 (precision='fp32')")
+    overrides = {"data_root": data_root, "eval_batch_size": batch_size, "precision": precision}
     config = replace(trained.config, **{k: v for k, v in overrides.items() if v is not None}).validate()
     origin = f"the data_root recorded in {path}" if data_root is None else None
     return evaluate_model(trained, load_splits(config, data, origin), config), config

@@ -160,3 +160,22 @@ def test_final_evaluation_says_what_it_does_and_shows_progress(tmp_path, synthet
     captured = capsys.readouterr()
     assert "final evaluation: 48 test and 48 validation images" in captured.out
     assert "test: " in captured.err and "validation: " in captured.err  # the tqdm bars of both splits
+
+
+def test_a_run_trained_in_fp16_is_evaluated_on_a_cpu_only_when_asked_for_fp32(tmp_path, synthetic):
+    from cifar_utils.checkpoint import load_checkpoint, save_checkpoint
+    from cifar_utils.errors import ConfigError
+    from cifar_utils.experiment import evaluate_checkpoint, train
+    from cifar_utils.presets import from_preset
+
+    config = from_preset("seed003", dataset="synthetic", validation_split=100, train_limit=32, validation_limit=16,
+                         test_limit=16, epochs=1, batch_size=16, precision="fp32", keep_best=False)
+    result = train(config, tmp_path / "run", device="cpu", progress=False, data=synthetic, log=lambda _: None)
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = load_checkpoint(path)
+    state["config"]["precision"] = "fp16"  # as if trained on a GPU in fp16
+    save_checkpoint(state, path)
+    with pytest.raises(ConfigError, match="trained with precision=fp16.*--precision fp32"):
+        evaluate_checkpoint(path, device="cpu", data=synthetic)
+    evaluation, config = evaluate_checkpoint(path, device="cpu", data=synthetic, precision="fp32")
+    assert config.precision == "fp32" and evaluation.accuracy == result.metrics["test_accuracy"]
