@@ -76,7 +76,7 @@ class Block(nn.Module):
     Both use the same parameters.
 
     ``pool`` > 1 max-pools the mixed output by that factor before BN and the activation, so they run on
-    4x fewer elements in a downsampling Block (the shortcut, if any, is pooled the same way). The output
+    ``pool``² times fewer elements in a downsampling Block (the shortcut, if any, is pooled the same way). The output
     keeps the input's memory format (channels_last stays channels_last).
     """
 

@@ -125,13 +125,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "presets":
         if args.fields:
             print("\n".join(field_names()))
-        for name, preset in PRESETS.items():
-            if not args.fields:
+        else:
+            for name, preset in PRESETS.items():
                 print(f"{name:<10} {preset.source:<11} {preset.description}")
     elif args.command == "report":
-        from .report import run_report
-
-        from .report import NOTEBOOKS
+        from .report import NOTEBOOKS, run_report
 
         run_report(smoke=args.smoke, data_root=args.data_root, output_dir=args.output_dir,
                    notebooks=args.notebooks or NOTEBOOKS)

@@ -92,7 +92,7 @@ class Config:
     grad_clip: Optional[float] = None  # clip the global gradient norm to this; None: no clipping
     ema_decay: Optional[float] = None  # keep an exponential moving average of the weights for evaluation
     lookahead_decay: Optional[float] = None  # airbench94's lookahead: every 5 steps the weights restart from their average, whose decay per step ramps up to this; None: off
-    precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | bf16 | fp16 | fp32
+    precision: str = "auto"  # auto (CUDA: bf16, fp16 without it; CPU: bf16 where measured faster, else fp32) | bf16 | fp16 | fp32
     # --- run
     seed: int = 0  # seeds the split, subsets, initialisation, shuffling and augmentation
     print_every: int = 1  # print a summary line every this many epochs

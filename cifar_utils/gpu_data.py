@@ -70,7 +70,7 @@ def translate_images(images: torch.Tensor, shift_y: torch.Tensor, shift_x: torch
 
 
 def affine_images(images: torch.Tensor, angle: torch.Tensor, translate_x: torch.Tensor, translate_y: torch.Tensor,
-                  scale: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
+                  scale: torch.Tensor) -> torch.Tensor:
     """Rotate by ``angle`` degrees and scale by ``scale`` about the centre, then move by ``translate_x``,
     ``translate_y`` pixels; outside the image is zero. Nearest-neighbour sampling, as RandomAffine."""
     b, _, h, w = images.shape
@@ -82,7 +82,7 @@ def affine_images(images: torch.Tensor, angle: torch.Tensor, translate_x: torch.
     offset = -(inverse @ shift.unsqueeze(2))  # [B, 2, 1]
     theta = torch.cat([inverse, offset], 2).to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def crop_and_resize_images(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: torch.Tensor,

@@ -19,13 +19,13 @@ NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NEWTON_SCHULZ_STEPS = 3
 
 
-def orthogonalize(matrix: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS) -> torch.Tensor:
+def orthogonalize(matrix: torch.Tensor) -> torch.Tensor:
     """``matrix`` [m, n] with its singular values moved near 1 and its singular vectors kept: about
-    U V^T of its SVD, by ``steps`` Newton-Schulz iterations (matrix products only)."""
+    U V^T of its SVD, by NEWTON_SCHULZ_STEPS Newton-Schulz iterations (matrix products only)."""
     a, b, c = NEWTON_SCHULZ_COEFFICIENTS
     x = matrix / (matrix.norm() + 1e-7)  # singular values in [0, 1], where the iteration converges
     wide = x.T if x.shape[0] > x.shape[1] else x  # iterate on the smaller Gram matrix
-    for _ in range(steps):
+    for _ in range(NEWTON_SCHULZ_STEPS):
         gram = wide @ wide.T
         wide = a * wide + (b * gram + c * (gram @ gram)) @ wide
     return wide.T if x.shape[0] > x.shape[1] else wide
@@ -42,7 +42,7 @@ class Muon(torch.optim.Optimizer):
     normalisation follows, as in every Block with BN.
     """
 
-    def __init__(self, params, lr: float, momentum: float, nesterov: bool = True):
+    def __init__(self, params, lr: float, momentum: float, nesterov: bool):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=0.0, orthogonalize=False)
         super().__init__(params, defaults)
 

@@ -452,12 +452,12 @@ def preset_table() -> list[dict]:
             for name, preset in PRESETS.items()]
 
 
-def update_readme(path: str | os.PathLike, marker: str = "results", *,
+def update_readme(path: str | os.PathLike, *,
                   rows: Optional[Sequence[Mapping[str, Any]]] = None,
                   command: str = "python -m cifar_utils results --readme README.md") -> Path:
     """Write the results table (``rows``, by default :func:`collect_results` with its default folders)
-    between the ``marker`` lines of ``path``, and the preset table between its ``presets`` lines;
+    between the ``results`` marker lines of ``path``, and the preset table between its ``presets`` lines;
     ``command`` is the command line quoted as their source."""
     return replace_sections(path, {
-        marker: results_markdown(collect_results() if rows is None else rows, command),
+        "results": results_markdown(collect_results() if rows is None else rows, command),
         "presets": f"Generated from `cifar_utils/presets.py` by `{command}`.\n\n" + markdown_table(preset_table())})
