@@ -27,13 +27,12 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import checkpoint_config, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, checkpoint_config, load_checkpoint, restore_rng_state,
+                         rng_state, save_checkpoint)
 from .device import autocast
 from .errors import CheckpointError, OutOfMemoryError, TrainingDivergedError, TrainingInterrupted
 from .optim import PER_STEP_SCHEDULERS, scheduler_interval
 
-CHECKPOINT_NAME = "checkpoint.pt"
-BEST_CHECKPOINT_NAME = "checkpoint_best.pt"
 # Mini-batches between reads of the running loss on a GPU: reading it waits for the device to finish,
 # which leaves it idle while the host queues the next mini-batch.
 ACCELERATOR_READ_BACK_EVERY = 32

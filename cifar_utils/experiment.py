@@ -24,14 +24,15 @@ import torch
 from torch import nn
 
 from . import distributed, io
-from .checkpoint import checkpoint_config, load_checkpoint
+from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME, checkpoint_config,
+                         load_checkpoint)
 from .config import Config, replace
 from .data import (IMAGE_SIZE, CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset,
                    make_dataloader, make_splits)
 from .device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
                      resolve_precision, set_seed)
 from .ema import ExponentialMovingAverage, Lookahead
-from .engine import BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, fit, unwrap
+from .engine import fit, unwrap
 from .errors import (CheckpointError, CifarUtilsError, ConfigError, OutOfMemoryError, OutputExistsError,
                      TrainingDivergedError, TrainingInterrupted)
 from .evaluation import Evaluation, evaluate
@@ -40,7 +41,7 @@ from .models import build_model
 from .optim import build_optimizer, build_scheduler
 from .run_lock import RunLock
 
-RUN_FILES = (CHECKPOINT_NAME, BEST_CHECKPOINT_NAME, "metrics.json", "history.csv")
+RUN_FILES = (CHECKPOINT_NAME, BEST_CHECKPOINT_NAME, METRICS_NAME, HISTORY_NAME)
 
 
 @dataclass
@@ -345,8 +346,8 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
         "config": config.to_dict(),
     }
     if main:
-        io.save_json(metrics, out / "metrics.json")
-        io.save_csv(history, out / "history.csv")
+        io.save_json(metrics, out / METRICS_NAME)
+        io.save_csv(history, out / HISTORY_NAME)
         val_note = f"validation {val.accuracy:.2%}" if validating else "no validation split"
         say(f"test accuracy {test.accuracy:.2%} ({val_note}{tta}) on {splits.description}; files in {out}")
     distributed.barrier()

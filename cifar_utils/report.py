@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import torch
 
 from . import io
+from .checkpoint import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME
 from .config import Config, with_defaults
 from .data import data_copy_kind, resolve_root
 from .device import autocast, describe_device, get_device, keep_freed_cpu_memory, resolve_precision
@@ -53,7 +54,7 @@ TRAIN_RUN_NAME = "03_train"  # 03's run directory under the runs folder; 04 eval
 # A finished full-data run of 03's default settings, committed with the repository (its metrics.json says how
 # and where it was trained), so 04 and 05 show a real model minutes after a fresh clone.
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "report" / TRAIN_RUN_NAME
-SHIPPED_FILES = ("metrics.json", "history.csv", "checkpoint.pt")
+SHIPPED_FILES = (METRICS_NAME, HISTORY_NAME, CHECKPOINT_NAME)
 # Where the data lies is not what a run computed: a shipped run is reused whatever these say.
 LOCATION_FIELDS = ("data_root", "download")
 # Settings that do not change what a run computes, ignored when deciding whether a finished run matches.
@@ -256,7 +257,7 @@ class RunRecord:
 def read_run(out_dir: str | os.PathLike) -> RunRecord:
     """Read ``metrics.json`` and ``history.csv`` of a finished run (clear error when they are missing)."""
     out_dir = Path(out_dir)
-    metrics_path, history_path = out_dir / "metrics.json", out_dir / "history.csv"
+    metrics_path, history_path = out_dir / METRICS_NAME, out_dir / HISTORY_NAME
     if not metrics_path.is_file() or not history_path.is_file():
         raise CheckpointError(f"{out_dir} holds no finished run (metrics.json and history.csv are written when "
                               "training ends): run 03_train.ipynb (or `python -m cifar_utils train --out "
@@ -291,7 +292,7 @@ def reusable_run(config: Config, out_dir: str | os.PathLike, overwrite: bool = F
     out_dir = Path(out_dir)
     if overwrite:
         return None
-    if (out_dir / "metrics.json").is_file():
+    if (out_dir / METRICS_NAME).is_file():
         record = read_run(out_dir)
         differences = config_differences(record.metrics.get("config", {}), config)
         if differences:
@@ -300,7 +301,7 @@ def reusable_run(config: Config, out_dir: str | os.PathLike, overwrite: bool = F
                 "overwrite=True to replace it, or choose another out_dir to keep both.")
         record.reused = True
         return record
-    if (out_dir / "checkpoint.pt").is_file():
+    if (out_dir / CHECKPOINT_NAME).is_file():
         raise OutputExistsError(
             f"{out_dir} holds an unfinished run (a checkpoint but no metrics.json). Set resume=True to "
             "continue it, overwrite=True to start again, or choose another out_dir.")
@@ -319,7 +320,7 @@ def _require_type(name: str, value: Any, kinds: tuple, what: str) -> None:
 def shipped_run_for(config: Config, out_dir: Path, shipped: Path = SHIPPED_RUN) -> Optional[RunRecord]:
     """The shipped run, when ``out_dir`` is empty (or missing) and the run was trained with ``config`` (data
     location aside): what :func:`copy_shipped_run` copies. None otherwise."""
-    if not (shipped / "metrics.json").is_file() or any(out_dir.glob("*")):
+    if not (shipped / METRICS_NAME).is_file() or any(out_dir.glob("*")):
         return None
     record = read_run(shipped)
     differences = config_differences(record.metrics.get("config", {}), config)
@@ -372,7 +373,7 @@ def train_or_reuse(config: Config, out_dir: str | os.PathLike, *, device: Option
         shipped = copy_shipped_run(config, out_dir, log=log) if use_shipped and not overwrite else None
         if shipped is not None:
             return shipped
-        if overwrite and any((out_dir / name).exists() for name in ("metrics.json", "checkpoint.pt")):
+        if overwrite and any((out_dir / name).exists() for name in (METRICS_NAME, CHECKPOINT_NAME)):
             log(f"overwrite=True: replacing the earlier run in {out_dir}")
     from .experiment import train
 
@@ -404,12 +405,12 @@ def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
     from .experiment import evaluate_model, load_model, load_splits, reported_checkpoint
 
     run_dir = Path(run_dir)
-    latest = run_dir / "checkpoint.pt"
+    latest = run_dir / CHECKPOINT_NAME
     if not latest.is_file():
         raise CheckpointError(f"no checkpoint in {run_dir}: run 03_train.ipynb first (it writes "
                               f"{latest}), or set run_dir to the folder of an earlier run")
-    if (run_dir / "metrics.json").is_file():
-        record = run_dir / "metrics.json"
+    if (run_dir / METRICS_NAME).is_file():
+        record = run_dir / METRICS_NAME
         config = checkpoint_config(json.loads(record.read_text()), record)
     else:  # an interrupted run: its checkpoint still says how it was trained
         record = latest

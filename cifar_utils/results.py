@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
+from .checkpoint import METRICS_NAME
 from .config import Config, field_names, with_defaults
 from .data import data_copy_kind
 from .errors import ConfigError, DataError
@@ -108,7 +109,7 @@ def read_run_folders(runs_root: str | os.PathLike | Sequence[str | os.PathLike])
     checkpoints/ beside the run it was copied from), or as a run that another reproduced exactly (same
     config, seed included, and the same accuracies), which measures nothing new."""
     roots = [runs_root] if isinstance(runs_root, (str, os.PathLike)) else list(runs_root)
-    paths = {path.resolve(): path for root in map(Path, roots) if root.is_dir() for path in root.rglob("metrics.json")}
+    paths = {path.resolve(): path for root in map(Path, roots) if root.is_dir() for path in root.rglob(METRICS_NAME)}
     unique: dict[str, tuple[Path, Any]] = {}
     for key in sorted(paths):
         metrics = _load_json(key)

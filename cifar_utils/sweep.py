@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from . import io
+from .checkpoint import CHECKPOINT_NAME, METRICS_NAME
 from .errors import CifarUtilsError, ConfigError, OutputExistsError
 from .report import (NOTEBOOKS_DIR, NotebookFailed, RunRecord, execute_notebook, notebook_config,
                      notebook_parameters, read_run, reusable_run, smoke_mode)
@@ -112,7 +113,7 @@ def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, 
         _check_layout(out_dir / run_dir_name(lr))
         config = notebook_config(preset, smoke=smoke_mode(), lr=lr, seed=seed, **config_values)
         run_dir = run_path(out_dir, lr, seed)
-        unfinished = (run_dir / "checkpoint.pt").is_file() and not (run_dir / "metrics.json").is_file()
+        unfinished = (run_dir / CHECKPOINT_NAME).is_file() and not (run_dir / METRICS_NAME).is_file()
         earlier = None if resume and unfinished else reusable_run(config, run_dir, overwrite)
         planned.append((lr, seed, devices[index % len(devices)], run_dir, earlier, resume and unfinished))
 
@@ -215,7 +216,7 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
 def _check_layout(lr_dir: Path) -> None:
     """Refuse a folder of the earlier one-seed layout (a run right in ``lr_<rate>/``): its files would
     lie beside the new ``seed_<seed>/`` runs and never be reused."""
-    if (lr_dir / "metrics.json").is_file() or (lr_dir / "checkpoint.pt").is_file():
+    if (lr_dir / METRICS_NAME).is_file() or (lr_dir / CHECKPOINT_NAME).is_file():
         raise OutputExistsError(f"{lr_dir} holds a run of the earlier one-seed layout; each run now has its own "
                                 f"folder {lr_dir / 'seed_<seed>'}. Move that run's files into the folder of its seed "
                                 "(see its metrics.json) to reuse it, delete them, or choose another out_dir")
