@@ -3,7 +3,7 @@ the reference presets, and the achieved GFLOP/s against this machine's matrix-mu
 
 Usage::
 
-    python benchmarks/cpu.py --data-root data/cifar10-jpeg              # the whole benchmark (~40 min on 2 cores)
+    python benchmarks/cpu.py --data-root data/cifar10-jpeg              # the whole benchmark (~50 min on 2 cores)
     python benchmarks/cpu.py --data-root ... --seeds 0 --throughput-images 256   # a quick check
     python benchmarks/cpu.py --readme benchmarks/results/cpu-preset-<date>.json [VARIANT.json ...]  # README table
     python benchmarks/cpu.py --data-root ... --set head_pool=max --out FILE     # a variant of the preset
