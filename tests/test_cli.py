@@ -197,13 +197,8 @@ def test_faithful_for_a_preset_without_a_faithful_variant_is_one_error_line(caps
 
 def test_faithful_trains_the_presets_faithful_variant(monkeypatch):
     from cifar_utils import experiment
-    from cifar_utils.errors import ConfigError
     from cifar_utils.presets import from_preset
 
-    try:
-        from_preset("seed002", faithful=True)
-    except ConfigError:
-        pytest.skip("validation_split=0 is not legal yet (another branch makes it so)")
     trained = []
     monkeypatch.setattr(experiment, "train", lambda config, *args, **kwargs: trained.append(config))
     assert main(["train", "--preset", "seed002", "--faithful", "--epochs", "2"]) == 0

@@ -87,8 +87,14 @@ def test_resume_under_ddp(ddp_and_single, tmp_path):
                  tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming from" in second.stdout
-    for resumed, uninterrupted in zip(history(tmp_path / "run"), history(ddp_and_single / "ddp")):
-        assert resumed == pytest.approx(uninterrupted, abs=1e-5)
+    resumed, uninterrupted = history(tmp_path / "run"), history(ddp_and_single / "ddp")
+    assert len(resumed) == len(uninterrupted) == 2
+    for row_resumed, row_uninterrupted in zip(resumed, uninterrupted):
+        assert row_resumed == pytest.approx(row_uninterrupted, abs=1e-5)
+    resumed_w = torch.load(tmp_path / "art" / "weights_rank0.pt")
+    uninterrupted_w = torch.load(ddp_and_single / "ddp_art" / "weights_rank0.pt")
+    for name in uninterrupted_w:
+        torch.testing.assert_close(resumed_w[name], uninterrupted_w[name], atol=1e-5, rtol=1e-4)
 
 
 def test_batch_that_does_not_divide_fails_on_every_rank_with_one_message(tmp_path):

@@ -91,7 +91,6 @@ def test_best(noise_root, tmp_path):
 
 
 def test_report_one_notebook(noise_root, tmp_path):
-    pytest.importorskip("papermill")
     record = dry_run("report", tmp_path, noise_root, "--notebooks", "01_data.ipynb")
     assert [run["notebook"] for run in record["runs"]] == ["01_data.ipynb"]
     with tarfile.open(tmp_path / "report.tar.gz") as tar:

@@ -13,19 +13,6 @@ OURS = [name for name, preset in PRESETS.items() if not preset.from_report]
 TEST_SET_VALIDATION = ("seed000", "seed001", "seed002", "seed004")  # reports that validated on the test set
 
 
-def zero_validation_split_is_legal() -> bool:
-    """validation_split=0 (validate on nothing, as the reports that used the test set) is being made legal."""
-    try:
-        from_preset("seed002", validation_split=0)
-    except ConfigError:
-        return False
-    return True
-
-
-needs_zero_split = pytest.mark.skipif(not zero_validation_split_is_legal(),
-                                      reason="validation_split=0 is not legal yet (another branch makes it so)")
-
-
 def test_the_reference_and_our_presets_are_told_apart():
     assert REFERENCE == ["seed000", "seed001", "seed002", "seed003", "seed004"]
     assert OURS == ["cpu", "fast", "fast_best"]
@@ -85,7 +72,6 @@ def test_asking_a_preset_without_one_for_its_faithful_variant_names_those_that_h
         assert name in message
 
 
-@needs_zero_split
 @pytest.mark.parametrize("name", TEST_SET_VALIDATION)
 def test_faithful_applies_the_report_recipe_and_overrides_still_win(name):
     config = from_preset(name, faithful=True)

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("papermill")
-
-from cifar_utils import io, report, sweep  # noqa: E402
-from cifar_utils.errors import CifarUtilsError, ConfigError, OutputExistsError  # noqa: E402
+from cifar_utils import io, report, sweep
+from cifar_utils.errors import CifarUtilsError, ConfigError, OutputExistsError
 
 NOTEBOOK_DEFAULTS = report.notebook_parameters(sweep.TRAIN_NOTEBOOK)
 

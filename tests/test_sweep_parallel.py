@@ -6,9 +6,7 @@ import threading
 
 import pytest
 
-pytest.importorskip("papermill")
-
-from cifar_utils import sweep  # noqa: E402
+from cifar_utils import sweep
 
 
 def fake_runs(monkeypatch, barrier=None):
