@@ -260,6 +260,10 @@ def main() -> None:
     if args.readme:
         return update_readme([Path(f) for f in args.readme])
     overrides = parse_settings(args.overrides)
+    limits = [key for key in overrides if key.endswith("_limit")]
+    if limits:  # the benchmark is of full-data runs, and its throughput runs set train_limit themselves
+        raise SystemExit(f"error: --set {limits[0]}=... is not allowed: the benchmark times full-data runs. For a "
+                         f"quick check use `python -m cifar_utils train --preset {PRESET} --{limits[0].replace('_', '-')} N`")
     preset_config = from_preset(PRESET, **overrides)  # checks the values before anything runs
 
     device = get_device("cpu")

@@ -472,6 +472,8 @@ def run_benchmark(args: argparse.Namespace) -> Path:
             io.save_json(report, out_path)
         return store
 
+    if args.work_dir:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work_dir) as scratch:
         work_dir = Path(scratch)
         if args.skip_airbench:

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--everything", action="store_true",
                          help="also list partial-data runs (smoke, quick, probes) and tuning/profiling grid points")
     results.add_argument("--readme", default=None,
-                         help="also write the table between <!-- results:start --> and <!-- results:end --> here")
+                         help="also write the table (and the presets table) between their <!-- ...:start/end --> lines here")
     return parser
 
 
