@@ -29,6 +29,8 @@ import torch
 
 from cpu import PRESET, README, REPO, cpu_model, mean_std, train_images_per_second
 
+from cifar_utils.device import describe_device, get_device
+
 SETTINGS = ("default", "reuse")  # glibc's own malloc behaviour, then keep_freed_cpu_memory()
 
 
@@ -95,7 +97,8 @@ def main() -> None:
         "benchmark": "cpu preset: training images/s with glibc's default malloc and with freed memory kept",
         "phase": "malloc",  # measures the code, not a result: the results table leaves it out
         "command": " ".join(["python", *sys.argv]), "date": date, "file": os.path.relpath(out, REPO),
-        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "device": describe_device(get_device("cpu")), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__, "python_version": platform.python_version(),
         "glibc": platform.libc_ver()[1], "preset": PRESET, "images": args.images,
         "note": "measured on the offline JPEG copy of CIFAR-10, not the official data set",

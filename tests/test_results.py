@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -294,3 +295,11 @@ def test_the_epochs_column_says_whether_a_run_was_shorter_or_longer_than_its_rec
     assert results._epochs([8, 10], 12, capped=False) == "8-10 of 12 (shortened)"
     assert results._epochs([12], 10, capped=False) == "12 (the recipe: 10)"
     assert results._epochs([3], 40, capped=True) == "3 of 40 (capped)"
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "results").glob("*.json")),
+                         ids=lambda path: path.name)
+def test_every_results_file_says_where_when_and_how_it_was_measured(path):
+    record = json.loads(path.read_text())
+    missing = [key for key in ("device", "torch_version", "command", "date") if not record.get(key)]
+    assert not missing, f"{path.name} lacks {missing}"
