@@ -464,6 +464,16 @@ def stratified_holdout(labels: torch.Tensor, num_classes: int, size: int,
     return order[held], order[~held]
 
 
+def one_per_class(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Indices [C] of one image of each class present in ``labels`` [N], drawn at random (seeded), in class
+    order: a sample for figures that shows every class (the splits are often sorted by class)."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    first = {}
+    for index in order.tolist():
+        first.setdefault(int(labels[index]), index)
+    return torch.tensor([first[label] for label in sorted(first)], dtype=torch.long)
+
+
 def channel_stats(images: torch.Tensor, chunk: int = 5000) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of uint8 images [N, 3, H, W], in [0, 1] units."""
     if len(images) == 0:

@@ -359,27 +359,48 @@ def plot_class_samples(images: torch.Tensor, labels: torch.Tensor, classes: Sequ
 
 def plot_augmentations(images: torch.Tensor, augmentations: Sequence[str] = ("affine_jitter", "crop_flip",
                                                                               "resized_crop_flip"),
-                       seed: int = 0, title: Optional[str] = None, save_to: Optional[PathLike] = None) -> Figure:
+                       seed: int = 0, title: Optional[str] = None, save_to: Optional[PathLike] = None,
+                       presets: Sequence[str] = ()) -> Figure:
     """Before/after: the first row shows ``images`` (uint8 [N, 3, H, W]) as they are, each further row
-    the same images through one named augmentation (:func:`cifar_utils.data.augmentation_ops`).
-    Seeded, and the global random state is left as it was."""
+    the same images through one named augmentation (:func:`cifar_utils.data.augmentation_ops`), then one
+    row per preset in ``presets``: its first epoch's training images on the GPU pipeline, with the preset's
+    own shift, border fill, flips and cutout. Seeded, and the global random state is left as it was."""
     from torchvision.transforms import v2
 
     from .data import augmentation_ops
 
-    rows = ["original", *augmentations]
+    rows = ["original", *augmentations, *(f"{preset} preset" for preset in presets)]
     fig = Figure(figsize=(0.8 * len(images) + 1.6, 0.8 * len(rows)), dpi=GRID_DPI)
     axes = np.atleast_2d(fig.subplots(len(rows), len(images), gridspec_kw={"wspace": 0.05, "hspace": 0.05}))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for row, name in enumerate(rows):
-            transform = v2.Compose(augmentation_ops(name)) if name != "original" else (lambda image: image)
-            for col, image in enumerate(images):
-                _show_image(axes[row, col], transform(image))
+        shown = [images] + [torch.stack([v2.Compose(augmentation_ops(name))(image) for image in images])
+                            for name in augmentations]
+        shown += [_preset_training_images(images, preset, seed) for preset in presets]
+        for row, (name, row_images) in enumerate(zip(rows, shown)):
+            for col, image in enumerate(row_images):
+                _show_image(axes[row, col], image)
             axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     return _finish(fig, save_to, dpi=100, layout=False)
+
+
+def _preset_training_images(images: torch.Tensor, preset: str, seed: int) -> torch.Tensor:
+    """uint8 [N, 3, H, W] -> float [N, 3, H, W] in [0, 1]: the images as ``preset``'s GPU pipeline augments
+    them in its first epoch (seeded by ``seed``), in their original order and not normalised."""
+    from .data import ImageSet
+    from .gpu_data import GpuTrainLoader
+    from .presets import from_preset
+
+    config = from_preset(preset)
+    order = torch.arange(len(images))
+    loader = GpuTrainLoader(ImageSet(images, order, [str(i) for i in order.tolist()]), (0.0,) * 3, (1.0,) * 3,
+                            len(images), "cpu", augmentation=config.augmentation, crop_padding=config.crop_padding,
+                            crop_fill=config.crop_fill, alternating_flip=config.alternating_flip,
+                            cutout=config.cutout, seed=seed)
+    augmented, labels = next(iter(loader))  # one shuffled batch of all the images; labels are their positions
+    return augmented[labels.argsort()].clamp(0, 1)
 
 
 # ----------------------------------------------------------------------------------------------- model

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -441,14 +442,15 @@ class BranchWeightSummary:
         means = [a.float().mean(dim=0) for a in self.weights]
         return [(self.branch_labels[int(m.argmax())], float(m.max())) for m in means]
 
-    def describe(self) -> str:
-        """A clause for a conclusion, such as 'its Blocks mix their branches almost evenly (...)'."""
+    def describe(self, blocks: str = "its Blocks") -> str:
+        """A clause for a conclusion, such as 'its Blocks mix their branches almost evenly (...)', with
+        ``blocks`` as its subject."""
         if not self.weights:
             return "it has no coursework Blocks"
         share = self.entropy / self.uniform
         how = ("almost evenly" if share > 0.98 else "unevenly, yet every image uses every branch" if share > 0.5
                else "close to one branch per image")
-        return (f"its Blocks mix their branches {how} (mean weight entropy {self.entropy:.3f} nats; an even mix "
+        return (f"{blocks} mix their branches {how} (mean weight entropy {self.entropy:.3f} nats; an even mix "
                 f"has {self.uniform:.3f}, one branch alone 0)")
 
 
@@ -456,10 +458,12 @@ def summarize_branch_weights(model: torch.nn.Module, weights: Sequence[torch.Ten
                              images: Optional[torch.Tensor] = None, title: Optional[str] = None,
                              save_to: Optional[str | os.PathLike] = None, count: int = 4,
                              image_labels: Optional[Sequence[str]] = None,
-                             log: Callable[[str], None] = print) -> BranchWeightSummary:
+                             log: Callable[[str], None] = print,
+                             shown: Optional[torch.Tensor] = None) -> BranchWeightSummary:
     """Print the mean entropy of ``weights`` (a list over Blocks of [N, K], as ``collect_branch_weights``
-    gives) against log K and plot them for the first ``count`` ``images`` (uint8 [N, 3, 32, 32]), named by
-    ``image_labels`` (such as their classes); for a network without Blocks, say so instead."""
+    gives) against log K and plot them for the first ``count`` ``images`` (uint8 [N, 3, 32, 32]), or for
+    the images at indices ``shown`` (e.g. :func:`cifar_utils.data.one_per_class`), named by ``image_labels``
+    (such as their classes); for a network without Blocks, say so instead."""
     from . import plots
     from .models import Block, branch_weight_entropy
 
@@ -470,7 +474,10 @@ def summarize_branch_weights(model: torch.nn.Module, weights: Sequence[torch.Ten
     entropy, uniform = branch_weight_entropy(weights), math.log(weights[0].shape[1])
     log(f"{len(weights)} Blocks, K = {weights[0].shape[1]}: mean entropy of a over {weights[0].shape[0]:,} images = "
         f"{entropy:.3f} nats (uniform: log K = {uniform:.3f}; one branch only: 0)")
-    figure = plots.plot_branch_weights(weights, [f"{k}x{k}" for k in kernel_sizes], images=images, count=count,
+    plotted = weights if shown is None else [a[shown] for a in weights]
+    if shown is not None and images is not None:
+        images = images[shown]
+    figure = plots.plot_branch_weights(plotted, [f"{k}x{k}" for k in kernel_sizes], images=images, count=count,
                                        title=title, save_to=save_to, image_labels=image_labels)
     return BranchWeightSummary(list(weights), entropy, uniform, figure, tuple(f"{k}x{k}" for k in kernel_sizes))
 
@@ -550,7 +557,8 @@ def discuss_evaluation(evaluation, branches: BranchWeightSummary, smoke: bool = 
     if branches.weights:
         preferred = branches.preferences()
         even = 1 / len(branches.branch_labels)
-        per_block = ", ".join(f"Block {b + 1}: {name} {share:.0%}" for b, (name, share) in enumerate(preferred))
+        # one decimal: the threshold below is 5 points over an even mix, and a rounded 55% could sit either side
+        per_block = ", ".join(f"Block {b + 1}: {name} {share:.1%}" for b, (name, share) in enumerate(preferred))
         leaning: dict[str, list[str]] = {}  # branch -> the Blocks that give it 5 points more than an even mix
         for b, (name, share) in enumerate(preferred):
             if share > even + 0.05:
@@ -558,17 +566,19 @@ def discuss_evaluation(evaluation, branches: BranchWeightSummary, smoke: bool = 
         phrases = [(f"Blocks {_join(blocks)} lean" if len(blocks) > 1 else f"Block {blocks[0]} leans") + f" towards {name}"
                    for name, blocks in sorted(leaning.items())]
         lean = "; ".join(phrases) or f"no Block gives its favourite branch more than {even + 0.05:.0%} on average"
-        text.append(f"The largest mean weight per Block over the test images is {per_block}: {lean}; "
-                    f"{branches.describe()}.")
+        text.append(f"The largest mean weight per Block over the test images is {per_block}: {lean}. Overall, "
+                    f"{branches.describe('the Blocks')}.")
     if smoke:
         text.insert(0, "This is a smoke run: the numbers describe it faithfully but say nothing about the method.")
     return " ".join(text)
 
 
-def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, smoke: bool = False) -> str:
+def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, smoke: bool = False,
+                          histories: Optional[Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]] = None) -> str:
     """A discussion of a learning-rate comparison (:func:`cifar_utils.sweep.summarize_by_learning_rate`
     rows): the rate chosen on validation, whether its lead is larger than the spread between seeds, and
-    which side of it the other rates fall on."""
+    which side of it the other rates fall on; with the runs' ``histories`` (as
+    :func:`cifar_utils.sweep.sweep_histories` gives them), also how the curves got there."""
     rows = sorted((row for row in summary if not math.isnan(row["val_acc_mean"])), key=lambda row: row["learning_rate"])
     best = next(row for row in rows if row["learning_rate"] == chosen)
 
@@ -601,9 +611,55 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
             text.append("Only larger rates were worse: a smaller rate than those tried might do better still.")
         else:
             text.append("Only smaller rates were worse: a larger rate than those tried might do better still.")
+    if histories:
+        text += _discuss_lr_curves(histories, chosen)
     if smoke:
         text.insert(0, "This is a smoke run: the numbers describe it faithfully but say nothing about the method.")
     return " ".join(text)
+
+
+def _mean_curve(runs: Sequence[Sequence[Mapping[str, Any]]], key: str) -> list[float]:
+    """The mean over runs of a history column, for the epochs every run reached."""
+    epochs = min(len(history) for history in runs)
+    return [statistics.fmean(float(history[e][key]) for history in runs) for e in range(epochs)]
+
+
+def _discuss_lr_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], chosen: float) -> list[str]:
+    """Sentences on the mean validation curves: where each other rate trailed the chosen one most, where it
+    ended, and the epochs at which a rate's mean validation loss rose (a sign of too large a rate)."""
+    rates = {float(label.split("=", 1)[1]): runs for label, runs in histories.items()
+             if all(math.isfinite(float(row["val_acc"])) for history in runs for row in history)}  # runs that validated
+    if chosen not in rates:
+        return []
+    best = _mean_curve(rates[chosen], "val_acc")
+    clauses = []
+    for lr, runs in sorted(rates.items()):
+        if lr == chosen:
+            continue
+        curve = _mean_curve(runs, "val_acc")
+        gaps = [b - c for b, c in zip(best, curve)]
+        if not gaps:
+            continue
+        worst = max(range(len(gaps)), key=gaps.__getitem__)
+        end = gaps[-1]
+        ending = f"ends {abs(end) * 100:.1f} points {'behind' if end >= 0 else 'ahead'}"
+        if gaps[worst] > 0:
+            clauses.append(f"lr {lr:g} trails lr {chosen:g} by up to {gaps[worst] * 100:.1f} points of mean "
+                           f"validation accuracy (epoch {worst + 1}: {curve[worst]:.1%} against {best[worst]:.1%}) "
+                           f"and {ending}")
+        else:
+            clauses.append(f"lr {lr:g} never trails lr {chosen:g} and {ending}")
+    text = [f"Along the way, {'; '.join(clauses)}."] if clauses else []
+    rising = {lr: [e + 1 for e in range(1, len(loss)) if loss[e] > loss[e - 1]]
+              for lr, loss in ((lr, _mean_curve(runs, "val_loss")) for lr, runs in sorted(rates.items()))}
+    noisy = [f"lr {lr:g} at epoch{'s' if len(epochs) > 1 else ''} {_join([str(e) for e in epochs])}"
+             for lr, epochs in rising.items() if epochs]
+    if noisy:
+        text.append(f"The mean validation loss rose from one epoch to the next for {'; '.join(noisy)}: too large a "
+                    "rate shows this way, while a validation loss that falls every epoch is steady progress.")
+    else:
+        text.append("The mean validation loss fell at every epoch for every rate.")
+    return text
 
 
 def trained_branch_weights(result: RunEvaluation, batch_size: int = 500) -> list[torch.Tensor]:

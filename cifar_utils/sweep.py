@@ -124,9 +124,10 @@ def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, 
             if run_device != device:
                 continue
             if earlier is not None:
-                log(f"lr {lr:g} seed {seed}: reusing the finished run in {run_dir} (same settings; overwrite=True "
-                    "trains again)")
                 executed = run_dir / notebook.name  # absent where the run was trained outside the sweep
+                where = "" if executed.is_file() else f"; no {notebook.name}: it was trained outside the sweep"
+                log(f"lr {lr:g} seed {seed}: reusing the finished run in {run_dir} (same settings; overwrite=True "
+                    f"trains again{where})")
                 done[lr, seed] = SweepRun(lr, seed, device, run_dir, executed if executed.is_file() else None, earlier)
             else:
                 done[lr, seed] = _run_one(notebook, lr, seed, device, run_dir, base_parameters,

@@ -586,3 +586,13 @@ def test_per_split_batch_sizes(synthetic):
     assert isinstance(loaders.train.sampler, ShardedShuffleSampler)
     train_labels = torch.cat([y for _, y in loaders.train])
     assert sorted(train_labels.tolist()) == sorted(splits.train.labels.tolist())
+
+
+def test_one_per_class_draws_one_seeded_image_of_every_class_in_class_order():
+    from cifar_utils.data import one_per_class
+
+    labels = torch.tensor([2, 2, 0, 0, 0, 1, 2, 1])  # sorted splits would show one class only in [:4]
+    picked = one_per_class(labels, seed=0)
+    assert labels[picked].tolist() == [0, 1, 2]
+    assert torch.equal(picked, one_per_class(labels, seed=0))
+    assert len({tuple(one_per_class(labels, seed=s).tolist()) for s in range(10)}) > 1  # the seed matters

@@ -188,6 +188,24 @@ def test_augmentation_grid_is_seeded_and_leaves_the_global_rng_alone(synthetic, 
     assert_png(tmp_path / "aug.png")
 
 
+def test_a_presets_augmentation_row_shows_its_gpu_pipeline_shifts_and_flips(synthetic):
+    from cifar_utils.presets import from_preset
+
+    images = synthetic.train.images[:4]
+    fig = plots.plot_augmentations(images, (), seed=0, presets=("cpu",))
+    assert [ax.get_ylabel() for ax in fig.axes[::4]] == ["original", "cpu preset"]
+    shown = torch.stack([torch.as_tensor(ax.images[0].get_array()).permute(2, 0, 1) for ax in fig.axes[4:]])
+    assert shown.shape == images.shape and 0 <= shown.min() and shown.max() <= 1
+    config = from_preset("cpu")
+    # every image is its original, shifted by at most crop_padding pixels and maybe mirrored: find it
+    pad = config.crop_padding
+    for image, original in zip(shown, images.float() / 255):
+        padded = torch.nn.functional.pad(original[None], (pad,) * 4, mode="reflect")[0]
+        windows = [view[:, dy:dy + 32, dx:dx + 32] for view in (padded, padded.flip(-1))
+                   for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)]
+        assert min((window - image).abs().max() for window in windows) < 1e-5
+
+
 def test_branch_weights_heatmaps(tmp_path):
     weights = [torch.softmax(torch.randn(5, 3), dim=1), torch.softmax(torch.randn(5, 2), dim=1)]  # K differs
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
@@ -221,3 +239,21 @@ def test_headless_import_picks_agg():
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": ":".join(sys.path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().lower() == "agg"
+
+
+def test_branch_weight_summary_plots_the_chosen_images_and_averages_over_all():
+    from cifar_utils.models import Block, branch_weight_entropy
+    from cifar_utils.report import summarize_branch_weights
+
+    model = torch.nn.Sequential(Block(3, 4, kernel_sizes=(3, 1)))
+    weights = [torch.softmax(torch.randn(6, 2), dim=1)]
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    shown = torch.tensor([5, 2])
+    summary = summarize_branch_weights(model, weights, images=images, count=2, shown=shown,
+                                       image_labels=["five", "two"], log=lambda _: None)
+    assert summary.entropy == pytest.approx(branch_weight_entropy(weights))  # all six images, not the two shown
+    heatmaps = [ax for ax in summary.figure.axes if ax.collections and ax.get_xlabel()]
+    drawn = [ax.collections[0].get_array().reshape(-1).tolist() for ax in heatmaps]
+    assert sum(drawn, []) == pytest.approx(weights[0][5].tolist() + weights[0][2].tolist())
+    titles = [ax.get_title() for ax in summary.figure.axes if ax.images]
+    assert titles == ["five", "two"]

@@ -63,8 +63,19 @@ def test_evaluation_discussion_names_confusions_and_gate_preferences():
     assert "weakest class is cat (80.0%)" in text and "strongest ship (99.0%)" in text
     assert "cat predicted as dog (15 images)" in text and "dog is taken for cat 12 times" in text
     assert "both ways" in text
-    assert "Block 1: 3x3 70%" in text and "Block 2: 3x3 51%" in text and "Block 1 leans towards 3x3" in text
+    assert "Block 1: 3x3 70.0%" in text and "Block 2: 3x3 51.0%" in text and "Block 1 leans towards 3x3" in text
+    assert "Overall, the Blocks mix their branches" in text
     assert "unevenly, yet every image uses every branch" in text  # entropy 0.6 of 0.693
+
+
+def test_gate_preferences_a_rounded_55_percent_cannot_fall_on_both_sides_of_the_threshold():
+    branches = report.BranchWeightSummary([torch.tensor([[0.549, 0.451]]), torch.tensor([[0.5512, 0.4488]])], 0.69,
+                                          math.log(2), None, ("3x3", "1x1"))
+    evaluation = Evaluation(accuracy=0.5, loss=1.0, labels=torch.zeros(2, dtype=torch.long),
+                            predictions=torch.zeros(2, dtype=torch.long), confusion=torch.tensor([[2, 0], [0, 0]]),
+                            probabilities=None, classes=["a", "b"], per_class_accuracy={"a": 1.0, "b": 0.0}, report="")
+    text = report.discuss_evaluation(evaluation, branches)
+    assert "Block 1: 3x3 54.9%, Block 2: 3x3 55.1%: Block 2 leans towards 3x3" in text
 
 
 def test_gate_preferences_without_a_clear_favourite():
@@ -142,3 +153,21 @@ def test_data_root_differs_only_where_it_names_another_folder(tmp_path, monkeypa
 def test_the_config_line_says_how_muon_splits_the_parameters():
     assert "muon for the conv filters (at 0.2 x lr), sgd for the rest, lr 0.25" in report.describe_config(from_preset("cpu"))
     assert ", sgd lr 0.25," in report.describe_config(from_preset("cpu", optimizer="sgd"))
+
+
+def test_lr_discussion_reads_the_curves_when_given_the_histories():
+    def history(accuracies, losses):
+        return [{"epoch": e + 1, "val_acc": a, "val_loss": l} for e, (a, l) in enumerate(zip(accuracies, losses))]
+
+    histories = {
+        "lr=0.25": [history([0.70, 0.80, 0.88], [1.0, 0.8, 0.6]), history([0.72, 0.82, 0.88], [1.0, 0.8, 0.6])],
+        "lr=0.5": [history([0.60, 0.70, 0.87], [1.2, 1.3, 0.7]), history([0.62, 0.72, 0.87], [1.2, 1.3, 0.7])],
+        "lr=0.125": [history([0.72, 0.83, 0.86], [0.9, 0.8, 0.7])],
+    }
+    summary = [lr_row(0.125, 0.86, math.nan, runs=1), lr_row(0.25, 0.88, 0.0), lr_row(0.5, 0.87, 0.0)]
+    text = report.discuss_lr_comparison(summary, 0.25, histories=histories)
+    assert "lr 0.5 trails lr 0.25 by up to 10.0 points of mean validation accuracy (epoch 2: 71.0% against 81.0%)" in text
+    assert "lr 0.5 trails" in text and "and ends 1.0 points behind" in text
+    assert "lr 0.125 trails lr 0.25 by up to 2.0 points" in text  # epoch 3; it led at epochs 1 and 2
+    assert "rose from one epoch to the next for lr 0.5 at epoch 2:" in text
+    assert "Along the way" not in report.discuss_lr_comparison(summary, 0.25)  # no histories, no curve sentences

@@ -141,8 +141,10 @@ def test_a_finished_run_trained_outside_the_sweep_is_reused_without_a_notebook(t
     quiet_sweep([0.1], {"preset": "seed004"}, tmp_path, seeds=[0])
     (tmp_path / "lr_0.1" / "seed_0" / "03_train.ipynb").unlink()  # as `train --out` leaves a run folder
     calls.clear()
-    [run] = quiet_sweep([0.1], {"preset": "seed004"}, tmp_path, seeds=[0])
+    lines = []
+    [run] = sweep.run_lr_sweep([0.1], {"preset": "seed004"}, tmp_path, seeds=[0], devices=["cpu"], log=lines.append)
     assert calls == [] and run.reused and run.notebook is None
+    assert "no 03_train.ipynb: it was trained outside the sweep" in lines[-1]
 
 
 def test_a_failed_run_is_a_row_and_the_others_go_on(tmp_path, monkeypatch):
