@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from .blocks import POOLS
 from .errors import ConfigError
-from .preprocessing import CROP_FILLS, CROP_PADDING
+from .preprocessing import CROP_FILLS, CROP_PADDING, IMAGE_SIZE
 
 AUGMENTATIONS = ("affine_jitter", "crop_flip", "resized_crop_flip", "none")
 NORMALIZATIONS = ("fixed", "train_stats")
@@ -159,10 +159,10 @@ class Config:
         _require(self.num_workers is None or self.num_workers >= 0, "num_workers", self.num_workers, "must be 0 or more, or None")
         _require(self.cosine_t_max is None or self.cosine_t_max >= 1, "cosine_t_max", self.cosine_t_max, "must be at least 1, or None")
         _require(0 <= self.crop_padding <= 16, "crop_padding", self.crop_padding, "must be between 0 and 16")
-        _require(0 <= self.cutout <= 32, "cutout", self.cutout, "must be between 0 and 32 (pixels)")
+        _require(0 <= self.cutout <= IMAGE_SIZE, "cutout", self.cutout, f"must be between 0 and {IMAGE_SIZE} (pixels)")
         _require(0 < self.progressive_fraction < 1, "progressive_fraction", self.progressive_fraction, "must be in (0, 1)")
         _require(self.progressive_start in (0, 16, 24), "progressive_start", self.progressive_start,
-                 f"must be 0 (off), 16 or 24 pixels: the stages grow by {PROGRESSIVE_STEP} px up to the full 32, "
+                 f"must be 0 (off), 16 or 24 pixels: the stages grow by {PROGRESSIVE_STEP} px up to the full {IMAGE_SIZE}, "
                  "and the fast networks' three 2x2 poolings need at least 16")
         _require(self.stem_kernel >= 1 and self.stem_kernel % 2 == 1, "stem_kernel", self.stem_kernel,
                  "must be an odd number of pixels (1, 3, 5, ...), so that the stem keeps the 32x32 size")
@@ -208,7 +208,7 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def progressive_schedule(config: Config, full: int = 32) -> list[int]:
+def progressive_schedule(config: Config, full: int = IMAGE_SIZE) -> list[int]:
     """The training image side of each of the first epochs (0-based) below ``full`` size, from
     ``progressive_start`` and ``progressive_fraction``; later epochs train at full size. With 10 epochs,
     16 and 0.7: [16, 16, 16, 16, 24, 24, 24]."""

@@ -28,10 +28,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from . import io
 from . import preprocessing as spec
 from .errors import ConfigError, DataError, WriteError
-from .preprocessing import FIXED_MEAN, FIXED_STD
+from .preprocessing import FIXED_MEAN, FIXED_STD, IMAGE_SIZE
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-IMAGE_SIZE = 32
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CACHE_NAME = ".cifar_utils_cache.pt"
 CACHE_VERSION = 2

@@ -27,8 +27,8 @@ from . import distributed, io
 from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME, checkpoint_config,
                          load_checkpoint)
 from .config import Config, replace
-from .data import (IMAGE_SIZE, CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset,
-                   make_dataloader, make_splits)
+from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset, make_dataloader,
+                   make_splits)
 from .device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
                      resolve_precision, set_seed)
 from .ema import ExponentialMovingAverage, Lookahead
@@ -39,6 +39,7 @@ from .evaluation import Evaluation, evaluate
 from .losses import build_criterion
 from .models import build_model
 from .optim import build_optimizer, build_scheduler
+from .preprocessing import IMAGE_SIZE
 from .run_lock import RunLock
 
 RUN_FILES = (CHECKPOINT_NAME, BEST_CHECKPOINT_NAME, METRICS_NAME, HISTORY_NAME)

@@ -37,7 +37,7 @@ from .config import progressive_schedule
 from .data import ImageSet, pad_to_multiple
 from .errors import ConfigError
 from . import preprocessing as spec
-from .preprocessing import CROP_PADDING, Normalize
+from .preprocessing import CROP_PADDING, IMAGE_SIZE, Normalize
 
 FLIPPING_AUGMENTATIONS = ("crop_flip", "affine_jitter", "resized_crop_flip")
 GPU_AUGMENTATIONS = (*FLIPPING_AUGMENTATIONS, "none")
@@ -157,7 +157,7 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator, shape: Seque
     return low + (high - low) * torch.rand(n, *shape, generator=gen, device=gen.device)
 
 
-def draw_augmentation(augmentation: str, n: int, gen: torch.Generator, image_size: int = 32,
+def draw_augmentation(augmentation: str, n: int, gen: torch.Generator, image_size: int = IMAGE_SIZE,
                       crop_padding: int = CROP_PADDING) -> dict[str, torch.Tensor]:
     """The random parameters of ``augmentation`` (without its flip) for ``n`` images: name -> tensor [n]."""
     device = gen.device

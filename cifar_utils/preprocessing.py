@@ -10,6 +10,7 @@ from typing import Sequence
 
 import torch
 
+IMAGE_SIZE = 32  # CIFAR images are IMAGE_SIZE x IMAGE_SIZE pixels; image folders are resized to it
 FIXED_MEAN = (0.5, 0.5, 0.5)  # normalization="fixed", the normalisation most reports use
 FIXED_STD = (0.5, 0.5, 0.5)
 
