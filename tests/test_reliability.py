@@ -509,6 +509,13 @@ def test_unknown_preset_and_unknown_field_are_clear_errors(tmp_path, capsys):
         from_preset("seed003", colour="red")
 
 
+def test_sync_batchnorm_on_the_cpu_is_one_clear_error_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    cli_error(capsys, ["train", "--preset", "seed003", "--set", "dataset=synthetic", "--set", "sync_batchnorm=true",
+                       "--device", "cpu", "--out", str(out)], "sync_batchnorm=True needs CUDA GPUs", "drop it")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("flag, value, field", [
     ("--lr", "0", "lr"), ("--lr", "-0.1", "lr"), ("--epochs", "0", "epochs"), ("--batch-size", "0", "batch_size"),
     ("--accumulation-steps", "0", "accumulation_steps"),
