@@ -511,7 +511,12 @@ def run_benchmark(args: argparse.Namespace) -> Path:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.readme and not args.table:
+        parser.error("--readme writes a results file's table: give the file with --table")
+    if args.marker != "gpu-speed" and not args.readme:
+        parser.error("--marker names the README section that --readme writes: give --readme too")
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for the results file's command line
     try:
         if args.table:

@@ -165,7 +165,7 @@ class Config:
                  f"must be 0 (off), 16 or 24 pixels: the stages grow by {PROGRESSIVE_STEP} px up to the full {IMAGE_SIZE}, "
                  "and the fast networks' three 2x2 poolings need at least 16")
         _require(self.stem_kernel >= 1 and self.stem_kernel % 2 == 1, "stem_kernel", self.stem_kernel,
-                 "must be an odd number of pixels (1, 3, 5, ...), so that the stem keeps the 32x32 size")
+                 "must be an odd number of pixels (1, 3, 5, ...), so that the stem keeps the image size")
         _require(self.head_pool in POOLS, "head_pool", self.head_pool, f"must be one of {', '.join(POOLS)}")
         model_options(self)  # refuses an architecture option the chosen model does not take
         from .fast_models import ARCHITECTURES as ANY_SIZE  # global pooling: they take smaller images too

@@ -17,6 +17,7 @@ from torch import nn
 
 from . import fast_models
 from .errors import ConfigError
+from .preprocessing import IMAGE_SIZE
 from .blocks import ACTIVATIONS, GATES, Backbone, Block, BranchGate, Classifier, LayerSpec, Net, make_activation
 
 __all__ = ["ACTIVATIONS", "ARCHITECTURES", "GATES", "Backbone", "Block", "BranchGate", "Classifier", "LayerSpec",
@@ -226,7 +227,7 @@ def branch_weight_entropy(weights: Sequence[torch.Tensor]) -> float:
     return float(torch.stack(values).mean()) if values else float("nan")
 
 
-def summarize(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> list[dict]:
+def summarize(model: nn.Module, input_size: tuple[int, ...] = (1, 3, IMAGE_SIZE, IMAGE_SIZE)) -> list[dict]:
     """One row per layer (the children of top-level Sequentials expanded): name, type, output shape, parameters."""
     layers = []
     for name, child in model.named_children():

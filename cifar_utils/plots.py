@@ -364,7 +364,9 @@ def plot_augmentations(images: torch.Tensor, augmentations: Sequence[str] = ("af
     """Before/after: the first row shows ``images`` (uint8 [N, 3, H, W]) as they are, each further row
     the same images through one named augmentation (:func:`cifar_utils.data.augmentation_ops`), then one
     row per preset in ``presets``: its first epoch's training images on the GPU pipeline, with the preset's
-    own shift, border fill, flips and cutout. Seeded, and the global random state is left as it was."""
+    own shift, border fill, flips and cutout (shown black: the fill is the mean colour after normalisation),
+    at full size even where the preset resizes its first epochs. Seeded, and the global random state is left
+    as it was."""
     from torchvision.transforms import v2
 
     from .data import augmentation_ops

@@ -44,6 +44,7 @@ from .data import data_copy_kind, resolve_root
 from .device import autocast, describe_device, get_device, keep_freed_cpu_memory, resolve_precision
 from .errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError
 from .evaluation import view_count
+from .preprocessing import IMAGE_SIZE
 from .presets import PRESETS, from_preset
 
 SMOKE_ENV = "CIFAR_UTILS_SMOKE"
@@ -557,11 +558,10 @@ def discuss_evaluation(evaluation, branches: BranchWeightSummary, smoke: bool = 
     if branches.weights:
         preferred = branches.preferences()
         even = 1 / len(branches.branch_labels)
-        # one decimal: the threshold below is 5 points over an even mix, and a rounded 55% could sit either side
         per_block = ", ".join(f"Block {b + 1}: {name} {share:.1%}" for b, (name, share) in enumerate(preferred))
         leaning: dict[str, list[str]] = {}  # branch -> the Blocks that give it 5 points more than an even mix
         for b, (name, share) in enumerate(preferred):
-            if share > even + 0.05:
+            if round(share, 3) > even + 0.05:  # judged on the printed value, so the text never contradicts itself
                 leaning.setdefault(name, []).append(str(b + 1))
         phrases = [(f"Blocks {_join(blocks)} lean" if len(blocks) > 1 else f"Block {blocks[0]} leans") + f" towards {name}"
                    for name, blocks in sorted(leaning.items())]
@@ -627,15 +627,18 @@ def _mean_curve(runs: Sequence[Sequence[Mapping[str, Any]]], key: str) -> list[f
 def _discuss_lr_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], chosen: float) -> list[str]:
     """Sentences on the mean validation curves: where each other rate trailed the chosen one most, where it
     ended, and the epochs at which a rate's mean validation loss rose (a sign of too large a rate)."""
-    rates = {float(label.split("=", 1)[1]): runs for label, runs in histories.items()
+    # keyed by sweep_histories' labels ("lr=<rate>"): the chosen rate is found by the same formatting
+    rates = {label: runs for label, runs in histories.items()
              if all(math.isfinite(float(row["val_acc"])) for history in runs for row in history)}  # runs that validated
-    if chosen not in rates:
+    chosen_label = f"lr={chosen:g}"
+    if chosen_label not in rates:
         return []
-    best = _mean_curve(rates[chosen], "val_acc")
+    best = _mean_curve(rates[chosen_label], "val_acc")
     clauses = []
-    for lr, runs in sorted(rates.items()):
-        if lr == chosen:
+    for label, runs in sorted(rates.items(), key=lambda item: float(item[0].split("=", 1)[1])):
+        if label == chosen_label:
             continue
+        lr = float(label.split("=", 1)[1])
         curve = _mean_curve(runs, "val_acc")
         gaps = [b - c for b, c in zip(best, curve)]
         if not gaps:
@@ -650,10 +653,10 @@ def _discuss_lr_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, An
         else:
             clauses.append(f"lr {lr:g} never trails lr {chosen:g} and {ending}")
     text = [f"Along the way, {'; '.join(clauses)}."] if clauses else []
-    rising = {lr: [e + 1 for e in range(1, len(loss)) if loss[e] > loss[e - 1]]
-              for lr, loss in ((lr, _mean_curve(runs, "val_loss")) for lr, runs in sorted(rates.items()))}
-    noisy = [f"lr {lr:g} at epoch{'s' if len(epochs) > 1 else ''} {_join([str(e) for e in epochs])}"
-             for lr, epochs in rising.items() if epochs]
+    rising = {label: [e + 1 for e in range(1, len(loss)) if loss[e] > loss[e - 1]]
+              for label, loss in ((label, _mean_curve(runs, "val_loss")) for label, runs in rates.items())}
+    noisy = [f"lr {label.split('=', 1)[1]} at epoch{'s' if len(epochs) > 1 else ''} {_join([str(e) for e in epochs])}"
+             for label, epochs in sorted(rising.items(), key=lambda item: float(item[0].split("=", 1)[1])) if epochs]
     if noisy:
         text.append(f"The mean validation loss rose from one epoch to the next for {'; '.join(noisy)}: too large a "
                     "rate shows this way, while a validation loss that falls every epoch is steady progress.")
@@ -837,7 +840,7 @@ def seconds_per_image(config: Config, device: torch.device, steps: int = 2) -> t
     precision = resolve_precision(config.precision, device)
 
     def batch(size: int) -> torch.Tensor:
-        return torch.randn(size, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
+        return torch.randn(size, 3, IMAGE_SIZE, IMAGE_SIZE, device=device).contiguous(memory_format=memory_format)
 
     images, labels = batch(config.batch_size), torch.randint(0, 10, (config.batch_size,), device=device)
 

@@ -204,6 +204,7 @@ def test_a_presets_augmentation_row_shows_its_gpu_pipeline_shifts_and_flips(synt
         windows = [view[:, dy:dy + 32, dx:dx + 32] for view in (padded, padded.flip(-1))
                    for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)]
         assert min((window - image).abs().max() for window in windows) < 1e-5
+    assert any((image - original).abs().max() > 1e-3 for image, original in zip(shown, images.float() / 255))
 
 
 def test_branch_weights_heatmaps(tmp_path):

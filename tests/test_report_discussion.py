@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from cifar_utils import report
@@ -167,7 +166,7 @@ def test_lr_discussion_reads_the_curves_when_given_the_histories():
     summary = [lr_row(0.125, 0.86, math.nan, runs=1), lr_row(0.25, 0.88, 0.0), lr_row(0.5, 0.87, 0.0)]
     text = report.discuss_lr_comparison(summary, 0.25, histories=histories)
     assert "lr 0.5 trails lr 0.25 by up to 10.0 points of mean validation accuracy (epoch 2: 71.0% against 81.0%)" in text
-    assert "lr 0.5 trails" in text and "and ends 1.0 points behind" in text
+    assert "ends 2.0 points behind; lr 0.5 trails" in text and "and ends 1.0 points behind." in text
     assert "lr 0.125 trails lr 0.25 by up to 2.0 points" in text  # epoch 3; it led at epochs 1 and 2
     assert "rose from one epoch to the next for lr 0.5 at epoch 2:" in text
     assert "Along the way" not in report.discuss_lr_comparison(summary, 0.25)  # no histories, no curve sentences
