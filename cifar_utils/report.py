@@ -627,18 +627,19 @@ def _mean_curve(runs: Sequence[Sequence[Mapping[str, Any]]], key: str) -> list[f
 def _discuss_lr_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], chosen: float) -> list[str]:
     """Sentences on the mean validation curves: where each other rate trailed the chosen one most, where it
     ended, and the epochs at which a rate's mean validation loss rose (a sign of too large a rate)."""
-    # keyed by sweep_histories' labels ("lr=<rate>"): the chosen rate is found by the same formatting
-    rates = {label: runs for label, runs in histories.items()
-             if all(math.isfinite(float(row["val_acc"])) for history in runs for row in history)}  # runs that validated
-    chosen_label = f"lr={chosen:g}"
-    if chosen_label not in rates:
+    # (rate, label, runs) by rate, for the rates whose runs validated; sweep_histories labels them "lr=<rate>",
+    # so the chosen rate is found by that same formatting
+    rates = sorted(((float(label.split("=", 1)[1]), label, runs) for label, runs in histories.items()
+                    if all(math.isfinite(float(row["val_acc"])) for history in runs for row in history)),
+                   key=lambda item: item[0])
+    chosen_runs = next((runs for _, label, runs in rates if label == f"lr={chosen:g}"), None)
+    if chosen_runs is None:
         return []
-    best = _mean_curve(rates[chosen_label], "val_acc")
+    best = _mean_curve(chosen_runs, "val_acc")
     clauses = []
-    for label, runs in sorted(rates.items(), key=lambda item: float(item[0].split("=", 1)[1])):
-        if label == chosen_label:
+    for lr, _, runs in rates:
+        if runs is chosen_runs:
             continue
-        lr = float(label.split("=", 1)[1])
         curve = _mean_curve(runs, "val_acc")
         gaps = [b - c for b, c in zip(best, curve)]
         if not gaps:
@@ -653,10 +654,12 @@ def _discuss_lr_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, An
         else:
             clauses.append(f"lr {lr:g} never trails lr {chosen:g} and {ending}")
     text = [f"Along the way, {'; '.join(clauses)}."] if clauses else []
-    rising = {label: [e + 1 for e in range(1, len(loss)) if loss[e] > loss[e - 1]]
-              for label, loss in ((label, _mean_curve(runs, "val_loss")) for label, runs in rates.items())}
-    noisy = [f"lr {label.split('=', 1)[1]} at epoch{'s' if len(epochs) > 1 else ''} {_join([str(e) for e in epochs])}"
-             for label, epochs in sorted(rising.items(), key=lambda item: float(item[0].split("=", 1)[1])) if epochs]
+    noisy = []
+    for lr, _, runs in rates:
+        loss = _mean_curve(runs, "val_loss")
+        rose = [str(e + 1) for e in range(1, len(loss)) if loss[e] > loss[e - 1]]
+        if rose:
+            noisy.append(f"lr {lr:g} at epoch{'s' if len(rose) > 1 else ''} {_join(rose)}")
     if noisy:
         text.append(f"The mean validation loss rose from one epoch to the next for {'; '.join(noisy)}: too large a "
                     "rate shows this way, while a validation loss that falls every epoch is steady progress.")

@@ -67,17 +67,23 @@ def test_final_weights_identical_on_both_ranks(ddp_and_single):
         assert torch.equal(rank0[name], rank1[name]), name
 
 
+def assert_same_training(run: Path, art: Path, reference_run: Path, reference_art: Path) -> None:
+    """Both epochs of the history within 1e-5, and rank 0's final weights within 1e-5 (rtol 1e-4)."""
+    rows, reference_rows = history(run), history(reference_run)
+    assert len(rows) == len(reference_rows) == 2
+    for row, reference_row in zip(rows, reference_rows):
+        assert row == pytest.approx(reference_row, abs=1e-5)
+    weights = torch.load(art / "weights_rank0.pt")
+    reference_weights = torch.load(reference_art / "weights_rank0.pt")
+    for name in reference_weights:
+        torch.testing.assert_close(weights[name], reference_weights[name], atol=1e-5, rtol=1e-4)
+
+
 def test_loss_curve_matches_single_process(ddp_and_single):
     # Same global batch: rank r's shard of batch i is exactly half of the single process's batch i, and
     # DDP averages gradients, so only float summation order differs. Stated tolerance: 1e-5.
-    ddp, single = history(ddp_and_single / "ddp"), history(ddp_and_single / "single")
-    assert len(ddp) == len(single) == 2
-    for row_ddp, row_single in zip(ddp, single):
-        assert row_ddp == pytest.approx(row_single, abs=1e-5)
-    ddp_w = torch.load(ddp_and_single / "ddp_art" / "weights_rank0.pt")
-    single_w = torch.load(ddp_and_single / "single_art" / "weights_rank0.pt")
-    for name in ddp_w:
-        torch.testing.assert_close(ddp_w[name], single_w[name], atol=1e-5, rtol=1e-4)
+    root = ddp_and_single
+    assert_same_training(root / "ddp", root / "ddp_art", root / "single", root / "single_art")
 
 
 def test_resume_under_ddp(ddp_and_single, tmp_path):
@@ -87,14 +93,7 @@ def test_resume_under_ddp(ddp_and_single, tmp_path):
                  tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming from" in second.stdout
-    resumed, uninterrupted = history(tmp_path / "run"), history(ddp_and_single / "ddp")
-    assert len(resumed) == len(uninterrupted) == 2
-    for row_resumed, row_uninterrupted in zip(resumed, uninterrupted):
-        assert row_resumed == pytest.approx(row_uninterrupted, abs=1e-5)
-    resumed_w = torch.load(tmp_path / "art" / "weights_rank0.pt")
-    uninterrupted_w = torch.load(ddp_and_single / "ddp_art" / "weights_rank0.pt")
-    for name in uninterrupted_w:
-        torch.testing.assert_close(resumed_w[name], uninterrupted_w[name], atol=1e-5, rtol=1e-4)
+    assert_same_training(tmp_path / "run", tmp_path / "art", ddp_and_single / "ddp", ddp_and_single / "ddp_art")
 
 
 def test_batch_that_does_not_divide_fails_on_every_rank_with_one_message(tmp_path):
