@@ -48,12 +48,6 @@ load_dataset(str(gpu_run.data_root(None)))" || exit 1
         # each ran about 4x slower than one alone). Without MPS the jobs still run, taking turns.
         if nvidia-cuda-mps-control -d; then echo "MPS daemon started"
         else echo "no MPS: jobs take turns on the GPU"; fi
-        for job in "$@"; do
-            if [[ $job == report* && -d checkpoints/report/03_train ]]; then
-                # Else 03 would reuse the shipped run (trained elsewhere) instead of training on this GPU.
-                mv checkpoints/report/03_train "$JOBS/shipped-03_train" && echo "moved the shipped 03 run aside"
-            fi
-        done
         n=0
         for job in "$@"; do
             n=$((n + 1)); mkdir -p "$JOBS/job$n"

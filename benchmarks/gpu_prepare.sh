@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fill the git-ignored folders that travel to the GPU machine with the working tree (see benchmarks/GPU.md):
 #   .whl/  wheels that machine lacks (Python 3.12, x86-64 manylinux): airbench, papermill, nbval, ipykernel, ...
-#   data/  the CIFAR-10 JPEG archive (data/cifar10-jpeg.tar.gz; gpu_run.py extracts it there)
+#   .gpu_data/  the CIFAR-10 JPEG archive alone (gpu_run.py extracts it into data/ there; data/ here, which may
+#               hold an extracted copy for the tests, is not carried)
 # Run from anywhere on the build machine, which needs pip and the registry:  bash benchmarks/gpu_prepare.sh
 # Environment: CIFAR10_JPEG_ARCHIVE (default ../shared/data/cifar10-jpeg.tar.gz beside the repository).
 set -euo pipefail
@@ -11,10 +12,10 @@ ARCHIVE=${CIFAR10_JPEG_ARCHIVE:-../shared/data/cifar10-jpeg.tar.gz}
 PY=${PYTHON:-python3}
 
 [ -f "$ARCHIVE" ] || { echo "error: no CIFAR-10 JPEG archive at $ARCHIVE; set CIFAR10_JPEG_ARCHIVE" >&2; exit 2; }
-git check-ignore -q .whl/x && git check-ignore -q data/x \
-    || { echo "error: .whl/ and data/ must be git-ignored (see .gitignore)" >&2; exit 2; }
+git check-ignore -q .whl/x && git check-ignore -q .gpu_data/x \
+    || { echo "error: .whl/ and .gpu_data/ must be git-ignored (see .gitignore)" >&2; exit 2; }
 
-rm -rf .whl && mkdir -p .whl data
+rm -rf .whl .gpu_data && mkdir -p .whl .gpu_data
 # airbench 0.1.8 is an sdist only: build its (pure-Python) wheel here.
 "$PY" -m pip wheel -q --no-deps --no-build-isolation airbench==0.1.8 -w .whl
 # What the notebooks and their tests need, with dependencies, as binary wheels for the GPU machine's Python.
@@ -30,13 +31,10 @@ for wheel in .whl/*.whl; do
     if [[ $name =~ ^($PREINSTALLED)$ ]]; then rm "$wheel"; fi
 done
 
-cp "$ARCHIVE" data/cifar10-jpeg.tar.gz
-# Only the archive travels: an extracted copy in data/ would be carried too and is too big.
-extra=$(find data -mindepth 1 -maxdepth 1 ! -name cifar10-jpeg.tar.gz | head -3)
-[ -z "$extra" ] || { echo "error: data/ holds more than the archive ($extra ...); move it away, it would travel" >&2; exit 2; }
+cp "$ARCHIVE" .gpu_data/cifar10-jpeg.tar.gz
 
-whl_kib=$(du -sk .whl | cut -f1); data_kib=$(du -sk data | cut -f1)
-echo ".whl/: $(ls .whl | wc -l) wheels, $((whl_kib / 1024)) MiB; data/: $((data_kib / 1024)) MiB"
+whl_kib=$(du -sk .whl | cut -f1); data_kib=$(du -sk .gpu_data | cut -f1)
+echo ".whl/: $(ls .whl | wc -l) wheels, $((whl_kib / 1024)) MiB; .gpu_data/: $((data_kib / 1024)) MiB"
 tracked_kib=$(git ls-files -z | du -ck --files0-from=- 2>/dev/null | tail -1 | cut -f1)
 total_mib=$(( (whl_kib + data_kib + tracked_kib) / 1024 ))
 echo "with the tracked files: $total_mib MiB of the $LIMIT_MIB MiB a call may carry"

@@ -15,7 +15,8 @@ Phases, each made to fit one command of at most 9 minutes:
             torchvision pipeline's seconds per epoch beside them; --part K/N; --faithful: their faithful
             variants (each report's own recipe where the preset differs) instead
     best    ``fast_best`` capped at 5 minutes of training
-    report  the report notebooks (full profile), executed with their figures
+    report  the report notebooks (full profile), executed in place with their figures, 03 training its own
+            run (never the committed CPU run), packed in the repository's layout (notebooks/, figures/, runs/)
 
 Each phase writes ``<device>-<date>-<phase>[-partKofN].json`` into ``--out`` as soon as it has a number and
 rewrites it (atomically) after every run, so a phase cut short still returns what it measured; files that
@@ -54,7 +55,8 @@ from cifar_utils.errors import CifarUtilsError, ConfigError  # noqa: E402
 from cifar_utils.data import held_out_images  # noqa: E402
 
 PHASES = ("check", "profile", "speed", "tune", "seeds", "best", "report")
-DEFAULT_ARCHIVE = REPO / "data" / "cifar10-jpeg.tar.gz"  # what gpu_prepare.sh puts there
+# What gpu_prepare.sh puts there: a folder of its own, so that an extracted copy in data/ here never travels.
+DEFAULT_ARCHIVE = REPO / ".gpu_data" / "cifar10-jpeg.tar.gz"
 PACKAGES = ("airbench", "papermill", "nbclient", "nbformat", "nbval", "ipykernel", "jupyter_client")
 # The longest (seed000, seed004) first: dealt round robin into parts, they land in different ones.
 SEED_PRESETS = ["seed000", "seed004", "seed001", "seed002", "seed003"]
@@ -75,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--table", metavar="RESULTS_JSON", help="only print a results file's runs as a table")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --dry-run)")
     parser.add_argument("--data-root", default=None,
-                        help="the CIFAR-10 copy (default: data/cifar10-jpeg, extracted from data/cifar10-jpeg.tar.gz)")
+                        help="the CIFAR-10 copy (default: data/cifar10-jpeg, extracted from .gpu_data/cifar10-jpeg.tar.gz)")
     parser.add_argument("--preset", default="fast",
                         help="tune: the preset tuned; profile: comma-separated presets (default fast)")
     parser.add_argument("--part", default="1/1", help="seeds: run part K of N of the preset list (e.g. 1/2)")
@@ -89,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tune: replace the grid (repeatable; any config field)")
     parser.add_argument("--runs", type=int, default=None, help="speed: runs per variant (default 10)")
     parser.add_argument("--notebooks", default=None, help="report: comma-separated notebooks (default all five)")
+    parser.add_argument("--report-dir", default=None,
+                        help="report: execute into this folder (default: in place, replacing notebooks/ and figures/ "
+                             "of this copy of the repository, as committed; --dry-run needs it)")
     parser.add_argument("--deadline-minutes", type=float, default=8.5,
                         help="start no new run after this many minutes (the command limit is 10)")
     parser.add_argument("--dry-run", action="store_true", help="tiny data and budgets: tests the phase on a CPU")
@@ -208,7 +213,7 @@ def data_root(given: Optional[str]) -> Path:
     if not root.is_dir():
         if not DEFAULT_ARCHIVE.is_file():
             raise ConfigError(f"no data at {root} and no archive at {DEFAULT_ARCHIVE}: run "
-                              "`bash benchmarks/gpu_prepare.sh` and carry data/, or pass --data-root")
+                              "`bash benchmarks/gpu_prepare.sh` and carry .gpu_data/, or pass --data-root")
         say(f"extracting {DEFAULT_ARCHIVE} ...")
         with tarfile.open(DEFAULT_ARCHIVE) as tar:
             tar.extractall(root.parent, filter="data")
@@ -470,29 +475,39 @@ def phase_best(phase: Phase) -> None:
 
 
 def phase_report(phase: Phase) -> None:
-    from cifar_utils.report import NOTEBOOKS, TRAIN_RUN_NAME, run_report  # what `python -m cifar_utils report` runs
+    # What `python -m cifar_utils report` runs.
+    from cifar_utils.report import NOTEBOOKS, TRAIN_RUN_NAME, profile_runs_dir, run_report
+    from cifar_utils.checkpoint import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME
+    from cifar_utils.sweep import SUMMARY_NAME, TABLE_NAME
 
     args = phase.args
     names = args.notebooks.split(",") if args.notebooks else list(NOTEBOOKS)
     unknown = [name for name in names if name not in NOTEBOOKS]
     if unknown:
         raise ConfigError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
-    phase.record.data["settings"] = {"notebooks": names, "profile": "smoke" if args.dry_run else "full"}
-    with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        for name in names:  # one at a time, packing after each: a cut-short phase returns what finished
-            if not phase.time_left():
-                break
-            started = time.monotonic()
-            run_report(smoke=args.dry_run, data_root=str(phase.data_root), output_dir=str(root), notebooks=[name],
-                       log=say)
-            phase.record.add_run({"notebook": name, "seconds": time.monotonic() - started})
-            # The runs' records too: the results table reads them, and 03's run is the one the repository ships.
-            runs = [path for path in sorted((root / "runs").rglob("*"))
-                    if path.name in ("metrics.json", "history.csv", "comparison.csv")
-                    or (path.name == "checkpoint.pt" and path.parent.name == TRAIN_RUN_NAME)]
-            members = sorted(root.glob("*.ipynb")) + sorted((root / "figures").glob("*")) + runs
-            pack(phase.out, "report", root, members)
+    if args.dry_run and not args.report_dir:  # in place, a smoke run would replace the committed notebooks
+        raise ConfigError("report --dry-run needs --report-dir: in place it would replace notebooks/ with smoke outputs")
+    # In place (the default), the tarball holds notebooks/, figures/ and runs/ as the repository lays them out,
+    # and the notebooks print their run folders as they are in a clone (runs/report-full/...).
+    root = Path(args.report_dir).resolve() if args.report_dir else REPO
+    executed_dir = root if args.report_dir else REPO / "notebooks"
+    phase.record.data["settings"] = {"notebooks": names, "profile": "smoke" if args.dry_run else "full",
+                                     "report_dir": str(root) if args.report_dir else "in place"}
+    done = []
+    for name in names:  # one at a time, packing after each: a cut-short phase returns what finished
+        if not phase.time_left():
+            break
+        started = time.monotonic()
+        # use_shipped=False: 03 trains on this machine instead of copying the committed (CPU) run.
+        run_report(smoke=args.dry_run, data_root=str(phase.data_root), output_dir=args.report_dir and str(root),
+                   notebooks=[name], use_shipped=False, log=say)
+        phase.record.add_run({"notebook": name, "seconds": time.monotonic() - started})
+        done.append(executed_dir / name)
+        # The runs' records too: the results table reads them, and 03's run is the one the repository ships.
+        runs = [path for path in sorted(profile_runs_dir(root, smoke=args.dry_run).rglob("*"))
+                if path.name in (METRICS_NAME, HISTORY_NAME, TABLE_NAME, SUMMARY_NAME)
+                or (path.name == CHECKPOINT_NAME and path.parent.name == TRAIN_RUN_NAME)]
+        pack(phase.out, "report", root, done + sorted((root / "figures").glob("*")) + runs)
 
 
 # ----------------------------------------------------------------------------------------------- tables

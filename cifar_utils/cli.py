@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output-dir", default=None, help="where the executed notebooks, figures and runs go (default: notebooks in place, figures/ and runs/)")
     report.add_argument("--notebooks", nargs="+", default=None, metavar="NAME",
                         help="only these notebooks, in this order (default: all five; 04 needs 03's run)")
+    report.add_argument("--no-shipped", action="store_true",
+                        help="03 trains its run even where the committed one (checkpoints/report/03_train) has "
+                             "its settings, so every output comes from this machine")
 
     results = commands.add_parser("results", help="print the results table of every run and benchmark file")
     results.add_argument("--runs", nargs="+", default=["runs"],
@@ -132,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         from .report import NOTEBOOKS, run_report
 
         run_report(smoke=args.smoke, data_root=args.data_root, output_dir=args.output_dir,
-                   notebooks=args.notebooks or NOTEBOOKS)
+                   notebooks=args.notebooks or NOTEBOOKS, use_shipped=not args.no_shipped)
     elif args.command == "results":
         from .results import collect_results, markdown_table, update_readme
 

@@ -96,6 +96,8 @@ def notebook_setup(log: Callable[[str], None] = print) -> NotebookSetup:
     """Read the profile and output folder from the environment, pick the device, and say all of it."""
     smoke = smoke_mode()
     output = Path(os.environ.get(OUTPUT_ENV) or ".")
+    if output.is_absolute() and output.is_relative_to(Path.cwd()):
+        output = output.relative_to(Path.cwd())  # the run folders it prints then read as they do in a clone
     setup = NotebookSetup(smoke=smoke, device=get_device(), in_colab="google.colab" in sys.modules,
                           figures_dir=output / "figures", runs_dir=profile_runs_dir(output, smoke))
     if smoke:
@@ -791,11 +793,11 @@ class PlannedTraining:
 
 
 def full_profile_trainings(notebooks_dir: Path = NOTEBOOKS_DIR, runs_dir: Optional[Path] = None,
-                           notebooks: Sequence[str] = NOTEBOOKS) -> list[PlannedTraining]:
+                           notebooks: Sequence[str] = NOTEBOOKS, use_shipped: bool = True) -> list[PlannedTraining]:
     """The training runs of the full profile that ``notebooks`` start, from the defaults in 03's and 05's
     parameters cells. A run whose folder under ``runs_dir`` (default: the full profile's runs folder of the
-    repository) already holds a finished run with its settings, or that 03 would take from the shipped run,
-    counts as reused, not as a run."""
+    repository) already holds a finished run with its settings, or that 03 would take from the shipped run
+    (unless ``use_shipped`` is False, as in :func:`run_report`), counts as reused, not as a run."""
     from .sweep import run_path  # local import: sweep builds on this module
 
     runs_dir = runs_dir if runs_dir is not None else profile_runs_dir(notebooks_dir.parent, smoke=False)
@@ -804,7 +806,7 @@ def full_profile_trainings(notebooks_dir: Path = NOTEBOOKS_DIR, runs_dir: Option
         params = notebook_parameters(notebooks_dir / "03_train.ipynb")
         config = notebook_config(params["preset"], smoke=False, epochs=params.get("epochs"), lr=params.get("lr"),
                                  batch_size=params.get("batch_size"), seed=params.get("seed", 0))
-        reused = _reuses(config, runs_dir / TRAIN_RUN_NAME, params.get("use_shipped", False))
+        reused = _reuses(config, runs_dir / TRAIN_RUN_NAME, use_shipped and params.get("use_shipped", False))
         plan.append(PlannedTraining("03_train.ipynb", config, runs=int(not reused), reused=int(reused)))
     if "05_lr_comparison.ipynb" in notebooks:
         params = notebook_parameters(notebooks_dir / "05_lr_comparison.ipynb")
@@ -888,11 +890,12 @@ def estimate_seconds(plan: Sequence[PlannedTraining], per_image: Sequence[tuple[
 
 def full_profile_warning(device: torch.device, notebooks_dir: Path = NOTEBOOKS_DIR,
                          measure: Callable[[Config, torch.device], tuple[float, float]] = seconds_per_image, *,
-                         runs_dir: Optional[Path] = None, notebooks: Sequence[str] = NOTEBOOKS) -> Optional[str]:
+                         runs_dir: Optional[Path] = None, notebooks: Sequence[str] = NOTEBOOKS,
+                         use_shipped: bool = True) -> Optional[str]:
     """The warning printed before a full-profile report on a machine without a GPU, with an estimate
     measured on this machine of the trainings that ``notebooks`` will start; None when they start none
     (every run is reused)."""
-    plan = full_profile_trainings(notebooks_dir, runs_dir, notebooks)
+    plan = full_profile_trainings(notebooks_dir, runs_dir, notebooks, use_shipped)
     reused = sum(item.reused for item in plan)
     plan = [item for item in plan if item.runs]
     if not plan:
@@ -921,13 +924,14 @@ def format_duration(seconds: float) -> str:
 
 def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir: Optional[str] = None, *,
                notebooks: Sequence[str] = NOTEBOOKS, notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
-               log: Callable[[str], None] = print) -> list[Path]:
+               use_shipped: bool = True, log: Callable[[str], None] = print) -> list[Path]:
     """Execute the report notebooks in order through papermill; return the executed notebooks' paths.
 
     Without ``output_dir`` the notebooks are replaced in place by their executed versions (each only when
     it ran to the end), figures go to ``figures/`` and runs to ``runs/``; with it, all three go under
     ``output_dir``. ``smoke`` selects the tiny profile; ``data_root`` sets ``CIFAR10_ROOT`` for the kernels.
-    A notebook that fails stops the report with :class:`NotebookFailed`.
+    ``use_shipped=False`` has 03 train its run even where the committed one (:data:`SHIPPED_RUN`) has its
+    settings, so that every output comes from this machine. A notebook that fails stops the report with :class:`NotebookFailed`.
     """
     import_papermill()
     notebooks_dir = Path(notebooks_dir)
@@ -943,7 +947,7 @@ def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir:
     if not smoke and device.type != "cuda":
         warning = full_profile_warning(device, notebooks_dir, runs_dir=profile_runs_dir(out or notebooks_dir.parent,
                                                                                         smoke=False),
-                                       notebooks=notebooks)
+                                       notebooks=notebooks, use_shipped=use_shipped)
         if warning:
             log(warning)
     root = Path(data_root).expanduser().resolve() if data_root else None
@@ -954,8 +958,9 @@ def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir:
             started = time.perf_counter()
             target = (out / name) if out else notebooks_dir / name
             log(f"running {name} ({'smoke' if smoke else 'full'} profile) ...")
+            parameters = {"use_shipped": False} if name == "03_train.ipynb" and not use_shipped else None
             # A failed copy never goes into notebooks/, where nbval would collect it.
-            execute_notebook(notebooks_dir / name, target, clean=True,
+            execute_notebook(notebooks_dir / name, target, parameters, clean=True,
                              failed_dir=(out or notebooks_dir.parent) / "runs" / "report-failed")
             log(f"  {name} done in {format_duration(time.perf_counter() - started)}: {target}")
             executed.append(target)

@@ -218,3 +218,6 @@ def test_report_runs_only_the_notebooks_named(monkeypatch):
     monkeypatch.setattr(report, "run_report", lambda **kwargs: calls.append(kwargs))
     assert main(["report", "--smoke", "--notebooks", "05_lr_comparison.ipynb"]) == 0
     assert calls[0]["notebooks"] == ["05_lr_comparison.ipynb"] and calls[0]["smoke"]
+    assert calls[0]["use_shipped"]
+    assert main(["report", "--smoke", "--no-shipped"]) == 0
+    assert not calls[1]["use_shipped"]

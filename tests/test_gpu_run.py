@@ -91,11 +91,27 @@ def test_best(noise_root, tmp_path):
 
 
 def test_report_one_notebook(noise_root, tmp_path):
-    record = dry_run("report", tmp_path, noise_root, "--notebooks", "01_data.ipynb")
+    record = dry_run("report", tmp_path, noise_root, "--notebooks", "01_data.ipynb", "--report-dir",
+                     str(tmp_path / "report"))
     assert [run["notebook"] for run in record["runs"]] == ["01_data.ipynb"]
     with tarfile.open(tmp_path / "report.tar.gz") as tar:
         names = tar.getnames()
     assert "01_data.ipynb" in names and any(name.startswith("figures/") for name in names)
+
+
+def test_report_trains_03_itself_and_packs_its_run(noise_root, tmp_path):
+    dry_run("report", tmp_path, noise_root, "--notebooks", "03_train.ipynb", "--report-dir", str(tmp_path / "report"))
+    with tarfile.open(tmp_path / "report.tar.gz") as tar:
+        names = set(tar.getnames())
+        metrics = json.load(tar.extractfile("runs/report-smoke/03_train/metrics.json"))
+    assert {"03_train.ipynb", "runs/report-smoke/03_train/checkpoint.pt"} <= names
+    assert metrics["split_sizes"]["train"] == 200  # the smoke profile's run on the noise images
+
+
+def test_report_dry_run_in_place_is_refused(noise_root, tmp_path, capsys):
+    assert gpu_run.main(["report", "--out", str(tmp_path), "--device", "cpu", "--dry-run",
+                         "--data-root", str(noise_root)]) == 2
+    assert "--report-dir" in capsys.readouterr().err
 
 
 def test_parts_cover_every_preset_once():

@@ -136,6 +136,15 @@ def test_setup_uses_the_output_folder(monkeypatch, tmp_path):
     assert lines[0].startswith("device: ") and "smoke" in lines[1]
 
 
+def test_setup_names_an_output_folder_inside_the_working_folder_relative_to_it(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(report.OUTPUT_ENV, str(tmp_path / "build" / "report"))
+    monkeypatch.setenv(report.SMOKE_ENV, "0")
+    setup = report.notebook_setup(log=lambda line: None)
+    # What the notebooks print ("reusing the finished run in ...") then reads as it does in a clone.
+    assert setup.runs_dir == Path("build/report/runs/report-full") and setup.figures_dir == Path("build/report/figures")
+
+
 def test_format_table_is_aligned():
     text = report.format_table([{"name": "a", "parameters": 1234}, {"name": "bbb", "parameters": 5}])
     assert text.splitlines() == ["name  parameters", "----  ----------", "a          1,234", "bbb            5"]
@@ -255,6 +264,7 @@ def test_full_profile_warning_counts_the_shipped_run_as_reused(tmp_path, monkeyp
     _finished_run(shipped, replace(plan[0].config, data_root="/elsewhere"))  # where its data lay does not matter
     monkeypatch.setattr(report, "SHIPPED_RUN", shipped)
     assert report.full_profile_trainings(runs_dir=tmp_path / "runs")[0].runs == 0
+    assert report.full_profile_trainings(runs_dir=tmp_path / "runs", use_shipped=False)[0].runs == 1  # --no-shipped
     (tmp_path / "runs" / report.TRAIN_RUN_NAME).mkdir(parents=True)
     (tmp_path / "runs" / report.TRAIN_RUN_NAME / "notes.txt").write_text("x")  # not empty: nothing is copied
     assert report.full_profile_trainings(runs_dir=tmp_path / "runs")[0].runs == 1
@@ -318,6 +328,17 @@ def test_lr_comparison_notebook_with_two_rates(full_data_root, smoke_env, tmp_pa
     again = sweep.run_lr_sweep([0.05, 0.01], {"preset": "seed003", "epochs": 30, "train_limit": 64, "validation_limit": 32, "test_limit": 32,
                                               "data_root": str(full_data_root)}, sweep_dir, log=lines.append)
     assert [run.reused for run in again] == [True, True] and all("reusing" in line for line in lines)
+
+
+def test_report_without_the_shipped_run_tells_03_to_train(tmp_path, monkeypatch):
+    executed = []
+    monkeypatch.setattr(report, "execute_notebook",
+                        lambda notebook, output, parameters=None, **kwargs: executed.append((notebook.name, parameters)))
+    names = ("03_train.ipynb", "04_evaluate.ipynb")
+    report.run_report(smoke=True, output_dir=str(tmp_path), notebooks=names, log=lambda line: None)
+    report.run_report(smoke=True, output_dir=str(tmp_path), notebooks=names, use_shipped=False, log=lambda line: None)
+    assert executed == [("03_train.ipynb", None), ("04_evaluate.ipynb", None),
+                        ("03_train.ipynb", {"use_shipped": False}), ("04_evaluate.ipynb", None)]
 
 
 def test_report_runs_a_notebook_into_an_output_folder(full_data_root, tmp_path, monkeypatch):
