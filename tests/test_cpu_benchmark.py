@@ -3,6 +3,7 @@ verdict computed from each file's runs."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -45,6 +46,28 @@ def test_the_table_has_a_row_per_file_and_says_whether_each_meets_the_bar():
     assert all("| Test CPU, 2026-11-23 |" in row for row in rows)  # wall times compare only on one machine
     for name in ("preset", "variant", "late"):
         assert f"`benchmarks/results/{name}.json`" in table
+
+
+def test_the_figure_plots_only_the_files_measured_on_the_first_files_machine(tmp_path, monkeypatch):
+    preset = _result("preset", [], 10, [0.88, 0.88, 0.88], [700, 710, 720])
+    short = _result("short", ["epochs=6"], 6, [0.87, 0.86, 0.87], [500, 510, 520])
+    elsewhere = _result("elsewhere", ["epochs=12"], 12, [0.89] * 3, [600] * 3)
+    elsewhere["cpu_model"] = "Another CPU"
+    fig = cpu.plot_accuracy_time([preset, short, elsewhere], tmp_path / "figure.png")
+    points = [container.lines[0].get_xydata()[0] for container in fig.axes[0].containers]
+    assert [(round(x, 2), round(y, 2)) for x, y in points] == [(11.83, 88.0), (8.5, 86.67)]  # minutes, %
+    assert (tmp_path / "figure.png").stat().st_size > 0
+    monkeypatch.setattr(cpu, "README", tmp_path / "README.md")
+    monkeypatch.setattr(cpu, "FIGURE", tmp_path / "figures" / "cpu.png")
+    (tmp_path / "README.md").write_text("<!-- cpu-benchmark:start -->\n<!-- cpu-benchmark:end -->\n")
+    files = []
+    for result in (preset, short, elsewhere):
+        files.append(tmp_path / f"{result['file'].rsplit('/', 1)[-1]}")
+        files[-1].write_text(json.dumps(result))
+    monkeypatch.setattr(cpu, "REPO", tmp_path)
+    cpu.update_readme(files)
+    assert (tmp_path / "figures" / "cpu.png").is_file()
+    assert "![cpu preset: test accuracy against wall time](figures/cpu.png)" in (tmp_path / "README.md").read_text()
 
 
 def test_a_file_measured_before_the_preset_changed_shows_how_it_differs_without_any_set():
