@@ -23,7 +23,7 @@ rm -rf .whl .gpu_data && mkdir -p .whl .gpu_data
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
     -d .whl papermill nbval nbclient nbformat ipykernel jupyter_client
 
-# Drop what the GPU image already has (benchmarks/GPU.md: its package list): fewer bytes to carry, and its
+# Drop what the GPU image already has (as its package list says): fewer bytes to carry, and its
 # own builds of torch and friends stay the ones imported. gpu_run.py check reports any import that fails.
 PREINSTALLED='torch|torchvision|triton|nvidia_.*|numpy|attrs|certifi|charset_normalizer|click|coverage|idna|iniconfig|jinja2|markupsafe|packaging|pluggy|psutil|pygments|pytest|python_dateutil|pyyaml|requests|six|tqdm|typing_extensions|urllib3|aiohttp|aiosignal|aiohappyeyeballs|frozenlist|multidict|yarl|propcache|filelock|fsspec|setuptools|wheel|pip'
 for wheel in .whl/*.whl; do

@@ -16,7 +16,8 @@ Phases, each made to fit one command of at most 9 minutes:
             variants (each report's own recipe where the preset differs) instead
     best    ``fast_best`` capped at 5 minutes of training
     report  the report notebooks (full profile), executed in place with their figures, 03 training its own
-            run (never the committed CPU run), packed in the repository's layout (notebooks/, figures/, runs/)
+            run (never the committed CPU run); the finished notebooks, the figures they drew and the runs'
+            records are packed as notebooks/, figures/ and runs/ (a failed notebook's copy as failed/)
 
 Each phase writes ``<device>-<date>-<phase>[-partKofN].json`` into ``--out`` as soon as it has a number and
 rewrites it (atomically) after every run, so a phase cut short still returns what it measured; files that
@@ -33,6 +34,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -474,40 +476,77 @@ def phase_best(phase: Phase) -> None:
     say(f"[best] fast_best: {run['epochs']} epochs, test {run['test_accuracy']:.2%}, {run['train_seconds']:.1f} s")
 
 
-def phase_report(phase: Phase) -> None:
-    # What `python -m cifar_utils report` runs.
-    from cifar_utils.report import NOTEBOOKS, TRAIN_RUN_NAME, profile_runs_dir, run_report
-    from cifar_utils.checkpoint import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME
-    from cifar_utils.sweep import SUMMARY_NAME, TABLE_NAME
+def report_notebooks(args: argparse.Namespace) -> list[str]:
+    """The report phase's notebooks, checked before anything runs."""
+    from cifar_utils.report import NOTEBOOKS
 
-    args = phase.args
     names = args.notebooks.split(",") if args.notebooks else list(NOTEBOOKS)
     unknown = [name for name in names if name not in NOTEBOOKS]
     if unknown:
         raise ConfigError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
     if args.dry_run and not args.report_dir:  # in place, a smoke run would replace the committed notebooks
         raise ConfigError("report --dry-run needs --report-dir: in place it would replace notebooks/ with smoke outputs")
-    # In place (the default), the tarball holds notebooks/, figures/ and runs/ as the repository lays them out,
-    # and the notebooks print their run folders as they are in a clone (runs/report-full/...).
+    return names
+
+
+def phase_report(phase: Phase) -> None:
+    from cifar_utils.checkpoint import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME
+    from cifar_utils.report import TRAIN_RUN_NAME, NotebookFailed, profile_runs_dir, run_report
+    from cifar_utils.sweep import SUMMARY_NAME, TABLE_NAME
+
+    args = phase.args
+    names = report_notebooks(args)
+    # In place (the default) the notebooks print their run folders as a clone has them (runs/report-full/...).
     root = Path(args.report_dir).resolve() if args.report_dir else REPO
-    executed_dir = root if args.report_dir else REPO / "notebooks"
     phase.record.data["settings"] = {"notebooks": names, "profile": "smoke" if args.dry_run else "full",
                                      "report_dir": str(root) if args.report_dir else "in place"}
-    done = []
-    for name in names:  # one at a time, packing after each: a cut-short phase returns what finished
-        if not phase.time_left():
-            break
-        started = time.monotonic()
-        # use_shipped=False: 03 trains on this machine instead of copying the committed (CPU) run.
-        run_report(smoke=args.dry_run, data_root=str(phase.data_root), output_dir=args.report_dir and str(root),
-                   notebooks=[name], use_shipped=False, log=say)
-        phase.record.add_run({"notebook": name, "seconds": time.monotonic() - started})
-        done.append(executed_dir / name)
-        # The runs' records too: the results table reads them, and 03's run is the one the repository ships.
-        runs = [path for path in sorted(profile_runs_dir(root, smoke=args.dry_run).rglob("*"))
-                if path.name in (METRICS_NAME, HISTORY_NAME, TABLE_NAME, SUMMARY_NAME)
-                or (path.name == CHECKPOINT_NAME and path.parent.name == TRAIN_RUN_NAME)]
-        pack(phase.out, "report", root, done + sorted((root / "figures").glob("*")) + runs)
+    # What finished is copied out at once into a staging folder, and only that is packed: the tree's tracked
+    # notebooks/ and figures/ may be reset by a later call's copy of the working tree while a job runs on
+    # (gpu_mps.sh), and figures/ also holds the committed figures that no notebook of this call redrew.
+    failed = set()
+    with tempfile.TemporaryDirectory(prefix="report-") as scratch:
+        staging = Path(scratch)
+        for name in names:  # one at a time, packing after each: a cut-short phase returns what finished
+            if not phase.time_left():
+                break
+            if name == "04_evaluate.ipynb" and "03_train.ipynb" in failed:
+                say("skipping 04_evaluate.ipynb: it evaluates 03's run, which failed")
+                continue
+            started, started_at = time.monotonic(), time.time()
+            try:
+                # use_shipped=False: 03 trains on this machine instead of copying the committed (CPU) run.
+                [executed] = run_report(smoke=args.dry_run, data_root=str(phase.data_root),
+                                        output_dir=str(root) if args.report_dir else None, notebooks=[name],
+                                        use_shipped=False, log=say)
+                stage(executed, staging / "notebooks" / name)
+                phase.record.add_run({"notebook": name, "seconds": time.monotonic() - started})
+            except NotebookFailed as err:  # the other notebooks still run; the failed copy comes back to read
+                failed.add(name)
+                say(f"error: {err}")
+                for copy in (root / "runs" / "report-failed").glob(f"{Path(name).stem}.failed.ipynb"):
+                    stage(copy, staging / "failed" / copy.name)
+                phase.record.add_run({"notebook": name, "seconds": time.monotonic() - started, "failed": str(err)})
+            for figure in (root / "figures").glob("*"):
+                if figure.stat().st_mtime >= started_at:  # redrawn by this notebook
+                    stage(figure, staging / "figures" / figure.name)
+            # The runs' records too: the results table reads them, and 03's run is the one the repository ships.
+            runs = profile_runs_dir(root, smoke=args.dry_run)
+            for path in sorted(runs.rglob("*")):
+                if path.name in (METRICS_NAME, HISTORY_NAME, TABLE_NAME, SUMMARY_NAME) or (
+                        path.name == CHECKPOINT_NAME and path.parent.name == TRAIN_RUN_NAME):
+                    stage(path, staging / runs.relative_to(root) / path.relative_to(runs))
+            pack(phase.out, "report", staging, sorted(path for path in staging.rglob("*") if path.is_file()))
+    if failed:
+        phase.record.data["failed_notebooks"] = sorted(failed)
+        phase.record.save()
+        raise CifarUtilsError(f"{', '.join(sorted(failed))} failed (errors above and in the results file); "
+                              "report.tar.gz holds the executed copies under failed/")
+
+
+def stage(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target``, making its folders."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, target)
 
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -557,6 +596,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
         if not args.phase or not args.out:
             raise ConfigError("give a phase and --out DIR (or --table RESULTS_JSON); see --help")
+        if args.phase == "report":
+            report_notebooks(args)  # bad input stops here, before any results file or data extraction
         phase = Phase(args, argv)
         runner = {"check": phase_check, "profile": phase_profile, "speed": phase_speed, "tune": phase_tune,
                   "seeds": phase_seeds, "best": phase_best, "report": phase_report}[args.phase]

@@ -931,7 +931,8 @@ def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir:
     it ran to the end), figures go to ``figures/`` and runs to ``runs/``; with it, all three go under
     ``output_dir``. ``smoke`` selects the tiny profile; ``data_root`` sets ``CIFAR10_ROOT`` for the kernels.
     ``use_shipped=False`` has 03 train its run even where the committed one (:data:`SHIPPED_RUN`) has its
-    settings, so that every output comes from this machine. A notebook that fails stops the report with :class:`NotebookFailed`.
+    settings, so that every output comes from this machine. A notebook that fails stops the report with
+    :class:`NotebookFailed`.
     """
     import_papermill()
     notebooks_dir = Path(notebooks_dir)
@@ -951,6 +952,9 @@ def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir:
         if warning:
             log(warning)
     root = Path(data_root).expanduser().resolve() if data_root else None
+    work = notebooks_dir.resolve().parent  # where each notebook's first cell moves its kernel (from notebooks/)
+    if root is not None and notebooks_dir.name == "notebooks" and root.is_relative_to(work):
+        root = root.relative_to(work)  # so the outputs name it as a clone does (data/cifar10-jpeg)
     executed = []
     with environment(**{SMOKE_ENV: "1" if smoke else "0", OUTPUT_ENV: str(out) if out else None,
                         "CIFAR10_ROOT": str(root) if root else None}):

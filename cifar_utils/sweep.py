@@ -159,9 +159,10 @@ def _run_one(notebook: Path, lr: float, seed: int, device: Optional[str], run_di
              base_parameters: Mapping[str, Any], existing: Mapping[str, bool], log: Callable[[str], None]) -> SweepRun:
     """Execute one (learning rate, seed) run's notebook into ``run_dir`` and read its results back.
     ``existing`` holds the ``overwrite`` and ``resume`` flags for what is already in ``run_dir``."""
-    # Each run's curves go into its own folder, not over the report's figures/training_curves.png.
+    # Each run's curves go into its own folder, not over the report's figures/training_curves.png; every run
+    # trains or reuses its own folder (the committed run is 03's, trained elsewhere, not one of a sweep's).
     parameters = {**base_parameters, **existing, "lr": lr, "seed": seed, "out_dir": str(run_dir.resolve()),
-                  "device": device, "progress": False, "figures_dir": str(run_dir.resolve())}
+                  "device": device, "progress": False, "figures_dir": str(run_dir.resolve()), "use_shipped": False}
     executed = run_dir / notebook.name
     name = f"lr {lr:g} seed {seed}"
     log(f"{name}: executing {notebook.name} into {executed}{f' on {device}' if device else ''} ...")

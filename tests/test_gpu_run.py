@@ -8,6 +8,7 @@ versions and date.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tarfile
 from pathlib import Path
@@ -96,22 +97,77 @@ def test_report_one_notebook(noise_root, tmp_path):
     assert [run["notebook"] for run in record["runs"]] == ["01_data.ipynb"]
     with tarfile.open(tmp_path / "report.tar.gz") as tar:
         names = tar.getnames()
-    assert "01_data.ipynb" in names and any(name.startswith("figures/") for name in names)
+    assert "notebooks/01_data.ipynb" in names and any(name.startswith("figures/") for name in names)
 
 
-def test_report_trains_03_itself_and_packs_its_run(noise_root, tmp_path):
-    dry_run("report", tmp_path, noise_root, "--notebooks", "03_train.ipynb", "--report-dir", str(tmp_path / "report"))
-    with tarfile.open(tmp_path / "report.tar.gz") as tar:
+@pytest.fixture
+def fake_repo(tmp_path, monkeypatch):
+    """gpu_run's report phase pointed at a copy of the repository's layout, with ``run_report`` replaced by a
+    fake that records its arguments and writes what a notebook would (03 fails when ``fail`` names it)."""
+    from cifar_utils import report
+
+    repo = tmp_path / "repo"
+    (repo / "figures").mkdir(parents=True)
+    (repo / "figures" / "committed.png").write_text("old")
+    os.utime(repo / "figures" / "committed.png", (0, 0))  # drawn long before this call
+    monkeypatch.setattr(gpu_run, "REPO", repo)
+    calls, fail = [], set()
+
+    def fake_run_report(*, notebooks, output_dir, use_shipped, **kwargs):
+        [name] = notebooks
+        calls.append({"notebook": name, "output_dir": output_dir, "use_shipped": use_shipped})
+        if name in fail:
+            (repo / "runs" / "report-failed").mkdir(parents=True, exist_ok=True)
+            (repo / "runs" / "report-failed" / name.replace(".ipynb", ".failed.ipynb")).write_text("partial")
+            raise report.NotebookFailed(f"{name} stopped at cell 3: ValueError: boom")
+        (repo / "notebooks").mkdir(exist_ok=True)
+        (repo / "notebooks" / name).write_text("executed")
+        (repo / "figures" / f"{name}.png").write_text("new")
+        run = repo / "runs" / "report-full" / "03_train"
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "metrics.json").write_text("{}")
+        return [repo / "notebooks" / name]
+
+    monkeypatch.setattr(report, "run_report", fake_run_report)
+    return calls, fail
+
+
+def report_in_place(out: Path, root: Path, notebooks: str) -> int:
+    return gpu_run.main(["report", "--out", str(out), "--device", "cpu", "--data-root", str(root),
+                         "--notebooks", notebooks])
+
+
+def test_report_in_place_trains_03_itself_and_packs_only_what_this_call_made(fake_repo, noise_root, tmp_path):
+    calls, _ = fake_repo
+    assert report_in_place(tmp_path / "out", noise_root, "01_data.ipynb,03_train.ipynb") == 0
+    assert calls == [{"notebook": n, "output_dir": None, "use_shipped": False} for n in ("01_data.ipynb", "03_train.ipynb")]
+    with tarfile.open(tmp_path / "out" / "report.tar.gz") as tar:
         names = set(tar.getnames())
-        metrics = json.load(tar.extractfile("runs/report-smoke/03_train/metrics.json"))
-    assert {"03_train.ipynb", "runs/report-smoke/03_train/checkpoint.pt"} <= names
-    assert metrics["split_sizes"]["train"] == 200  # the smoke profile's run on the noise images
+    assert names == {"notebooks/01_data.ipynb", "notebooks/03_train.ipynb", "figures/01_data.ipynb.png",
+                     "figures/03_train.ipynb.png", "runs/report-full/03_train/metrics.json"}  # not committed.png
 
 
-def test_report_dry_run_in_place_is_refused(noise_root, tmp_path, capsys):
+def test_report_a_failed_notebook_comes_back_and_the_others_still_run(fake_repo, noise_root, tmp_path, capsys):
+    calls, fail = fake_repo
+    fail.add("03_train.ipynb")
+    assert report_in_place(tmp_path / "out", noise_root, "03_train.ipynb,04_evaluate.ipynb,05_lr_comparison.ipynb") == 2
+    assert [call["notebook"] for call in calls] == ["03_train.ipynb", "05_lr_comparison.ipynb"]  # 04 needs 03's run
+    with tarfile.open(tmp_path / "out" / "report.tar.gz") as tar:
+        assert "failed/03_train.failed.ipynb" in tar.getnames()
+    [path] = (tmp_path / "out").glob("*-report.json")
+    record = json.loads(path.read_text())
+    assert record["failed_notebooks"] == ["03_train.ipynb"] and "boom" in record["runs"][0]["failed"]
+    assert "03_train.ipynb failed" in capsys.readouterr().err
+
+
+def test_report_dry_run_in_place_is_refused(noise_root, tmp_path, capsys, monkeypatch):
+    from cifar_utils import report
+
+    monkeypatch.setattr(report, "run_report", lambda **kwargs: pytest.fail("the refused report ran"))
     assert gpu_run.main(["report", "--out", str(tmp_path), "--device", "cpu", "--dry-run",
                          "--data-root", str(noise_root)]) == 2
     assert "--report-dir" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.json"))  # refused before any results file
 
 
 def test_parts_cover_every_preset_once():

@@ -341,6 +341,18 @@ def test_report_without_the_shipped_run_tells_03_to_train(tmp_path, monkeypatch)
                         ("03_train.ipynb", {"use_shipped": False}), ("04_evaluate.ipynb", None)]
 
 
+def test_report_names_a_data_root_inside_the_repository_relative_to_it(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(report, "execute_notebook",
+                        lambda *args, **kwargs: seen.append(os.environ["CIFAR10_ROOT"]))
+    inside = report.NOTEBOOKS_DIR.parent / "data" / "cifar10-jpeg"
+    for root in (inside, tmp_path / "cifar10-jpeg"):
+        report.run_report(smoke=True, data_root=str(root), output_dir=str(tmp_path), notebooks=("01_data.ipynb",),
+                          log=lambda line: None)
+    # The kernels work from the repository root, so the relative name finds the same folder there.
+    assert seen == ["data/cifar10-jpeg", str(tmp_path / "cifar10-jpeg")]
+
+
 def test_report_runs_a_notebook_into_an_output_folder(full_data_root, tmp_path, monkeypatch):
     monkeypatch.delenv(report.OUTPUT_ENV, raising=False)
     smoke_before = os.environ.get(report.SMOKE_ENV)

@@ -119,6 +119,7 @@ def test_one_run_folder_per_learning_rate_and_seed(tmp_path, monkeypatch):
     for run, call in zip(runs, calls):
         assert run.run_dir == tmp_path / f"lr_{run.learning_rate:g}" / f"seed_{run.seed}"
         assert call["out_dir"] == str(run.run_dir.resolve()) and (run.run_dir / "metrics.json").is_file()
+        assert call["use_shipped"] is False  # a sweep's run never starts as a copy of 03's committed run
         assert run.record.metrics["config"]["seed"] == run.seed
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("lr_*/seed_*")) == [
         "lr_0.01/seed_0", "lr_0.01/seed_3", "lr_0.1/seed_0", "lr_0.1/seed_3"]
