@@ -259,9 +259,9 @@ def render_table(results: list[dict]) -> str:
                       "time, 3 seeds or more.", ""]
         shown = same_machine(results)
         if shown:
-            others = (" (the others ran on another machine, so their wall times do not compare)"
+            others = (" (the others ran on another CPU or thread count, so their wall times do not compare)"
                       if len(shown) < len(with_runs) else "")
-            lines += [f"The rows measured on {results[0]['cpu_model']} as a figure{others}:", "",
+            lines += [f"The rows measured on {results[0]['cpu_model']}, {results[0]['device']}, as a figure{others}:", "",
                       f"![cpu preset: test accuracy against wall time]({FIGURE.relative_to(REPO).as_posix()})", ""]
     first = results[0]
     s = first["summary"]

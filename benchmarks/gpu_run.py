@@ -477,7 +477,8 @@ def phase_best(phase: Phase) -> None:
 
 
 def report_notebooks(args: argparse.Namespace) -> list[str]:
-    """The report phase's notebooks, checked before anything runs."""
+    """The report phase's notebooks in the report's order (04 after the 03 it evaluates), checked before
+    anything runs."""
     from cifar_utils.report import NOTEBOOKS
 
     names = args.notebooks.split(",") if args.notebooks else list(NOTEBOOKS)
@@ -486,23 +487,26 @@ def report_notebooks(args: argparse.Namespace) -> list[str]:
         raise ConfigError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
     if args.dry_run and not args.report_dir:  # in place, a smoke run would replace the committed notebooks
         raise ConfigError("report --dry-run needs --report-dir: in place it would replace notebooks/ with smoke outputs")
-    return names
+    return [name for name in NOTEBOOKS if name in names]
 
 
 def phase_report(phase: Phase) -> None:
     from cifar_utils.checkpoint import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME
-    from cifar_utils.report import TRAIN_RUN_NAME, NotebookFailed, profile_runs_dir, run_report
+    from cifar_utils.report import (NOTEBOOK_RUNS, TRAIN_RUN_NAME, NotebookFailed, failed_notebooks_dir,
+                                    profile_runs_dir, run_report)
     from cifar_utils.sweep import SUMMARY_NAME, TABLE_NAME
 
     args = phase.args
     names = report_notebooks(args)
     # In place (the default) the notebooks print their run folders as a clone has them (runs/report-full/...).
     root = Path(args.report_dir).resolve() if args.report_dir else REPO
+    runs = profile_runs_dir(root, smoke=args.dry_run)
     phase.record.data["settings"] = {"notebooks": names, "profile": "smoke" if args.dry_run else "full",
                                      "report_dir": str(root) if args.report_dir else "in place"}
-    # What finished is copied out at once into a staging folder, and only that is packed: the tree's tracked
-    # notebooks/ and figures/ may be reset by a later call's copy of the working tree while a job runs on
-    # (gpu_mps.sh), and figures/ also holds the committed figures that no notebook of this call redrew.
+    # Only what a notebook wrote is packed, copied out into a staging folder as soon as it finished: the
+    # tree's figures/ also holds the committed (CPU) figures, and its tracked files may be reset by a later
+    # call's copy of the working tree while a job runs on (gpu_mps.sh). What a failed notebook wrote goes
+    # under failed/, never where the folding steps (GPU.md) would take it for a result.
     failed = set()
     with tempfile.TemporaryDirectory(prefix="report-") as scratch:
         staging = Path(scratch)
@@ -511,36 +515,52 @@ def phase_report(phase: Phase) -> None:
                 break
             if name == "04_evaluate.ipynb" and "03_train.ipynb" in failed:
                 say("skipping 04_evaluate.ipynb: it evaluates 03's run, which failed")
+                phase.record.add_run({"notebook": name, "skipped": "03_train.ipynb failed"})
                 continue
-            started, started_at = time.monotonic(), time.time()
+            before = {folder: file_states(folder) for folder in (root / "figures", failed_notebooks_dir(root))}
+            started = time.monotonic()
             try:
                 # use_shipped=False: 03 trains on this machine instead of copying the committed (CPU) run.
                 [executed] = run_report(smoke=args.dry_run, data_root=str(phase.data_root),
                                         output_dir=str(root) if args.report_dir else None, notebooks=[name],
                                         use_shipped=False, log=say)
-                stage(executed, staging / "notebooks" / name)
-                phase.record.add_run({"notebook": name, "seconds": time.monotonic() - started})
-            except NotebookFailed as err:  # the other notebooks still run; the failed copy comes back to read
+            except NotebookFailed as err:  # the other notebooks still run; what it wrote comes back to read
                 failed.add(name)
                 say(f"error: {err}")
-                for copy in (root / "runs" / "report-failed").glob(f"{Path(name).stem}.failed.ipynb"):
-                    stage(copy, staging / "failed" / copy.name)
                 phase.record.add_run({"notebook": name, "seconds": time.monotonic() - started, "failed": str(err)})
-            for figure in (root / "figures").glob("*"):
-                if figure.stat().st_mtime >= started_at:  # redrawn by this notebook
+                for copy in changed_files(failed_notebooks_dir(root), before[failed_notebooks_dir(root)]):
+                    stage(copy, staging / "failed" / copy.name)
+                for figure in changed_files(root / "figures", before[root / "figures"]):
+                    stage(figure, staging / "failed" / "figures" / figure.name)
+            else:
+                phase.record.add_run({"notebook": name, "seconds": time.monotonic() - started})
+                stage(executed, staging / "notebooks" / name)
+                for figure in changed_files(root / "figures", before[root / "figures"]):
                     stage(figure, staging / "figures" / figure.name)
-            # The runs' records too: the results table reads them, and 03's run is the one the repository ships.
-            runs = profile_runs_dir(root, smoke=args.dry_run)
-            for path in sorted(runs.rglob("*")):
-                if path.name in (METRICS_NAME, HISTORY_NAME, TABLE_NAME, SUMMARY_NAME) or (
-                        path.name == CHECKPOINT_NAME and path.parent.name == TRAIN_RUN_NAME):
-                    stage(path, staging / runs.relative_to(root) / path.relative_to(runs))
+                # The runs' records too: the results table reads them, and 03's run is the one the repository ships.
+                trained = runs / NOTEBOOK_RUNS[name] if name in NOTEBOOK_RUNS else None
+                for path in sorted(trained.rglob("*")) if trained else []:
+                    if path.name in (METRICS_NAME, HISTORY_NAME, TABLE_NAME, SUMMARY_NAME) or (
+                            path.name == CHECKPOINT_NAME and path.parent.name == TRAIN_RUN_NAME):
+                        stage(path, staging / path.relative_to(root))
             pack(phase.out, "report", staging, sorted(path for path in staging.rglob("*") if path.is_file()))
     if failed:
         phase.record.data["failed_notebooks"] = sorted(failed)
+        phase.record.data["phase_seconds"] = time.monotonic() - phase.started
         phase.record.save()
         raise CifarUtilsError(f"{', '.join(sorted(failed))} failed (errors above and in the results file); "
-                              "report.tar.gz holds the executed copies under failed/")
+                              "report.tar.gz holds what they wrote under failed/ (no notebook if the kernel died)")
+
+
+def file_states(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each file's (mtime in ns, size) in ``folder``, to tell which files a notebook then wrote."""
+    return {path.name: (path.stat().st_mtime_ns, path.stat().st_size) for path in folder.glob("*") if path.is_file()}
+
+
+def changed_files(folder: Path, before: dict[str, tuple[int, int]]) -> list[Path]:
+    """The files of ``folder`` that are new or changed since ``before`` (:func:`file_states`)."""
+    now = file_states(folder)
+    return [folder / name for name, state in sorted(now.items()) if before.get(name) != state]
 
 
 def stage(source: Path, target: Path) -> None:

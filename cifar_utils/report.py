@@ -53,6 +53,8 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"  # present in 
 NOTEBOOKS = ("01_data.ipynb", "02_model.ipynb", "03_train.ipynb", "04_evaluate.ipynb", "05_lr_comparison.ipynb")
 SMOKE_PROFILE = {"epochs": 1, "train_limit": 200, "validation_limit": 100, "test_limit": 100}  # caps of every smoke training run
 TRAIN_RUN_NAME = "03_train"  # 03's run directory under the runs folder; 04 evaluates it
+SWEEP_RUN_NAME = "lr_comparison"  # 05's folder of runs under the runs folder
+NOTEBOOK_RUNS = {"03_train.ipynb": TRAIN_RUN_NAME, "05_lr_comparison.ipynb": SWEEP_RUN_NAME}  # what each trains into
 # A finished full-data run of 03's default settings, committed with the repository (its metrics.json says how
 # and where it was trained), so 04 and 05 show a real model minutes after a fresh clone.
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "report" / TRAIN_RUN_NAME
@@ -90,6 +92,11 @@ class NotebookSetup:
 def profile_runs_dir(output: Path, smoke: bool) -> Path:
     """Where a profile's training runs go under the report's ``output`` folder (one folder per profile)."""
     return output / "runs" / f"report-{'smoke' if smoke else 'full'}"
+
+
+def failed_notebooks_dir(output: Path) -> Path:
+    """Where :func:`run_report` keeps the executed copy of a notebook that failed, under its ``output``."""
+    return output / "runs" / "report-failed"
 
 
 def notebook_setup(log: Callable[[str], None] = print) -> NotebookSetup:
@@ -813,7 +820,7 @@ def full_profile_trainings(notebooks_dir: Path = NOTEBOOKS_DIR, runs_dir: Option
         configs = [notebook_config(params["preset"], smoke=False, epochs=params.get("epochs"), lr=lr, seed=seed,
                                    batch_size=params.get("batch_size"))
                    for lr in params["learning_rates"] for seed in params.get("seeds", [0])]
-        reused = sum(_reuses(c, run_path(runs_dir / "lr_comparison", c.lr, c.seed)) for c in configs)
+        reused = sum(_reuses(c, run_path(runs_dir / SWEEP_RUN_NAME, c.lr, c.seed)) for c in configs)
         plan.append(PlannedTraining("05_lr_comparison.ipynb", configs[0], runs=len(configs) - reused, reused=reused))
     return plan
 
@@ -965,7 +972,7 @@ def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir:
             parameters = {"use_shipped": False} if name == "03_train.ipynb" and not use_shipped else None
             # A failed copy never goes into notebooks/, where nbval would collect it.
             execute_notebook(notebooks_dir / name, target, parameters, clean=True,
-                             failed_dir=(out or notebooks_dir.parent) / "runs" / "report-failed")
+                             failed_dir=failed_notebooks_dir(out or notebooks_dir.parent))
             log(f"  {name} done in {format_duration(time.perf_counter() - started)}: {target}")
             executed.append(target)
     return executed

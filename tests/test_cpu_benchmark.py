@@ -53,7 +53,9 @@ def test_the_figure_plots_only_the_files_measured_on_the_first_files_machine(tmp
     short = _result("short", ["epochs=6"], 6, [0.87, 0.86, 0.87], [500, 510, 520])
     elsewhere = _result("elsewhere", ["epochs=12"], 12, [0.89] * 3, [600] * 3)
     elsewhere["cpu_model"] = "Another CPU"
-    fig = cpu.plot_accuracy_time([preset, short, elsewhere], tmp_path / "figure.png")
+    more_threads = _result("more_threads", ["epochs=9"], 9, [0.88] * 3, [300] * 3)
+    more_threads["device"] = "cpu (8 threads)"
+    fig = cpu.plot_accuracy_time([preset, short, elsewhere, more_threads], tmp_path / "figure.png")
     points = [container.lines[0].get_xydata()[0] for container in fig.axes[0].containers]
     assert [(round(x, 2), round(y, 2)) for x, y in points] == [(11.83, 88.0), (8.5, 86.67)]  # minutes, %
     assert (tmp_path / "figure.png").stat().st_size > 0
@@ -67,7 +69,14 @@ def test_the_figure_plots_only_the_files_measured_on_the_first_files_machine(tmp
     monkeypatch.setattr(cpu, "REPO", tmp_path)
     cpu.update_readme(files)
     assert (tmp_path / "figures" / "cpu.png").is_file()
-    assert "![cpu preset: test accuracy against wall time](figures/cpu.png)" in (tmp_path / "README.md").read_text()
+    text = (tmp_path / "README.md").read_text()
+    assert "![cpu preset: test accuracy against wall time](figures/cpu.png)" in text and "another CPU" in text
+    # No run on the first file's machine: neither figure nor a line pointing to one.
+    (tmp_path / "figures" / "cpu.png").unlink()
+    no_runs = dict(preset, runs=[], summary={})
+    files[0].write_text(json.dumps(no_runs))
+    cpu.update_readme(files[:1])
+    assert not (tmp_path / "figures" / "cpu.png").exists() and "figures/cpu.png" not in (tmp_path / "README.md").read_text()
 
 
 def test_a_file_measured_before_the_preset_changed_shows_how_it_differs_without_any_set():

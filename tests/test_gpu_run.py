@@ -8,7 +8,6 @@ versions and date.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tarfile
 from pathlib import Path
@@ -103,29 +102,33 @@ def test_report_one_notebook(noise_root, tmp_path):
 @pytest.fixture
 def fake_repo(tmp_path, monkeypatch):
     """gpu_run's report phase pointed at a copy of the repository's layout, with ``run_report`` replaced by a
-    fake that records its arguments and writes what a notebook would (03 fails when ``fail`` names it)."""
+    fake that records its arguments and writes what a notebook would: its executed copy, a figure and, for
+    03 and 05, their runs. A notebook named in ``fail`` writes its figure and run, then fails."""
     from cifar_utils import report
 
     repo = tmp_path / "repo"
     (repo / "figures").mkdir(parents=True)
     (repo / "figures" / "committed.png").write_text("old")
-    os.utime(repo / "figures" / "committed.png", (0, 0))  # drawn long before this call
     monkeypatch.setattr(gpu_run, "REPO", repo)
     calls, fail = [], set()
 
     def fake_run_report(*, notebooks, output_dir, use_shipped, **kwargs):
         [name] = notebooks
         calls.append({"notebook": name, "output_dir": output_dir, "use_shipped": use_shipped})
+        (repo / "figures" / f"{name}.png").write_text("new")
+        runs = report.profile_runs_dir(repo, smoke=False)
+        if name in report.NOTEBOOK_RUNS:
+            run = runs / report.NOTEBOOK_RUNS[name] / ("lr_0.25/seed_0" if name.startswith("05") else "")
+            run.mkdir(parents=True, exist_ok=True)
+            for file in ("metrics.json", "history.csv", "checkpoint.pt"):
+                (run / file).write_text("x")
         if name in fail:
-            (repo / "runs" / "report-failed").mkdir(parents=True, exist_ok=True)
-            (repo / "runs" / "report-failed" / name.replace(".ipynb", ".failed.ipynb")).write_text("partial")
+            failed = report.failed_notebooks_dir(repo)
+            failed.mkdir(parents=True, exist_ok=True)
+            (failed / name.replace(".ipynb", ".failed.ipynb")).write_text("partial")
             raise report.NotebookFailed(f"{name} stopped at cell 3: ValueError: boom")
         (repo / "notebooks").mkdir(exist_ok=True)
         (repo / "notebooks" / name).write_text("executed")
-        (repo / "figures" / f"{name}.png").write_text("new")
-        run = repo / "runs" / "report-full" / "03_train"
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "metrics.json").write_text("{}")
         return [repo / "notebooks" / name]
 
     monkeypatch.setattr(report, "run_report", fake_run_report)
@@ -137,26 +140,38 @@ def report_in_place(out: Path, root: Path, notebooks: str) -> int:
                          "--notebooks", notebooks])
 
 
+def packed(out: Path) -> set[str]:
+    with tarfile.open(out / "report.tar.gz") as tar:
+        return set(tar.getnames())
+
+
 def test_report_in_place_trains_03_itself_and_packs_only_what_this_call_made(fake_repo, noise_root, tmp_path):
     calls, _ = fake_repo
-    assert report_in_place(tmp_path / "out", noise_root, "01_data.ipynb,03_train.ipynb") == 0
-    assert calls == [{"notebook": n, "output_dir": None, "use_shipped": False} for n in ("01_data.ipynb", "03_train.ipynb")]
-    with tarfile.open(tmp_path / "out" / "report.tar.gz") as tar:
-        names = set(tar.getnames())
-    assert names == {"notebooks/01_data.ipynb", "notebooks/03_train.ipynb", "figures/01_data.ipynb.png",
-                     "figures/03_train.ipynb.png", "runs/report-full/03_train/metrics.json"}  # not committed.png
+    assert report_in_place(tmp_path / "out", noise_root, "05_lr_comparison.ipynb,01_data.ipynb,03_train.ipynb") == 0
+    assert calls == [{"notebook": n, "output_dir": None, "use_shipped": False}  # in the report's order
+                     for n in ("01_data.ipynb", "03_train.ipynb", "05_lr_comparison.ipynb")]
+    run = "runs/report-full/03_train/"
+    sweep_run = "runs/report-full/lr_comparison/lr_0.25/seed_0/"
+    assert packed(tmp_path / "out") == {  # not figures/committed.png, nor a sweep run's checkpoint
+        "notebooks/01_data.ipynb", "notebooks/03_train.ipynb", "notebooks/05_lr_comparison.ipynb",
+        "figures/01_data.ipynb.png", "figures/03_train.ipynb.png", "figures/05_lr_comparison.ipynb.png",
+        run + "metrics.json", run + "history.csv", run + "checkpoint.pt",
+        sweep_run + "metrics.json", sweep_run + "history.csv"}
 
 
-def test_report_a_failed_notebook_comes_back_and_the_others_still_run(fake_repo, noise_root, tmp_path, capsys):
+def test_report_a_failed_notebook_comes_back_apart_and_the_others_still_run(fake_repo, noise_root, tmp_path, capsys):
     calls, fail = fake_repo
     fail.add("03_train.ipynb")
     assert report_in_place(tmp_path / "out", noise_root, "03_train.ipynb,04_evaluate.ipynb,05_lr_comparison.ipynb") == 2
     assert [call["notebook"] for call in calls] == ["03_train.ipynb", "05_lr_comparison.ipynb"]  # 04 needs 03's run
-    with tarfile.open(tmp_path / "out" / "report.tar.gz") as tar:
-        assert "failed/03_train.failed.ipynb" in tar.getnames()
+    names = packed(tmp_path / "out")
+    assert {"failed/03_train.failed.ipynb", "failed/figures/03_train.ipynb.png"} <= names
+    assert not any("03_train/" in name or name == "figures/03_train.ipynb.png" for name in names)
+    assert "notebooks/05_lr_comparison.ipynb" in names
     [path] = (tmp_path / "out").glob("*-report.json")
     record = json.loads(path.read_text())
     assert record["failed_notebooks"] == ["03_train.ipynb"] and "boom" in record["runs"][0]["failed"]
+    assert record["runs"][1] == {"notebook": "04_evaluate.ipynb", "skipped": "03_train.ipynb failed"}
     assert "03_train.ipynb failed" in capsys.readouterr().err
 
 
