@@ -287,9 +287,10 @@ def render_table(results: list[dict]) -> str:
 def update_readme(results_files: list[Path]) -> None:
     results = [json.loads(Path(f).read_text()) for f in results_files]
     replace_section(README, "cpu-benchmark", render_table(results))
+    written = [README]
     if same_machine(results):
-        plot_accuracy_time(results, FIGURE)
-    print(f"updated the CPU benchmark table in {README} and {FIGURE} from {', '.join(map(str, results_files))}")
+        written.append(plot_accuracy_time(results, FIGURE) and FIGURE)
+    print(f"updated {' and '.join(map(str, written))} from {', '.join(map(str, results_files))}")
 
 
 def main() -> None:

@@ -500,7 +500,7 @@ def phase_report(phase: Phase) -> None:
     names = report_notebooks(args)
     # In place (the default) the notebooks print their run folders as a clone has them (runs/report-full/...).
     root = Path(args.report_dir).resolve() if args.report_dir else REPO
-    runs = profile_runs_dir(root, smoke=args.dry_run)
+    runs, failed_dir = profile_runs_dir(root, smoke=args.dry_run), failed_notebooks_dir(root)
     phase.record.data["settings"] = {"notebooks": names, "profile": "smoke" if args.dry_run else "full",
                                      "report_dir": str(root) if args.report_dir else "in place"}
     # Only what a notebook wrote is packed, copied out into a staging folder as soon as it finished: the
@@ -517,7 +517,7 @@ def phase_report(phase: Phase) -> None:
                 say("skipping 04_evaluate.ipynb: it evaluates 03's run, which failed")
                 phase.record.add_run({"notebook": name, "skipped": "03_train.ipynb failed"})
                 continue
-            before = {folder: file_states(folder) for folder in (root / "figures", failed_notebooks_dir(root))}
+            figures_before, failed_before = file_states(root / "figures"), file_states(failed_dir)
             started = time.monotonic()
             try:
                 # use_shipped=False: 03 trains on this machine instead of copying the committed (CPU) run.
@@ -528,21 +528,20 @@ def phase_report(phase: Phase) -> None:
                 failed.add(name)
                 say(f"error: {err}")
                 phase.record.add_run({"notebook": name, "seconds": time.monotonic() - started, "failed": str(err)})
-                for copy in changed_files(failed_notebooks_dir(root), before[failed_notebooks_dir(root)]):
-                    stage(copy, staging / "failed" / copy.name)
-                for figure in changed_files(root / "figures", before[root / "figures"]):
-                    stage(figure, staging / "failed" / "figures" / figure.name)
+                target = staging / "failed"
+                for copy in changed_files(failed_dir, failed_before):
+                    stage(copy, target / copy.name)
             else:
                 phase.record.add_run({"notebook": name, "seconds": time.monotonic() - started})
-                stage(executed, staging / "notebooks" / name)
-                for figure in changed_files(root / "figures", before[root / "figures"]):
-                    stage(figure, staging / "figures" / figure.name)
-                # The runs' records too: the results table reads them, and 03's run is the one the repository ships.
-                trained = runs / NOTEBOOK_RUNS[name] if name in NOTEBOOK_RUNS else None
-                for path in sorted(trained.rglob("*")) if trained else []:
-                    if path.name in (METRICS_NAME, HISTORY_NAME, TABLE_NAME, SUMMARY_NAME) or (
-                            path.name == CHECKPOINT_NAME and path.parent.name == TRAIN_RUN_NAME):
-                        stage(path, staging / path.relative_to(root))
+                target = staging
+                stage(executed, target / "notebooks" / name)
+                if name in NOTEBOOK_RUNS:  # its runs' records: the results table reads them, and 03's run ships
+                    for path in sorted((runs / NOTEBOOK_RUNS[name]).rglob("*")):
+                        if path.name in (METRICS_NAME, HISTORY_NAME, TABLE_NAME, SUMMARY_NAME) or (
+                                path.name == CHECKPOINT_NAME and path.parent.name == TRAIN_RUN_NAME):
+                            stage(path, target / path.relative_to(root))
+            for figure in changed_files(root / "figures", figures_before):
+                stage(figure, target / "figures" / figure.name)
             pack(phase.out, "report", staging, sorted(path for path in staging.rglob("*") if path.is_file()))
     if failed:
         phase.record.data["failed_notebooks"] = sorted(failed)
@@ -554,7 +553,8 @@ def phase_report(phase: Phase) -> None:
 
 def file_states(folder: Path) -> dict[str, tuple[int, int]]:
     """Each file's (mtime in ns, size) in ``folder``, to tell which files a notebook then wrote."""
-    return {path.name: (path.stat().st_mtime_ns, path.stat().st_size) for path in folder.glob("*") if path.is_file()}
+    stats = {path.name: path.stat() for path in folder.glob("*") if path.is_file()}
+    return {name: (stat.st_mtime_ns, stat.st_size) for name, stat in stats.items()}
 
 
 def changed_files(folder: Path, before: dict[str, tuple[int, int]]) -> list[Path]:

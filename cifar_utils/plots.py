@@ -145,13 +145,13 @@ def plot_runs(histories: Mapping[str, Sequence], title: Optional[str] = None,
                 acc_ax.plot(epochs, [100 * v for v in _history_column(history, "val_acc")], "-", color=colour,
                             alpha=0.35, linewidth=0.8)
         name = label if len(runs) == 1 else f"{label} (mean of {len(runs)} runs)"
-        epochs, val_loss = _mean_curve(runs, "val_loss")
+        epochs, val_loss = mean_curve(runs, "val_loss")
         all_epochs += epochs
         style = dict(color=colour, marker=marker, markersize=4, markevery=max(1, len(epochs) // 12))
         loss_ax.plot(epochs, val_loss, "-", linewidth=2, label=name, **style)
-        acc_ax.plot(epochs, [100 * v for v in _mean_curve(runs, "val_acc")[1]], "-", linewidth=2,
+        acc_ax.plot(epochs, [100 * v for v in mean_curve(runs, "val_acc")[1]], "-", linewidth=2,
                     label=f"{name} validation", **style)
-        acc_ax.plot(epochs, [100 * v for v in _mean_curve(runs, "train_acc")[1]], ":", color=colour, linewidth=1.5,
+        acc_ax.plot(epochs, [100 * v for v in mean_curve(runs, "train_acc")[1]], ":", color=colour, linewidth=1.5,
                     label=f"{name} training")
     loss_ax.set(xlabel="epoch", ylabel="validation loss", title="Validation loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (solid: validation, dotted: training)")
@@ -177,8 +177,9 @@ def _history_groups(histories: Mapping[str, Sequence]) -> dict[str, list[Sequenc
     return groups
 
 
-def _mean_curve(runs: Sequence[Sequence[Mapping]], key: str) -> tuple[list[float], list[float]]:
-    """Epochs every run reached and the runs' mean of ``key`` at each."""
+def mean_curve(runs: Sequence[Sequence[Mapping]], key: str) -> tuple[list[float], list[float]]:
+    """Epochs every run reached and the runs' mean of ``key`` at each: the thick line of :func:`plot_runs`,
+    which :func:`cifar_utils.report.discuss_lr_comparison` describes."""
     per_run = [{float(row["epoch"]): float(row[key]) for row in history} for history in runs]
     epochs = sorted(set.intersection(*(set(values) for values in per_run)))
     return epochs, [float(np.mean([values[epoch] for values in per_run])) for epoch in epochs]

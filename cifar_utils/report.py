@@ -26,7 +26,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -627,15 +626,11 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
     return " ".join(text)
 
 
-def _mean_curve(runs: Sequence[Sequence[Mapping[str, Any]]], key: str) -> list[float]:
-    """The mean over runs of a history column, for the epochs every run reached."""
-    epochs = min(len(history) for history in runs)
-    return [statistics.fmean(float(history[e][key]) for history in runs) for e in range(epochs)]
-
-
 def _discuss_lr_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], chosen: float) -> list[str]:
     """Sentences on the mean validation curves: where each other rate trailed the chosen one most, where it
     ended, and the epochs at which a rate's mean validation loss rose (a sign of too large a rate)."""
+    from .plots import mean_curve  # the curves the notebook plots, so text and figure agree
+
     # (rate, label, runs) by rate, for the rates whose runs validated; sweep_histories labels them "lr=<rate>",
     # so the chosen rate is found by that same formatting
     rates = sorted(((float(label.split("=", 1)[1]), label, runs) for label, runs in histories.items()
@@ -644,29 +639,29 @@ def _discuss_lr_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, An
     chosen_runs = next((runs for _, label, runs in rates if label == f"lr={chosen:g}"), None)
     if chosen_runs is None:
         return []
-    best = _mean_curve(chosen_runs, "val_acc")
+    best = dict(zip(*mean_curve(chosen_runs, "val_acc")))  # epoch -> mean validation accuracy
     clauses = []
     for lr, _, runs in rates:
         if runs is chosen_runs:
             continue
-        curve = _mean_curve(runs, "val_acc")
-        gaps = [b - c for b, c in zip(best, curve)]
+        curve = dict(zip(*mean_curve(runs, "val_acc")))
+        gaps = {epoch: best[epoch] - curve[epoch] for epoch in curve if epoch in best}
         if not gaps:
             continue
-        worst = max(range(len(gaps)), key=gaps.__getitem__)
-        end = gaps[-1]
+        worst = max(gaps, key=gaps.get)
+        end = gaps[max(gaps)]
         ending = f"ends {abs(end) * 100:.1f} points {'behind' if end >= 0 else 'ahead'}"
         if gaps[worst] > 0:
             clauses.append(f"lr {lr:g} trails lr {chosen:g} by up to {gaps[worst] * 100:.1f} points of mean "
-                           f"validation accuracy (epoch {worst + 1}: {curve[worst]:.1%} against {best[worst]:.1%}) "
+                           f"validation accuracy (epoch {worst:g}: {curve[worst]:.1%} against {best[worst]:.1%}) "
                            f"and {ending}")
         else:
             clauses.append(f"lr {lr:g} never trails lr {chosen:g} and {ending}")
     text = [f"Along the way, {'; '.join(clauses)}."] if clauses else []
     noisy = []
     for lr, _, runs in rates:
-        loss = _mean_curve(runs, "val_loss")
-        rose = [str(e + 1) for e in range(1, len(loss)) if loss[e] > loss[e - 1]]
+        epochs, loss = mean_curve(runs, "val_loss")
+        rose = [f"{epochs[e]:g}" for e in range(1, len(loss)) if loss[e] > loss[e - 1]]
         if rose:
             noisy.append(f"lr {lr:g} at epoch{'s' if len(rose) > 1 else ''} {_join(rose)}")
     if noisy:

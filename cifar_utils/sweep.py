@@ -124,11 +124,12 @@ def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, 
             if run_device != device:
                 continue
             if earlier is not None:
-                executed = run_dir / notebook.name  # absent where the run was trained outside the sweep
-                where = "" if executed.is_file() else f"; no {notebook.name}: it was trained outside the sweep"
+                executed = run_dir / notebook.name
+                has_notebook = executed.is_file()  # not where the run was trained outside the sweep
+                where = "" if has_notebook else f"; no {notebook.name}: it was trained outside the sweep"
                 log(f"lr {lr:g} seed {seed}: reusing the finished run in {run_dir} (same settings; overwrite=True "
                     f"trains again{where})")
-                done[lr, seed] = SweepRun(lr, seed, device, run_dir, executed if executed.is_file() else None, earlier)
+                done[lr, seed] = SweepRun(lr, seed, device, run_dir, executed if has_notebook else None, earlier)
             else:
                 done[lr, seed] = _run_one(notebook, lr, seed, device, run_dir, base_parameters,
                                           {"overwrite": overwrite, "resume": continue_run}, log)
