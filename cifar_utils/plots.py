@@ -179,7 +179,7 @@ def _history_groups(histories: Mapping[str, Sequence]) -> dict[str, list[Sequenc
 
 def mean_curve(runs: Sequence[Sequence[Mapping]], key: str) -> tuple[list[float], list[float]]:
     """Epochs every run reached and the runs' mean of ``key`` at each: the thick line of :func:`plot_runs`,
-    which :func:`cifar_utils.report.discuss_lr_comparison` describes."""
+    which :func:`cifar_utils.discussion.discuss_lr_comparison` describes."""
     per_run = [{float(row["epoch"]): float(row[key]) for row in history} for history in runs]
     epochs = sorted(set.intersection(*(set(values) for values in per_run)))
     return epochs, [float(np.mean([values[epoch] for values in per_run])) for epoch in epochs]

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from cifar_utils import report
+from cifar_utils import discussion, report
 from cifar_utils.evaluation import Evaluation
 from cifar_utils.presets import from_preset
 
@@ -29,21 +29,21 @@ def row(epoch, train_acc, val_acc, val_loss):
 
 def test_training_discussion_reads_overfitting_from_the_run():
     overfit = record([row(1, 0.70, 0.68, 0.9), row(2, 0.99, 0.80, 1.2)], test_accuracy=0.79, validation_accuracy=0.80)
-    text = report.discuss_training(overfit)
+    text = discussion.discuss_training(overfit)
     assert "+19.0 points" in text and "large gap" in text
     assert "lowest at epoch 1 of 2 (0.900)" in text and "ended at 1.200" in text
     assert "1.00 points below the final validation accuracy" in text
 
     healthy = record([row(1, 0.60, 0.62, 1.1), row(2, 0.86, 0.87, 0.5)], test_accuracy=0.871, validation_accuracy=0.87)
-    text = report.discuss_training(healthy)
+    text = discussion.discuss_training(healthy)
     assert "not overfitting" in text and "lowest at the last epoch" in text and "predicted the test result well" in text
-    assert "smoke" not in text and "smoke run" in report.discuss_training(healthy, smoke=True)
+    assert "smoke" not in text and "smoke run" in discussion.discuss_training(healthy, smoke=True)
     assert "measured without test-time augmentation" in text  # no config recorded: no TTA
 
 
 def test_training_discussion_says_the_final_accuracies_use_test_time_augmentation():
     history = [row(1, 0.60, 0.62, 1.1), row(2, 0.86, 0.86, 0.5)]
-    text = report.discuss_training(record(history, test_accuracy=0.871, validation_accuracy=0.875,
+    text = discussion.discuss_training(record(history, test_accuracy=0.871, validation_accuracy=0.875,
                                           config={"tta": "flip_translate"}))
     assert "both measured with test-time augmentation (flip_translate)" in text
     assert "per-epoch validation accuracies above are measured without test-time augmentation" in text
@@ -58,7 +58,7 @@ def test_evaluation_discussion_names_confusions_and_gate_preferences():
     branches = report.BranchWeightSummary(
         weights=[torch.tensor([[0.8, 0.2], [0.6, 0.4]]), torch.tensor([[0.5, 0.5], [0.52, 0.48]])],
         entropy=0.6, uniform=math.log(2), figure=None, branch_labels=("3x3", "1x1"))
-    text = report.discuss_evaluation(evaluation, branches)
+    text = discussion.discuss_evaluation(evaluation, branches)
     assert "weakest class is cat (80.0%)" in text and "strongest ship (99.0%)" in text
     assert "cat predicted as dog (15 images)" in text and "dog is taken for cat 12 times" in text
     assert "both ways" in text
@@ -73,7 +73,7 @@ def test_gate_preferences_a_rounded_55_percent_cannot_fall_on_both_sides_of_the_
     evaluation = Evaluation(accuracy=0.5, loss=1.0, labels=torch.zeros(2, dtype=torch.long),
                             predictions=torch.zeros(2, dtype=torch.long), confusion=torch.tensor([[2, 0], [0, 0]]),
                             probabilities=None, classes=["a", "b"], per_class_accuracy={"a": 1.0, "b": 0.0}, report="")
-    text = report.discuss_evaluation(evaluation, branches)
+    text = discussion.discuss_evaluation(evaluation, branches)
     assert "Block 1: 3x3 54.9%, Block 2: 3x3 55.1%: Block 2 leans towards 3x3" in text
 
 
@@ -82,7 +82,7 @@ def test_gate_preferences_without_a_clear_favourite():
     evaluation = Evaluation(accuracy=0.5, loss=1.0, labels=torch.zeros(2, dtype=torch.long),
                             predictions=torch.zeros(2, dtype=torch.long), confusion=torch.tensor([[2, 0], [0, 0]]), probabilities=None,
                             classes=["a", "b"], per_class_accuracy={"a": 1.0, "b": 0.0}, report="")
-    assert "no Block gives its favourite branch more than 55%" in report.discuss_evaluation(evaluation, branches)
+    assert "no Block gives its favourite branch more than 55%" in discussion.discuss_evaluation(evaluation, branches)
 
 
 def test_banner_is_built_from_the_run_metadata(monkeypatch, tmp_path):
@@ -119,12 +119,12 @@ def lr_row(lr, val, val_std, test=0.8, runs=2):
 
 def test_lr_discussion_weighs_the_lead_against_seed_noise():
     clear = [lr_row(0.1, 0.80, 0.002), lr_row(0.2, 0.86, 0.003), lr_row(0.4, 0.83, 0.002)]
-    text = report.discuss_lr_comparison(clear, 0.2)
+    text = discussion.discuss_lr_comparison(clear, 0.2)
     assert "lr 0.2 reaches 86.00% ± 0.30% validation" in text and "over 2 seed(s)" in text
     assert "lead over lr 0.4 is 3.00 points" in text and "ranking is real" in text
     assert "inside the range tried" in text
     close = [lr_row(0.1, 0.851, 0.004), lr_row(0.2, 0.853, 0.005)]
-    text = report.discuss_lr_comparison(close, 0.2)
+    text = discussion.discuss_lr_comparison(close, 0.2)
     assert "not clearly different" in text and "larger rate than those tried" in text
 
 
@@ -164,9 +164,9 @@ def test_lr_discussion_reads_the_curves_when_given_the_histories():
         "lr=0.125": [history([0.72, 0.83, 0.86], [0.9, 0.8, 0.7])],
     }
     summary = [lr_row(0.125, 0.86, math.nan, runs=1), lr_row(0.25, 0.88, 0.0), lr_row(0.5, 0.87, 0.0)]
-    text = report.discuss_lr_comparison(summary, 0.25, histories=histories)
+    text = discussion.discuss_lr_comparison(summary, 0.25, histories=histories)
     assert "lr 0.5 trails lr 0.25 by up to 10.0 points of mean validation accuracy (epoch 2: 71.0% against 81.0%)" in text
     assert "ends 2.0 points behind; lr 0.5 trails" in text and "and ends 1.0 points behind." in text
     assert "lr 0.125 trails lr 0.25 by up to 2.0 points" in text  # epoch 3; it led at epochs 1 and 2
     assert "rose from one epoch to the next for lr 0.5 at epoch 2:" in text
-    assert "Along the way" not in report.discuss_lr_comparison(summary, 0.25)  # no histories, no curve sentences
+    assert "Along the way" not in discussion.discuss_lr_comparison(summary, 0.25)  # no histories, no curve sentences

@@ -1,0 +1,198 @@
+"""The report's discussions: the prose at the end of notebooks 03, 04 and 05, every number in it read
+from the runs it discusses, so the text always describes the saved outputs.
+
+Usage (as the notebooks call it)::
+
+    from cifar_utils import discussion, report
+    print(discussion.discuss_training(report.read_run("runs/report-full/03_train")))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+
+if TYPE_CHECKING:  # annotations only: report imports nothing from here
+    from .evaluation import Evaluation
+    from .report import BranchWeightSummary, RunRecord
+
+
+def final_evaluation_note(metrics: dict) -> str:
+    """How a run's final test and validation accuracies were measured, for labels: the per-epoch validation
+    numbers in ``history.csv`` never use test-time augmentation, the final evaluation uses the run's ``tta``."""
+    tta = _final_tta(metrics)
+    return "without test-time augmentation" if tta == "none" else f"with test-time augmentation ({tta})"
+
+
+def _final_tta(metrics: dict) -> str:
+    return metrics.get("config", {}).get("tta", "none")
+
+
+def discuss_training(record: RunRecord, smoke: bool = False) -> str:
+    """A discussion of a finished run, every number read from its history and metrics: the train-validation
+    gap (overfitting), where validation loss bottomed out, and how well validation predicted test."""
+    history, metrics = record.history, record.metrics
+    last = history[-1]
+    gap = last["train_acc"] - last["val_acc"]
+    if gap < 0.02:
+        fit = ("the two are close, so the network is not overfitting; training accuracy is measured on augmented "
+               "images while the weights still change, which is why it can even sit below validation accuracy")
+    elif gap < 0.08:
+        fit = "a moderate gap: some overfitting, held in check by augmentation, label smoothing and weight decay"
+    else:
+        fit = ("a large gap: the network memorises its training images; stronger augmentation, more weight decay "
+               "or fewer epochs would narrow it")
+    lowest = min(history, key=lambda row: row["val_loss"])
+    if lowest["epoch"] == last["epoch"]:
+        trend = ("validation loss was lowest at the last epoch, so training had not started to overfit and more "
+                 "epochs might still help")
+    else:
+        trend = (f"validation loss was lowest at epoch {lowest['epoch']} of {last['epoch']} ({lowest['val_loss']:.3f}) and "
+                 f"ended at {last['val_loss']:.3f}: the later epochs fitted the training images more than the "
+                 "validation ones")
+    text = [f"After {last['epoch']} epoch(s) training accuracy is {last['train_acc']:.1%} and validation accuracy "
+            f"{last['val_acc']:.1%} ({gap * 100:+.1f} points): {fit}.", f"In the curves, {trend}."]
+    if metrics.get("validation_accuracy") is not None:
+        diff = metrics["test_accuracy"] - metrics["validation_accuracy"]
+        agree = "so the validation split predicted the test result well" if abs(diff) < 0.01 else \
+            "a difference larger than one point, so treat either as uncertain by about that much"
+        relation = f"{abs(diff) * 100:.2f} points {'above' if diff > 0 else 'below'}" if diff else "equal to"
+        text.append(f"Test accuracy ({metrics['test_accuracy']:.2%}) is {relation} the final "
+                    f"validation accuracy ({metrics['validation_accuracy']:.2%}), both measured "
+                    f"{final_evaluation_note(metrics)}, {agree}.")
+        if _final_tta(metrics) != "none":
+            text.append("The per-epoch validation accuracies above are measured without test-time augmentation, "
+                        "which is why they sit below the final one.")
+    if smoke:
+        text.insert(0, "This is a smoke run (a few hundred images, one epoch): the sentences below describe it "
+                       "faithfully, but it says nothing about the method.")
+    return " ".join(text)
+
+
+def _join(items: Sequence[str]) -> str:
+    """'1', '1 and 2', '1, 2 and 3'."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def discuss_evaluation(evaluation: Evaluation, branches: BranchWeightSummary, smoke: bool = False) -> str:
+    """A discussion of a test evaluation: strongest and weakest class, the most frequent confusion and
+    whether it goes both ways, and which branch each Block's gate prefers."""
+    ranked = sorted(evaluation.per_class_accuracy.items(), key=lambda item: item[1])
+    text = [f"Test accuracy is {evaluation.accuracy:.2%}. The weakest class is {ranked[0][0]} ({ranked[0][1]:.1%}), "
+            f"the strongest {ranked[-1][0]} ({ranked[-1][1]:.1%})."]
+    pairs = evaluation.most_confused(top=1)
+    if pairs:
+        true, predicted, count = pairs[0]
+        i, j = evaluation.classes.index(true), evaluation.classes.index(predicted)
+        back = int(evaluation.confusion[j, i])
+        text.append(f"The most frequent mistake is {true} predicted as {predicted} ({count} images), and "
+                    f"{predicted} is taken for {true} {back} times: "
+                    + ("the two classes are confused both ways, as similar-looking classes are."
+                       if back >= count / 2 else "the confusion mostly goes one way."))
+    if branches.weights:
+        preferred = branches.preferences()
+        even = 1 / len(branches.branch_labels)
+        per_block = ", ".join(f"Block {b + 1}: {name} {share:.1%}" for b, (name, share) in enumerate(preferred))
+        leaning: dict[str, list[str]] = {}  # branch -> the Blocks that give it 5 points more than an even mix
+        for b, (name, share) in enumerate(preferred):
+            if round(share, 3) > even + 0.05:  # judged on the printed value, so the text never contradicts itself
+                leaning.setdefault(name, []).append(str(b + 1))
+        phrases = [(f"Blocks {_join(blocks)} lean" if len(blocks) > 1 else f"Block {blocks[0]} leans") + f" towards {name}"
+                   for name, blocks in sorted(leaning.items())]
+        lean = "; ".join(phrases) or f"no Block gives its favourite branch more than {even + 0.05:.0%} on average"
+        text.append(f"The largest mean weight per Block over the test images is {per_block}: {lean}. Overall, "
+                    f"{branches.describe('the Blocks')}.")
+    if smoke:
+        text.insert(0, "This is a smoke run: the numbers describe it faithfully but say nothing about the method.")
+    return " ".join(text)
+
+
+def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, smoke: bool = False,
+                          histories: Optional[Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]] = None) -> str:
+    """A discussion of a learning-rate comparison (:func:`cifar_utils.sweep.summarize_by_learning_rate`
+    rows): the rate chosen on validation, whether its lead is larger than the spread between seeds, and
+    which side of it the other rates fall on; with the runs' ``histories`` (as
+    :func:`cifar_utils.sweep.sweep_histories` gives them), also how the curves got there."""
+    rows = sorted((row for row in summary if not math.isnan(row["val_acc_mean"])), key=lambda row: row["learning_rate"])
+    best = next(row for row in rows if row["learning_rate"] == chosen)
+
+    def spread(row: Mapping[str, Any], key: str) -> str:
+        return f" ± {row[key + '_std']:.2%}" if not math.isnan(row[key + "_std"]) else ""
+
+    text = [f"Chosen on mean validation accuracy, lr {chosen:g} reaches {best['val_acc_mean']:.2%}"
+            f"{spread(best, 'val_acc')} validation and {best['test_acc_mean']:.2%}{spread(best, 'test_acc')} test "
+            f"accuracy over {best['runs']} seed(s)."]
+    others = [row for row in rows if row is not best]
+    if others:
+        runner_up = max(others, key=lambda row: row["val_acc_mean"])
+        lead = best["val_acc_mean"] - runner_up["val_acc_mean"]
+        noise = max((row["val_acc_std"] for row in (best, runner_up) if not math.isnan(row["val_acc_std"])),
+                    default=math.nan)
+        if math.isnan(noise):
+            verdict = "with one seed per rate there is no measure of noise to compare it with"
+        elif lead > 2 * noise:
+            verdict = f"more than twice the larger seed-to-seed standard deviation ({noise:.2%}), so the ranking is real"
+        else:
+            verdict = (f"within twice the seed-to-seed standard deviation ({noise:.2%}), so these two rates are "
+                       "not clearly different")
+        text.append(f"Its lead over lr {runner_up['learning_rate']:g} is {lead * 100:.2f} points of validation "
+                    f"accuracy: {verdict}.")
+        lower = [row for row in others if row["learning_rate"] < chosen]
+        higher = [row for row in others if row["learning_rate"] > chosen]
+        if lower and higher:
+            text.append("Both smaller and larger rates did worse, so the best rate lies inside the range tried.")
+        elif higher:
+            text.append("Only larger rates were worse: a smaller rate than those tried might do better still.")
+        else:
+            text.append("Only smaller rates were worse: a larger rate than those tried might do better still.")
+    if histories:
+        text += _discuss_lr_curves(histories, chosen)
+    if smoke:
+        text.insert(0, "This is a smoke run: the numbers describe it faithfully but say nothing about the method.")
+    return " ".join(text)
+
+
+def _discuss_lr_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], chosen: float) -> list[str]:
+    """Sentences on the mean validation curves: where each other rate trailed the chosen one most, where it
+    ended, and the epochs at which a rate's mean validation loss rose (a sign of too large a rate)."""
+    from .plots import mean_curve  # the curves the notebook plots, so text and figure agree
+
+    # (rate, label, runs) by rate, for the rates whose runs validated; sweep_histories labels them "lr=<rate>",
+    # so the chosen rate is found by that same formatting
+    rates = sorted(((float(label.split("=", 1)[1]), label, runs) for label, runs in histories.items()
+                    if all(math.isfinite(float(row["val_acc"])) for history in runs for row in history)),
+                   key=lambda item: item[0])
+    chosen_runs = next((runs for _, label, runs in rates if label == f"lr={chosen:g}"), None)
+    if chosen_runs is None:
+        return []
+    best = dict(zip(*mean_curve(chosen_runs, "val_acc")))  # epoch -> mean validation accuracy
+    clauses = []
+    for lr, _, runs in rates:
+        if runs is chosen_runs:
+            continue
+        curve = dict(zip(*mean_curve(runs, "val_acc")))
+        gaps = {epoch: best[epoch] - curve[epoch] for epoch in curve if epoch in best}
+        if not gaps:
+            continue
+        worst = max(gaps, key=gaps.get)
+        end = gaps[max(gaps)]
+        ending = f"ends {abs(end) * 100:.1f} points {'behind' if end >= 0 else 'ahead'}"
+        if gaps[worst] > 0:
+            clauses.append(f"lr {lr:g} trails lr {chosen:g} by up to {gaps[worst] * 100:.1f} points of mean "
+                           f"validation accuracy (epoch {worst:g}: {curve[worst]:.1%} against {best[worst]:.1%}) "
+                           f"and {ending}")
+        else:
+            clauses.append(f"lr {lr:g} never trails lr {chosen:g} and {ending}")
+    text = [f"Along the way, {'; '.join(clauses)}."] if clauses else []
+    noisy = []
+    for lr, _, runs in rates:
+        epochs, loss = mean_curve(runs, "val_loss")
+        rose = [f"{epochs[e]:g}" for e in range(1, len(loss)) if loss[e] > loss[e - 1]]
+        if rose:
+            noisy.append(f"lr {lr:g} at epoch{'s' if len(rose) > 1 else ''} {_join(rose)}")
+    if noisy:
+        text.append(f"The mean validation loss rose from one epoch to the next for {'; '.join(noisy)}: too large a "
+                    "rate shows this way, while a validation loss that falls every epoch is steady progress.")
+    else:
+        text.append("The mean validation loss fell at every epoch for every rate.")
+    return text
