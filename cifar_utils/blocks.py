@@ -61,7 +61,8 @@ class BranchGate(nn.Module):
         pooled = x.mean((2, 3)) if self.pool_size == 1 else F.adaptive_avg_pool2d(x, self.pool_size).flatten(1)
         logits = self.fc(pooled)
         if self.function == "softmax":
-            return torch.softmax(logits / self.temperature, dim=1)
+            # Dividing by 1 changes nothing but costs a kernel each way on a GPU, where steps are launch-bound.
+            return torch.softmax(logits / self.temperature if self.temperature != 1 else logits, dim=1)
         if self.function == "sigmoid":
             return torch.sigmoid(logits)
         return torch.relu(logits)
@@ -134,12 +135,15 @@ class Block(nn.Module):
         [B, n*C_in, H, W] with their weights side by side [C_out, n*C_in, k, k]: its sum over input channels
         is their weighted sum. So no per-branch output [B, C_out, H, W] is written and no mixing pass runs,
         which is cheaper wherever C_in <= C_out (training speed against the old output scaling:
-        ``benchmarks/block_mix.py``). Only slicing, no index lists (which copy host to device and sync on
-        a GPU), and only 4-D tensors, so the result keeps the input's memory format.
+        ``benchmarks/block_mix.py``). No index lists (which copy host to device and sync on a GPU), and
+        only 4-D tensors, so the result keeps the input's memory format.
         """
+        # One [B, 1, 1, 1] view of a per branch. unbind's backward is one stack, where a slice per branch
+        # costs a zero-filled copy each plus their sum: fewer kernels on a launch-bound GPU, same numbers.
+        branch_weights = a.to(x.dtype).view(len(a), -1, 1, 1, 1).unbind(1)
         out = None
         for k, indices in self._groups.items():
-            scaled = [x * a[:, i:i + 1, None, None].to(x.dtype) for i in indices]
+            scaled = [x * branch_weights[i] for i in indices]
             weights = [self.convs[i].weight for i in indices]
             if len(indices) > 1:
                 scaled, weights = [torch.cat(scaled, 1)], [torch.cat(weights, 1)]

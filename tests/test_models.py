@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch import nn
 
 from cifar_utils import models
@@ -410,12 +411,41 @@ class _RecordIndexing(TorchFunctionMode):
 
 
 @pytest.mark.parametrize("kernel_sizes", [(3, 1), (3, 1, 3), (1, 3, 5)])
-def test_block_forward_indexes_only_with_slices_and_integers(kernel_sizes):
-    block = Block(4, 4, kernel_sizes)
+@pytest.mark.parametrize("fused", [True, False])
+def test_block_forward_indexes_only_with_slices_and_integers(kernel_sizes, fused):
+    block = Block(4, 4, kernel_sizes, fused=fused)
     with _RecordIndexing() as recorder:
         block(torch.randn(2, 4, 8, 8))
-    assert recorder.kinds, "the fused mix slices the branch weights"
-    assert set(recorder.kinds) <= {slice, int, type(None), type(Ellipsis)}  # no lists or index tensors
+        torch.randn(3)[[0, 2]]  # the recorder sees a list index when there is one
+    assert recorder.kinds[-1] is list
+    assert set(recorder.kinds[:-1]) <= {slice, int, type(None), type(Ellipsis)}  # no lists or index tensors
+
+
+class _RecordOperators(TorchDispatchMode):
+    """Records the name of every aten operator dispatched (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kernel_sizes", [(3, 1), (3, 3, 1)])
+def test_block_step_has_no_per_branch_copies_and_no_division_by_one(kernel_sizes):
+    # A GPU step of the fast presets is launch-bound: a slice per branch weight costs a zero-filled copy
+    # and an add in backward, and a softmax temperature of 1 a division each way.
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    divisions = {}
+    for temperature in (1.0, 2.0):
+        with _RecordOperators() as recorder:
+            Block(4, 6, kernel_sizes, temperature=temperature, activation="gelu", pool=2)(x).sum().backward()
+        assert "convolution_backward" in recorder.names  # the recorder saw the backward pass
+        assert "slice_backward" not in recorder.names, recorder.names
+        divisions[temperature] = recorder.names.count("div")  # the gate's mean divides in backward too
+    assert divisions[2.0] == divisions[1.0] + 2  # a real temperature divides once each way, 1 not at all
 
 
 @pytest.mark.parametrize("residual", [False, True])
