@@ -125,6 +125,7 @@ class Config:
             raise ConfigError(f"model={self.model!r} is unknown; choose one of {', '.join(sorted(ARCHITECTURES))}")
         _require(self.lr > 0, "lr", self.lr, "must be > 0 (try 1e-3 for Adam or 0.1 for SGD)")
         _require(self.epochs >= 1, "epochs", self.epochs, "must be at least 1")
+        _require(0 <= self.seed < 2**32, "seed", self.seed, "must be in [0, 2**32), the range every random generator here takes")
         _require(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
         _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be at least 1")
         _require(self.accumulation_steps >= 1, "accumulation_steps", self.accumulation_steps, "must be at least 1")
@@ -213,7 +214,8 @@ def progressive_schedule(config: Config, full: int = IMAGE_SIZE) -> list[int]:
     ``progressive_start`` and ``progressive_fraction``; later epochs train at full size. With 10 epochs,
     16 and 0.7: [16, 16, 16, 16, 24, 24, 24]."""
     sides = list(range(config.progressive_start, full, PROGRESSIVE_STEP)) if config.progressive_start else []
-    low = min(int(config.progressive_fraction * config.epochs), config.epochs - 1)
+    # rounded before the floor, so that 0.57 x 100 epochs (56.999... in floating point) gives 57
+    low = min(math.floor(round(config.progressive_fraction * config.epochs, 9)), config.epochs - 1)
     if not sides or low < 1:
         return []
     return [sides[epoch * len(sides) // low] for epoch in range(low)]

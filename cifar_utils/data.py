@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import io
 from . import preprocessing as spec
+from .config import DATASETS, NORMALIZATIONS
 from .errors import ConfigError, DataError, WriteError
 from .preprocessing import FIXED_MEAN, FIXED_STD, IMAGE_SIZE
 
@@ -136,20 +137,29 @@ def load_dataset(
     Raises :class:`DataError` with where it looked (and, by ``origin``, where a given ``root`` came from) and
     how to fix it when nothing usable is found.
     """
+    if source not in DATASETS:
+        raise ConfigError(f"dataset={source!r} is not valid; choose one of {', '.join(DATASETS)}")
     if source == "synthetic":
         return synthetic_dataset(*synthetic_size, seed=seed)
     path, origin = resolve_root(root, origin)
     found = detect_source(path) if path.is_dir() else None
+    asked = source
     if source == "auto":
         source = found or ("cifar10" if download else "")
     if source == "folder":
         return load_image_folder(path, skip_bad_files=skip_bad_files)
     if source == "cifar10" and (found == "cifar10" or download):
         return load_torchvision_cifar10(path, download=download)
-    raise DataError(_not_found_message(path, origin, download))
+    raise DataError(_not_found_message(path, origin, download, found if asked == "cifar10" else None))
 
 
-def _not_found_message(path: Path, origin: str, download: bool) -> str:
+def _not_found_message(path: Path, origin: str, download: bool, found: Optional[str] = None) -> str:
+    """Why no data was found; ``found`` is the layout detected where ``dataset="cifar10"`` asked for another."""
+    if found == "folder":
+        return (f"dataset='cifar10' reads torchvision's CIFAR-10 batches ({TORCHVISION_FOLDER}/), but {path} (from "
+                f"{origin}) holds an image folder (train/<class>/ and test/<class>/). Fix: leave dataset at 'auto' "
+                "(or set dataset='folder') to read that folder, or add --download (download=True) to fetch the "
+                "official CIFAR-10 there.")
     if not path.exists():
         what = f"{path} (from {origin}) does not exist"
     elif not path.is_dir():
@@ -175,8 +185,9 @@ def load_torchvision_cifar10(root: Path, download: bool = False) -> CifarData:
         try:
             ds = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download)
         except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
-            raise DataError(f"torchvision could not read CIFAR-10 in {root}: {err}. "
-                            "Delete the folder and run again with --download.") from None
+            raise DataError(f"torchvision could not read CIFAR-10 in {root}: {err}. Run again with --download "
+                            f"(download=True), which fetches the batches again when {root / TORCHVISION_FOLDER} is "
+                            "damaged or missing.") from None
         except OSError as err:  # URLError and socket errors: no network
             raise DataError(f"downloading CIFAR-10 into {root} failed ({err}). Without internet, "
                             "point --data-root or CIFAR10_ROOT at an offline copy.") from None
@@ -397,8 +408,12 @@ def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: i
     image), so that small folders work without a setting, and 0 holds out none: every training image trains
     and the validation split is empty. ``train_limit`` takes a seeded random (not stratified) subset of the
     training split; ``validation_limit`` and ``test_limit`` cap the validation and test splits with seeded
-    random subsets. Normalisation statistics come from the (limited) training split.
+    random subsets, each drawn from its own generator, so that one split's subset never depends on another
+    split's limit (runs that differ only in ``train_limit`` are scored on the same images). Normalisation
+    statistics come from the (limited) training split.
     """
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(f"normalization={normalization!r} is not valid; choose one of {', '.join(NORMALIZATIONS)}")
     n = len(data.train)
     if validation_split is None:
         held_out = (f"validation: the default {VALIDATION_FRACTION:.0%} of {n} training images, stratified by class; "
@@ -420,9 +435,9 @@ def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: i
         train_idx = train_idx[torch.randperm(len(train_idx), generator=gen)[:train_limit]]
     test_idx = torch.arange(len(data.test))
     if validation_limit is not None:
-        val_idx = val_idx[torch.randperm(len(val_idx), generator=gen)[:validation_limit]]
+        val_idx = val_idx[torch.randperm(len(val_idx), generator=_limit_generator(seed, "validation"))[:validation_limit]]
     if test_limit is not None:
-        test_idx = torch.randperm(len(data.test), generator=gen)[:test_limit]
+        test_idx = torch.randperm(len(data.test), generator=_limit_generator(seed, "test"))[:test_limit]
     train = data.train.subset(train_idx)
     if normalization == "train_stats":
         mean, std = channel_stats(train.images)
@@ -430,6 +445,11 @@ def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: i
         mean, std = FIXED_MEAN, FIXED_STD
     return Splits(train, data.train.subset(val_idx), data.test.subset(test_idx), mean, std, data.description,
                   held_out)
+
+
+def _limit_generator(seed: int, split: str) -> torch.Generator:
+    """The generator of ``split``'s limited subset: seeded from the run's seed and the split's name alone."""
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(f"{split}:{seed}".encode()).digest()[:8], "little"))
 
 
 def stratified_counts(class_counts: torch.Tensor, total: int) -> torch.Tensor:
@@ -544,9 +564,11 @@ class TensorImageDataset(Dataset):
 
 def pad_to_multiple(order: torch.Tensor, multiple: int) -> torch.Tensor:
     """``order`` padded with its own start to a length divisible by ``multiple``, as ``DistributedSampler``
-    pads, so that every rank gets as many positions."""
+    pads, so that every rank gets as many positions (repeated whole when it is shorter than the padding)."""
     extra = -len(order) % multiple
-    return torch.cat([order, order[:extra]]) if extra else order
+    if not extra:
+        return order
+    return order.repeat(math.ceil((len(order) + extra) / len(order)))[:len(order) + extra]
 
 
 class ShardedShuffleSampler(Sampler[int]):

@@ -137,6 +137,13 @@ def test_invalid_value_is_rejected_naming_the_field():
         from_preset("seed000", lr=0.0)
 
 
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**50])
+def test_a_seed_outside_the_generators_range_is_rejected(seed):
+    with pytest.raises(ConfigError, match=r"seed=.* must be in \[0, 2\*\*32\)"):
+        from_preset("cpu", seed=seed)
+    assert from_preset("cpu", seed=2**32 - 1).seed == 2**32 - 1
+
+
 def test_config_round_trips_through_a_dict():
     config = from_preset("seed000", epochs=2, train_limit=10)
     again = config_from_dict(config.to_dict())

@@ -236,6 +236,19 @@ def test_no_data_gives_one_clear_error(tmp_path, monkeypatch):
     (tmp_path / "empty" / "stuff.txt").write_text("x")
     with pytest.raises(DataError, match="holds neither"):
         load_dataset()
+    with pytest.raises(ConfigError, match="dataset='cifar-10' is not valid"):
+        load_dataset(source="cifar-10")
+
+
+def test_forcing_cifar10_on_an_image_folder_says_what_is_there(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / "folder" / split / "cat").mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "folder" / split / "cat" / "0.png")
+    with pytest.raises(DataError) as info:
+        load_dataset(tmp_path / "folder", source="cifar10")
+    message = str(info.value)
+    assert "holds an image folder" in message and "dataset='folder'" in message and "holds neither" not in message
+    assert load_dataset(tmp_path / "folder").source == "folder"
 
 
 # ---------------------------------------------------------------------- torchvision, download mocked
@@ -371,6 +384,17 @@ def test_train_and_eval_limits_take_seeded_subsets():
     assert ids(make_splits(d, validation_split=50, seed=3, train_limit=40).train) != ids(s.train)
 
 
+def test_each_limited_split_is_drawn_independently_of_the_other_limits():
+    d = numbered_data()
+    alone = make_splits(d, validation_split=50, seed=1, validation_limit=20, test_limit=20)
+    for other in (dict(train_limit=40), dict(train_limit=10), dict(train_limit=40, validation_limit=7)):
+        s = make_splits(d, validation_split=50, seed=1, **{**dict(validation_limit=20, test_limit=20), **other})
+        assert ids(s.test) == ids(alone.test), other  # runs that differ in train_limit score the same images
+        if "validation_limit" not in other:
+            assert ids(s.validation) == ids(alone.validation), other
+    assert ids(make_splits(d, validation_split=50, seed=2, test_limit=20).test) != ids(alone.test)
+
+
 def labelled_data(class_sizes, n_test=20) -> CifarData:
     """Numbered images whose training labels come in blocks of ``class_sizes`` (imbalanced when they differ)."""
     d = numbered_data(sum(class_sizes), n_test)
@@ -435,6 +459,8 @@ def test_split_errors():
         make_splits(d, validation_split=30)
     with pytest.raises(DataError, match="train_limit=25"):
         make_splits(d, validation_split=10, train_limit=25)
+    with pytest.raises(ConfigError, match="normalization='train-stats' is not valid; choose one of fixed, train_stats"):
+        make_splits(d, validation_split=10, normalization="train-stats")
 
 
 def test_normalisation_statistics_come_from_the_training_split(synthetic):
@@ -556,6 +582,14 @@ def test_sampler_shards_are_disjoint_and_cover_everything(size, world):
     single.set_epoch(5)
     interleaved = [shards[r][i] for i in range(len(shards[0])) for r in range(world)]
     assert interleaved[:size] == list(single)
+
+
+@pytest.mark.parametrize("size, world", [(2, 8), (1, 3), (3, 8)])
+def test_sets_smaller_than_the_rank_count_are_repeated_to_fill_every_rank(size, world):
+    padded = data.pad_to_multiple(torch.arange(size), world)
+    assert len(padded) == world * -(-size // world) and set(padded.tolist()) == set(range(size))
+    assert [len(list(ShardedShuffleSampler(size, seed=0, num_replicas=world, rank=r))) for r in range(world)] == \
+        [-(-size // world)] * world
 
 
 # ------------------------------------------------------------------------------------------ loaders

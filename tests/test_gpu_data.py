@@ -244,6 +244,8 @@ def test_progressive_schedule_shares_the_early_epochs_and_ends_at_full_size():
     assert schedule(10, 0) == []
     assert schedule(2, fraction=0.9) == [16]  # the last epoch stays at full size
     assert schedule(1) == []
+    assert len(schedule(100, fraction=0.57)) == 57  # 0.57 x 100 is 56.999... in floating point
+    assert len(schedule(50, fraction=0.58)) == 29
     assert describe_progressive(schedule(10), 10, 32) == "epochs 1-4 at 16 px, 5-7 at 24 px, 8-10 at 32 px"
     assert describe_progressive(schedule(2, fraction=0.9), 2, 32) == "epoch 1 at 16 px, 2 at 32 px"
     assert describe_progressive(schedule(1), 1, 32) == "every epoch at 32 px"
