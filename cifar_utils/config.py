@@ -194,14 +194,23 @@ class Config:
     def _check_gpu_only_augmentations(self) -> None:
         """The torchvision pipeline has none of the GPU pipeline's extra augmentation settings."""
         if self.pipeline != "gpu":
-            used = [(name, value) for name, value, default in (
+            used = [(name, value, default) for name, value, default in (
                 ("crop_padding", self.crop_padding, CROP_PADDING), ("crop_fill", self.crop_fill, "zeros"),
                 ("alternating_flip", self.alternating_flip, False), ("cutout", self.cutout, 0),
                 ("progressive_start", self.progressive_start, 0)) if value != default]
             if used:
-                name, value = used[0]
-                raise ConfigError(f"{name}={value!r} needs pipeline='gpu' (the torchvision pipeline does not support it); "
-                                  f"add --pipeline gpu or leave {name} at its default")
+                from .presets import PRESETS  # local import: presets builds on this module
+
+                preset = PRESETS.get(self.preset)
+                from_preset = [name for name, _, _ in used if preset is not None and name in preset.overrides]
+                names = ", ".join(f"{name}={value!r}" for name, value, _ in used)
+                resets = " ".join(f"--set {name}={str(default).lower() if isinstance(default, bool) else default}"
+                                  for name, _, default in used)
+                origin = f" (preset {self.preset!r} sets {', '.join(from_preset)})" if from_preset else ""
+                raise ConfigError(f"{names} {'needs' if len(used) == 1 else 'need'} pipeline='gpu', the "
+                                  f"only one that has {'it' if len(used) == 1 else 'them'}{origin}: add --pipeline gpu, or for "
+                                  f"pipeline={self.pipeline!r} set {'it' if len(used) == 1 else 'them'} back to "
+                                  f"the default: {resets}")
         if self.alternating_flip and self.augmentation == "none":
             raise ConfigError("alternating_flip=True needs an augmentation that flips; augmentation='none' has no flip")
 

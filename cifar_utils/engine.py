@@ -276,11 +276,18 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
             "rng": rng_state(), **(extra_state or {}),
         }
 
+    # This run's own latest checkpoint: the resumed one, then each it writes. A file left by an earlier run
+    # that --overwrite replaces is not it, so an error never offers to resume that one.
+    own_checkpoint = [checkpoint_dir / CHECKPOINT_NAME] if resume and checkpoint_dir is not None else []
+
     def save(name: str, epoch_done: int, current: EpochProgress) -> None:
-        if checkpoint_dir is not None and distributed.is_main_process():
-            save_checkpoint(snapshot(epoch_done, current), checkpoint_dir / name)
-            if on_save is not None:
-                on_save(checkpoint_dir / name)
+        if checkpoint_dir is not None:
+            if distributed.is_main_process():
+                save_checkpoint(snapshot(epoch_done, current), checkpoint_dir / name)
+                if on_save is not None:
+                    on_save(checkpoint_dir / name)
+            if name == CHECKPOINT_NAME:
+                own_checkpoint[:] = [checkpoint_dir / name]
 
     with _InterruptFlag() as interrupt:
         for epoch in range(start_epoch, config.epochs):
@@ -315,7 +322,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                     val_loss, val_acc = validate_epoch(eval_model, val_loader, criterion, device,
                                                        precision=precision, channels_last=config.channels_last)
             except torch.OutOfMemoryError:
-                raise OutOfMemoryError(_oom_message(config, device, checkpoint_dir)) from None
+                raise OutOfMemoryError(_oom_message(config, device, own_checkpoint[0] if own_checkpoint else None)) from None
             _check_finite_weights(model, epoch + 1, current.batches)
             if scheduler is not None and interval == "epoch":
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -406,13 +413,13 @@ def _interrupt_message(checkpoint_dir: Optional[Path], epoch: Optional[int], bat
             f"mini-batch {batch}. Resume with the same command plus --resume (or resume=True in a notebook).")
 
 
-def _oom_message(config, device: torch.device, checkpoint_dir: Optional[Path]) -> str:
+def _oom_message(config, device: torch.device, checkpoint: Optional[Path]) -> str:
+    """What running out of memory says; ``checkpoint`` is this run's latest checkpoint, None before its first."""
     smaller = max(1, config.batch_size // 2)
     # Resume refuses another batch size (the position in the epoch is counted in batches), so say so.
-    saved = checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_NAME).is_file()
-    kept = (f" The last checkpoint in {checkpoint_dir} is intact: --resume continues it with the same settings "
+    kept = (f" The run's last checkpoint, {checkpoint}, is intact: --resume continues it with the same settings "
             "once memory is free (other programs on the GPU closed); a smaller batch starts a new run "
-            "(another --out, or --overwrite).") if saved else " No checkpoint had been saved yet."
+            "(another --out, or --overwrite).") if checkpoint is not None else " This run had saved no checkpoint yet."
     return (f"{device.type} ran out of memory with batch_size={config.batch_size}. Try --batch-size {smaller}, "
             f"or keep the effective batch with --batch-size {smaller} --accumulation-steps "
             f"{config.accumulation_steps * 2}.{kept}")

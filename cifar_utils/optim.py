@@ -122,9 +122,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config, steps_per_epoch: i
             min_lr=config.min_lr)
     total = max(1, steps_per_epoch * config.epochs)
     if name == "onecycle":
-        # Each group peaks at config.lr times its own multiplier (norm_bias_lr_scale).
+        # Each group peaks at config.lr times its own multiplier (norm_bias_lr_scale). torch's OneCycleLR
+        # would also cycle every group's momentum between 0.85 and 0.95, overriding momentum and
+        # muon_momentum without a word; the config's momenta stay.
         peaks = [config.lr * g["lr"] / optimizer.defaults["lr"] for g in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, cycle_momentum=False)
     if name in ("warmup_cosine", "warmup_linear"):
         warmup = min(total - 1, round(config.warmup_epochs * steps_per_epoch))
         floor, start = config.min_lr / config.lr, config.warmup_start

@@ -695,3 +695,38 @@ def test_fit_with_lookahead_ends_on_the_average_and_evaluates_the_live_model(syn
     assert history[-1]["val_loss"] == pytest.approx(live_loss, rel=1e-9)
     for ours, theirs in zip(Lookahead._tensors(model), lookahead.average):
         torch.testing.assert_close(ours, theirs)
+
+
+class _OnTheGpu:
+    """A saved tensor as ``load_checkpoint(map_location="cuda")`` hands it back: the random generators refuse
+    it (they take CPU tensors only) until ``.cpu()`` brings it back."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+    def cpu(self) -> torch.Tensor:
+        return self.tensor
+
+
+def test_random_states_restore_from_a_checkpoint_mapped_to_a_gpu():
+    from cifar_utils.checkpoint import restore_rng_state, rng_state
+
+    saved = rng_state()
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    mapped = {**saved, "torch": _OnTheGpu(saved["torch"]), "cuda": [_OnTheGpu(s) for s in saved["cuda"]],
+              "numpy": {**saved["numpy"], "keys": _OnTheGpu(saved["numpy"]["keys"])}}
+    restore_rng_state(mapped)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+
+
+@pytest.mark.parametrize("optimizer, momenta", [("sgd", {0.5}), ("muon", {0.5, 0.6})])
+def test_onecycle_keeps_the_configured_momentum(optimizer, momenta):
+    config = Config(model="cpu_net", optimizer=optimizer, scheduler="onecycle", momentum=0.5, muon_momentum=0.6,
+                    lr=0.1).validate()
+    opt = build_optimizer(build_model(config), config)
+    scheduler = build_scheduler(opt, config, steps_per_epoch=10)
+    for _ in range(5):
+        opt.step()
+        scheduler.step()
+    assert {group["momentum"] for group in opt.param_groups} == momenta

@@ -424,3 +424,16 @@ def test_compile_warms_up_every_progressive_size_before_training(monkeypatch, tm
                      log=lambda _: None)
     assert seen["warm-up"] == [(True, 16), (True, 24), (True, 32), (False, 32)]
     assert {side for training, side in seen["training"] if training} == {16, 24, 32}
+
+
+def test_a_gpu_preset_on_the_torchvision_pipeline_names_every_setting_to_reset_at_once():
+    from cifar_utils.presets import from_preset
+
+    with pytest.raises(ConfigError) as info:
+        from_preset("cpu", pipeline="torchvision")
+    message = str(info.value)
+    assert "crop_padding=2, crop_fill='reflect', alternating_flip=True need pipeline='gpu'" in message
+    assert "preset 'cpu' sets crop_padding, crop_fill, alternating_flip" in message
+    resets = message.rpartition(": ")[2].split()
+    assert resets == ["--set", "crop_padding=4", "--set", "crop_fill=zeros", "--set", "alternating_flip=false"]
+    from_preset("cpu", pipeline="torchvision", crop_padding=4, crop_fill="zeros", alternating_flip=False)  # as told

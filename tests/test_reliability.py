@@ -558,7 +558,7 @@ def test_out_of_memory_suggests_smaller_batches_and_keeps_the_checkpoint(tiny, t
     tiny((3, out_of_memory))
     out = tmp_path / "run"
     line = cli_error(capsys, tiny_args(out, "--checkpoint-every-steps", "1"), "ran out of memory",
-                     "--batch-size 8", "--accumulation-steps 2", f"last checkpoint in {out} is intact")
+                     "--batch-size 8", "--accumulation-steps 2", f"last checkpoint, {out / 'checkpoint.pt'}, is intact")
     assert "Tried to allocate" not in line  # one message of ours, not torch's
     assert (load_checkpoint(out / "checkpoint.pt")["batches"]) == 2
     with pytest.raises(OutOfMemoryError, match="batch_size=16"):
@@ -567,8 +567,19 @@ def test_out_of_memory_suggests_smaller_batches_and_keeps_the_checkpoint(tiny, t
 
 def test_out_of_memory_before_any_checkpoint_claims_none(tiny, tmp_path, capsys):
     tiny((1, out_of_memory))
-    line = cli_error(capsys, tiny_args(tmp_path / "run"), "ran out of memory", "No checkpoint had been saved yet")
+    line = cli_error(capsys, tiny_args(tmp_path / "run"), "ran out of memory", "This run had saved no checkpoint yet")
     assert "intact" not in line
+
+
+def test_out_of_memory_never_offers_to_resume_the_run_that_overwrite_replaces(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(tiny_args(out, "--epochs", "1")) == 0
+    capsys.readouterr()
+    tiny((1, out_of_memory))
+    line = cli_error(capsys, tiny_args(out, "--lr", "0.01", "--overwrite"), "ran out of memory",
+                     "This run had saved no checkpoint yet")
+    assert "--resume" not in line  # the checkpoint there is the earlier run's, trained at another lr
+    assert load_checkpoint(out / "checkpoint.pt")["config"]["lr"] == 0.05
 
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tiny, tmp_path, capsys):
