@@ -226,6 +226,9 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     main = distributed.is_main_process()
     say = log if main else (lambda _msg: None)
     precision = resolve_precision(config.precision, dev)
+    reason = _precision_reason(config.precision, precision, dev)
+    if resume and config.precision == "auto":
+        precision, reason = _resumed_precision(out / CHECKPOINT_NAME, precision, reason, dev)
     set_seed(config.seed + distributed.rank(), config.deterministic)
     if dev.type == "cuda" and not config.deterministic:
         # few input shapes (one per progressive-resizing stage): let cuDNN pick the fastest kernels once each
@@ -233,8 +236,7 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
 
     memory = ", malloc reuses freed memory" if dev.type == "cpu" and keep_freed_cpu_memory() else ""
     splits = load_splits(config, data)
-    say(f"device {describe_device(dev)}{memory}, precision {precision}"
-        f"{_precision_reason(config.precision, precision, dev)}, data: {splits.description}")
+    say(f"device {describe_device(dev)}{memory}, precision {precision}{reason}, data: {splits.description}")
     say(f"splits: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
         f"({splits.held_out}); run directory {out}")
     loaders = make_loaders(splits, config, dev)
@@ -274,7 +276,8 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
         compile_seconds, model = _compile(model, examples, dev, precision)
     torch.manual_seed(config.seed + distributed.rank())  # per-rank augmentation streams
 
-    extra = {"classes": splits.classes, "mean": list(splits.mean), "std": list(splits.std)}
+    # Resume compares these with the checkpoint's: the data, and the precision that auto resolved to.
+    extra = {"classes": splits.classes, "mean": list(splits.mean), "std": list(splits.std), "precision": precision}
     saved: list[Path] = []  # this run's checkpoints, as written
 
     def replace_earlier(path: Path) -> None:
@@ -365,6 +368,20 @@ def _precision_reason(asked: str, chosen: str, device: torch.device) -> str:
         return (" (auto: bf16 measured no faster than fp32 on this CPU)" if cpu_has_native_bf16()
                 else " (auto: this CPU has no bf16 arithmetic)")
     return f" (auto on {device.type})"
+
+
+def _resumed_precision(checkpoint: Path, chosen: str, reason: str, device: torch.device) -> tuple[str, str]:
+    """The precision, and why, for resuming a ``precision="auto"`` run: the one it trained in (its checkpoint
+    records it), even where auto would choose another here, so that one run never mixes two precisions."""
+    if not checkpoint.is_file():
+        return chosen, reason  # fit says that there is nothing to resume
+    recorded = load_checkpoint(checkpoint).get("precision")  # None in checkpoints older than the record
+    if recorded is None or recorded == chosen:
+        return chosen, reason
+    if recorded == "fp16" and device.type != "cuda":
+        raise ConfigError(f"{checkpoint} trained in fp16 (precision=auto on its GPU), which needs a CUDA GPU: "
+                          "resume it on a GPU, or start a new run here")
+    return recorded, f" (auto: {recorded}, which the resumed run trained in; here auto would choose {chosen})"
 
 
 def _full_loader(loader, imageset, config, device, splits):

@@ -197,6 +197,22 @@ def test_resume_true_in_python_continues_mid_epoch(tiny, tmp_path, reference):
     assert_same_run(out, reference)
 
 
+def test_resuming_precision_auto_keeps_the_precision_the_run_trained_in(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    tiny((BATCHES_PER_EPOCH + 1, crash))
+    monkeypatch.setattr(experiment, "resolve_precision", lambda p, d: "bf16" if p == "auto" else p)  # first machine
+    with pytest.raises(SimulatedCrash):
+        experiment.train(tiny_config(precision="auto"), out, device="cpu", progress=False)
+    assert load_checkpoint(out / "checkpoint.pt")["precision"] == "bf16"
+    tiny()
+    monkeypatch.setattr(experiment, "resolve_precision", lambda p, d: "fp32" if p == "auto" else p)  # another one
+    lines = []
+    result = experiment.train(tiny_config(precision="auto"), out, device="cpu", resume=True, progress=False,
+                              log=lines.append)
+    assert "precision bf16 (auto: bf16, which the resumed run trained in; here auto would choose fp32)" in lines[0]
+    assert result.metrics["precision"] == "bf16" and load_checkpoint(out / "checkpoint.pt")["precision"] == "bf16"
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "muon"])
 def test_mid_epoch_resume_under_a_per_step_schedule_matches_an_uninterrupted_run(tiny, tmp_path, optimizer):
     # The learning rate changes every step, yet the history logs each epoch's starting rate either way;
