@@ -8,7 +8,7 @@ Examples::
     python -m cifar_utils evaluate --checkpoint runs/r32/checkpoint.pt
     python -m cifar_utils presets
     python -m cifar_utils train --preset seed002 --faithful    # the report's own recipe where ours differs
-    python -m cifar_utils results --readme README.md
+    python -m cifar_utils results --runs checkpoints --readme README.md   # the README's tables
 
 Mistakes (a wrong path, an unknown preset or field, an invalid value) print one ``error:`` line and
 exit with status 2; Ctrl-C during training saves a checkpoint and exits with status 130.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import PRECISIONS, field_names, parse_value
@@ -77,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "its settings, so every output comes from this machine")
 
     results = commands.add_parser("results", help="print the results table of every run and benchmark file")
-    results.add_argument("--runs", nargs="+", default=["runs"],
-                         help="folders searched for run folders (default: runs)")
+    results.add_argument("--runs", nargs="+", default=None,
+                         help="folders searched for run folders (default: runs, if it exists; the README's table "
+                              "uses checkpoints, the committed runs)")
     results.add_argument("--results-dir", default="benchmarks/results",
                          help="folder of benchmark JSON files (default: benchmarks/results)")
     results.add_argument("--everything", action="store_true",
@@ -139,7 +141,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "results":
         from .results import collect_results, markdown_table, update_readme
 
-        rows = collect_results(args.runs, args.results_dir, everything=args.everything)
+        missing = [folder for folder in args.runs or () if not Path(folder).is_dir()]
+        if missing:  # a mistyped folder would silently drop its runs from the table
+            raise ConfigError(f"--runs {' '.join(missing)}: no such folder; name folders that hold run folders "
+                              "(the committed runs are in checkpoints)")
+        rows = collect_results(args.runs or ["runs"], args.results_dir, everything=args.everything)
         print(markdown_table(rows))
         if args.readme:
             update_readme(args.readme, rows=rows, command=" ".join(["python -m cifar_utils", *args.argv]))

@@ -33,6 +33,14 @@ def discuss_training(record: RunRecord, smoke: bool = False) -> str:
     gap (overfitting), where validation loss bottomed out, and how well validation predicted test."""
     history, metrics = record.history, record.metrics
     last = history[-1]
+    if math.isnan(last["val_acc"]):  # validation_split=0: nothing to compare training accuracy with
+        text = [f"After {last['epoch']} epoch(s) training accuracy is {last['train_acc']:.1%}. The run held out no "
+                "validation images, so the curves cannot show overfitting; only the final test accuracy "
+                f"({metrics['test_accuracy']:.2%}, {final_evaluation_note(metrics)}) measures the result."]
+        if smoke:
+            text.insert(0, "This is a smoke run (a few hundred images, one epoch): the sentences below describe it "
+                           "faithfully, but it says nothing about the method.")
+        return " ".join(text)
     gap = last["train_acc"] - last["val_acc"]
     if gap < 0.02:
         fit = ("the two are close, so the network is not overfitting; training accuracy is measured on augmented "
@@ -110,11 +118,12 @@ def discuss_evaluation(evaluation: Evaluation, branches: BranchWeightSummary, sm
 def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, smoke: bool = False,
                           histories: Optional[Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]] = None) -> str:
     """A discussion of a learning-rate comparison (:func:`cifar_utils.sweep.summarize_by_learning_rate`
-    rows): the rate chosen on validation, whether its lead is larger than the spread between seeds, and
-    which side of it the other rates fall on; with the runs' ``histories`` (as
-    :func:`cifar_utils.sweep.sweep_histories` gives them), also how the curves got there."""
-    rows = sorted((row for row in summary if not math.isnan(row["val_acc_mean"])), key=lambda row: row["learning_rate"])
-    best = next(row for row in rows if row["learning_rate"] == chosen)
+    rows): the rate chosen on validation, whether its lead is larger than the spread between seeds, the
+    runs that failed, and which side of the chosen rate the worse rates lie (a rate whose runs all failed
+    counts as worse; one with the same mean as the chosen rate does not); with the runs' ``histories``
+    (as :func:`cifar_utils.sweep.sweep_histories` gives them), also how the curves got there."""
+    tried = sorted(summary, key=lambda row: row["learning_rate"])
+    best = next(row for row in tried if row["learning_rate"] == chosen)
 
     def spread(row: Mapping[str, Any], key: str) -> str:
         return f" ± {row[key + '_std']:.2%}" if not math.isnan(row[key + "_std"]) else ""
@@ -122,9 +131,15 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
     text = [f"Chosen on mean validation accuracy, lr {chosen:g} reaches {best['val_acc_mean']:.2%}"
             f"{spread(best, 'val_acc')} validation and {best['test_acc_mean']:.2%}{spread(best, 'test_acc')} test "
             f"accuracy over {best['runs']} seed(s)."]
-    others = [row for row in rows if row is not best]
-    if others:
-        runner_up = max(others, key=lambda row: row["val_acc_mean"])
+    failures = [f"lr {row['learning_rate']:g} on {row['failed']} of {row['runs'] + row['failed']} seeds"
+                for row in tried if row["failed"]]
+    if failures:
+        text.append(f"Runs failed for {_join(failures)} (the table's status column says why); the means leave "
+                    "them out.")
+    others = [row for row in tried if row is not best]
+    finished = [row for row in others if not math.isnan(row["val_acc_mean"])]
+    if finished:
+        runner_up = max(finished, key=lambda row: row["val_acc_mean"])
         lead = best["val_acc_mean"] - runner_up["val_acc_mean"]
         noise = max((row["val_acc_std"] for row in (best, runner_up) if not math.isnan(row["val_acc_std"])),
                     default=math.nan)
@@ -137,14 +152,19 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
                        "not clearly different")
         text.append(f"Its lead over lr {runner_up['learning_rate']:g} is {lead * 100:.2f} points of validation "
                     f"accuracy: {verdict}.")
-        lower = [row for row in others if row["learning_rate"] < chosen]
-        higher = [row for row in others if row["learning_rate"] > chosen]
+    if others:
+        worse = [row for row in others if math.isnan(row["val_acc_mean"]) or row["val_acc_mean"] < best["val_acc_mean"]]
+        lower = any(row["learning_rate"] < chosen for row in worse)
+        higher = any(row["learning_rate"] > chosen for row in worse)
         if lower and higher:
             text.append("Both smaller and larger rates did worse, so the best rate lies inside the range tried.")
         elif higher:
             text.append("Only larger rates were worse: a smaller rate than those tried might do better still.")
-        else:
+        elif lower:
             text.append("Only smaller rates were worse: a larger rate than those tried might do better still.")
+        else:
+            text.append("Every other rate reached the same mean validation accuracy, so this comparison does not "
+                        "single out a rate.")
     if histories:
         text += _discuss_lr_curves(histories, chosen)
     if smoke:
@@ -193,6 +213,6 @@ def _discuss_lr_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, An
     if noisy:
         text.append(f"The mean validation loss rose from one epoch to the next for {'; '.join(noisy)}: too large a "
                     "rate shows this way, while a validation loss that falls every epoch is steady progress.")
-    else:
+    elif any(len(mean_curve(runs, "val_loss")[0]) > 1 for _, _, runs in rates):
         text.append("The mean validation loss fell at every epoch for every rate.")
     return text

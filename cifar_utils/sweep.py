@@ -317,12 +317,15 @@ def summarize_by_learning_rate(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
 
 def chosen_learning_rate(summary: Sequence[Mapping[str, Any]]) -> float:
     """The learning rate with the highest mean validation accuracy in a :func:`summarize_by_learning_rate`
-    summary (the first of equals). Test accuracy plays no part in the choice: it is only reported."""
+    summary (the first of equals), among the rates none of whose runs failed when there are any: a rate
+    that diverged on some seeds is not chosen for the seeds it survived. Test accuracy plays no part in
+    the choice: it is only reported."""
     candidates = [row for row in summary if not math.isnan(row["val_acc_mean"])]
     if not candidates:
         raise CifarUtilsError("no learning rate has a finished run to choose from: every run failed "
                               "(the table's status column says why)")
-    return max(candidates, key=lambda row: row["val_acc_mean"])["learning_rate"]
+    reliable = [row for row in candidates if not row["failed"]]
+    return max(reliable or candidates, key=lambda row: row["val_acc_mean"])["learning_rate"]
 
 
 def sweep_histories(runs: Sequence[SweepRun]) -> dict[str, list[list[dict]]]:

@@ -300,15 +300,16 @@ def test_train_notebook_with_a_wrong_parameter_fails_clearly(parameters, message
     assert not (tmp_path / "03_train.ipynb").exists()  # only the .failed copy
 
 
-def test_lr_comparison_notebook_with_two_rates(full_data_root, smoke_env, tmp_path):
+def test_lr_comparison_notebook_with_two_rates_and_one_that_diverges(full_data_root, smoke_env, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    parameters = {"learning_rates": [0.05, 0.01], "seeds": [0], "preset": "seed003", "train_limit": 64, "validation_limit": 32, "test_limit": 32,
-                  "data_root": str(full_data_root), "out_dir": str(sweep_dir)}
+    parameters = {"learning_rates": [0.05, 0.01, 1e30], "seeds": [0], "preset": "seed003", "train_limit": 64,
+                  "validation_limit": 32, "test_limit": 32, "data_root": str(full_data_root), "out_dir": str(sweep_dir)}
     report.execute_notebook(REPO / "notebooks" / "05_lr_comparison.ipynb", tmp_path / "05.ipynb", parameters)
 
     with open(sweep_dir / sweep.TABLE_NAME, newline="") as f:
         table = list(csv.DictReader(f))
-    assert [float(row["learning_rate"]) for row in table] == [0.05, 0.01]
+    assert [float(row["learning_rate"]) for row in table] == [0.05, 0.01, 1e30]
+    assert table.pop()["status"].startswith(f"{sweep.FAILED}: ")  # reported in the table, and 05 still finished
     for row in table:
         assert row["status"] == "ok" and int(row["epochs"]) == 1
         assert all(0 <= float(row[key]) <= 1 for key in ("val_acc", "test_acc", "curve_best_val_acc"))

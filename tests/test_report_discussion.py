@@ -128,6 +128,26 @@ def test_lr_discussion_weighs_the_lead_against_seed_noise():
     assert "not clearly different" in text and "larger rate than those tried" in text
 
 
+def test_lr_discussion_counts_a_failed_rate_as_worse_and_a_tied_one_as_not():
+    diverged = {**lr_row(1.0, math.nan, math.nan, test=math.nan, runs=0), "failed": 2}
+    text = discussion.discuss_lr_comparison([lr_row(0.001, 0.70, 0.01), lr_row(0.01, 0.80, 0.01), diverged], 0.01)
+    assert "Runs failed for lr 1 on 2 of 2 seeds" in text and "inside the range tried" in text
+    assert "lead over lr 0.001" in text  # measured against the best rate that finished
+    tied = discussion.discuss_lr_comparison([lr_row(0.001, 0.80, 0.01), lr_row(0.01, 0.80, 0.01)], 0.001)
+    assert "Every other rate reached the same mean validation accuracy" in tied and "were worse" not in tied
+    one_epoch = {"lr=0.001": [[{"epoch": 1, "val_acc": 0.5, "val_loss": 1.0}]],
+                 "lr=0.01": [[{"epoch": 1, "val_acc": 0.6, "val_loss": 0.9}]]}
+    text = discussion.discuss_lr_comparison([lr_row(0.001, 0.5, 0.0), lr_row(0.01, 0.6, 0.0)], 0.01, histories=one_epoch)
+    assert "fell at every epoch" not in text  # one epoch has no epoch-to-epoch change
+
+
+def test_training_discussion_of_a_run_without_validation_claims_no_overfitting_verdict():
+    history = [row(1, 0.50, math.nan, math.nan), row(2, 0.70, math.nan, math.nan)]
+    text = discussion.discuss_training(record(history, test_accuracy=0.66, validation_accuracy=None))
+    assert "held out no validation images" in text and "66.00%" in text
+    assert "nan" not in text and "gap" not in text and "memorises" not in text
+
+
 def test_a_saved_config_without_a_newer_field_counts_as_its_default():
     config = from_preset("cpu", head_pool="avg", identity_init=False)  # the defaults
     saved = config.to_dict()

@@ -233,6 +233,11 @@ def test_the_results_command_prints_the_table_and_updates_the_readme(measured, t
     assert main(["results", "--runs", str(runs), "--results-dir", str(results), "--readme",
                  str(tmp_path / "missing.md")]) == 2
     assert "error:" in capsys.readouterr().err
+    # A mistyped folder would drop its runs from the table without a word: refused, and the README kept.
+    before = readme.read_text()
+    assert main(["results", "--runs", str(runs), str(tmp_path / "chekpoints"), "--readme", str(readme)]) == 2
+    assert f"--runs {tmp_path / 'chekpoints'}: no such folder" in capsys.readouterr().err
+    assert readme.read_text() == before
 
 
 def test_parameter_count_builds_the_architecture_with_the_runs_options():

@@ -222,3 +222,12 @@ def test_chosen_learning_rate_uses_validation_not_test():
             row(0.01, 0, 0.60, 0.90), row(0.01, 1, 0.62, 0.92),  # best test
             row(1.0, 0, math.nan, math.nan, status="failed: diverged")]
     assert sweep.chosen_learning_rate(sweep.summarize_by_learning_rate(rows)) == 0.1
+
+
+def test_a_rate_that_failed_on_some_seeds_is_not_chosen_for_the_seeds_it_survived():
+    rows = [row(0.1, s, 0.80, 0.8) for s in range(3)]
+    rows += [row(0.5, 0, 0.82, 0.8), row(0.5, 1, math.nan, math.nan, status="failed: diverged"),
+             row(0.5, 2, math.nan, math.nan, status="failed: diverged")]
+    assert sweep.chosen_learning_rate(sweep.summarize_by_learning_rate(rows)) == 0.1
+    only_partial = [row(0.5, 0, 0.82, 0.8), row(0.5, 1, math.nan, math.nan, status="failed: diverged")]
+    assert sweep.chosen_learning_rate(sweep.summarize_by_learning_rate(only_partial)) == 0.5
