@@ -323,6 +323,8 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                                                        precision=precision, channels_last=config.channels_last)
             except torch.OutOfMemoryError:
                 raise OutOfMemoryError(_oom_message(config, device, own_checkpoint[0] if own_checkpoint else None)) from None
+            if val_loader is not None and not math.isfinite(val_loss):  # weights finite, but logits overflow
+                raise TrainingDivergedError(epoch + 1, current.batches, val_loss, quantity="the validation loss")
             _check_finite_weights(model, epoch + 1, current.batches)
             if scheduler is not None and interval == "epoch":
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

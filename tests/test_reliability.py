@@ -619,6 +619,17 @@ def test_non_finite_weights_are_never_checkpointed(tiny, tmp_path, capsys):
     assert (state["epoch"], state["batches"]) == (0, 2) and finite(state)
 
 
+def test_a_validation_loss_that_overflows_stops_the_run_before_it_is_checkpointed(tiny, tmp_path, capsys,
+                                                                                 monkeypatch):
+    # Finite weights can still give logits that overflow: 03's check cell caught such a run at lr 1e30,
+    # which train had finished and reported as if nothing had happened.
+    monkeypatch.setattr(engine, "validate_epoch", lambda *args, **kwargs: (float("inf"), 0.1))
+    out = tmp_path / "run"
+    cli_error(capsys, tiny_args(out, "--epochs", "1"), "training diverged",
+              "the validation loss became inf at epoch 1", "nothing was saved")
+    assert not (out / "checkpoint.pt").exists() and not (out / "metrics.json").exists()
+
+
 def test_a_huge_learning_rate_stops_with_a_clear_error_and_a_finite_checkpoint(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     line = cli_error(capsys, tiny_args(out, "--lr", "1e30", "--checkpoint-every-steps", "1"), "training diverged")
