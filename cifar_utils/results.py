@@ -327,13 +327,13 @@ def _epochs(epochs: Sequence[float], full: int, capped: bool) -> str:
 
 
 def _mean_std(values: Sequence[Optional[float]], fmt) -> str:
-    """``mean ± std`` over the values that were recorded (sample std; the mean alone for one value)."""
+    """``mean ± std`` over the values that were recorded (sample std; the mean alone for one value), saying
+    over how many when some runs of the row recorded none, since the "runs" column counts them all."""
     known = [v for v in values if v is not None and math.isfinite(v)]
     if not known:
         return NOT_RECORDED
-    if len(known) == 1:
-        return fmt(known[0])
-    return fmt(statistics.mean(known), statistics.stdev(known))
+    text = fmt(known[0]) if len(known) == 1 else fmt(statistics.mean(known), statistics.stdev(known))
+    return text if len(known) == len(values) else f"{text} ({len(known)} of {len(values)} runs)"
 
 
 def _percent(mean: float, std: Optional[float] = None) -> str:

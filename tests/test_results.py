@@ -308,3 +308,11 @@ def test_every_results_file_says_where_when_and_how_it_was_measured(path):
     record = json.loads(path.read_text())
     missing = [key for key in ("device", "torch_version", "command", "date") if not record.get(key)]
     assert not missing, f"{path.name} lacks {missing}"
+
+
+def test_a_mean_over_fewer_runs_than_the_row_counts_says_how_many():
+    from cifar_utils.results import _mean_std, _percent
+
+    assert _mean_std([0.8, 0.9], _percent) == "85.00 ± 7.07%"
+    assert _mean_std([0.8, None, 0.9], _percent) == "85.00 ± 7.07% (2 of 3 runs)"
+    assert _mean_std([0.8, float("nan")], _percent) == "80.00% (1 of 2 runs)"
