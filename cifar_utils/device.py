@@ -108,7 +108,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     measured faster (:func:`cpu_bf16_is_faster`), and fp32 elsewhere."""
     if precision == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            # Without the flag, torch counts emulated bf16 (pre-Ampere GPUs such as Colab's T4) as supported,
+            # and emulated bf16 is slow: fp16 autocast is what those GPUs run fast.
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+            return "bf16" if native else "fp16"
         if device.type == "cpu" and cpu_bf16_is_faster():
             return "bf16"
         return "fp32"

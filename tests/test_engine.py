@@ -730,3 +730,19 @@ def test_onecycle_keeps_the_configured_momentum(optimizer, momenta):
         opt.step()
         scheduler.step()
     assert {group["momentum"] for group in opt.param_groups} == momenta
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp16")])
+def test_auto_precision_on_a_gpu_counts_only_native_bf16(monkeypatch, native, expected):
+    # torch counts emulated bf16 (a T4, say) as supported unless asked not to; emulated bf16 is slow there.
+    calls = []
+
+    def is_bf16_supported(including_emulation=True):
+        calls.append(including_emulation)
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    from cifar_utils import device as device_module
+
+    assert device_module.resolve_precision("auto", torch.device("cuda")) == expected
+    assert calls == [False]
