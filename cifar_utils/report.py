@@ -767,13 +767,13 @@ def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir:
                               "from a clone of the repository")
     device = get_device()
     out = Path(output_dir).resolve() if output_dir else None
+    root = Path(data_root).expanduser().resolve() if data_root else None
     if not smoke and device.type != "cuda":
-        warning = full_profile_warning(device, notebooks_dir, runs_dir=profile_runs_dir(out or notebooks_dir.parent,
-                                                                                        smoke=False),
-                                       notebooks=notebooks, use_shipped=use_shipped)
+        with environment(CIFAR10_ROOT=str(root) if root else None):  # the data the notebooks will see
+            warning = full_profile_warning(device, notebooks_dir, notebooks=notebooks, use_shipped=use_shipped,
+                                           runs_dir=profile_runs_dir(out or notebooks_dir.parent, smoke=False))
         if warning:
             log(warning)
-    root = Path(data_root).expanduser().resolve() if data_root else None
     work = notebooks_dir.resolve().parent  # where each notebook's first cell moves its kernel (from notebooks/)
     if root is not None and notebooks_dir.name == "notebooks" and root.is_relative_to(work):
         root = root.relative_to(work)  # so the outputs name it as a clone does (data/cifar10-jpeg)

@@ -342,6 +342,17 @@ def test_report_without_the_shipped_run_tells_03_to_train(tmp_path, monkeypatch)
                         ("03_train.ipynb", {"use_shipped": False}), ("04_evaluate.ipynb", None)]
 
 
+def test_the_cpu_estimate_sees_the_data_root_the_notebooks_will_see(tmp_path, monkeypatch):
+    # Which runs the notebooks reuse depends on the data they read, so the estimate must use that root too.
+    seen = []
+    monkeypatch.setattr(report, "full_profile_warning", lambda *args, **kwargs: seen.append(os.environ.get("CIFAR10_ROOT")))
+    monkeypatch.setattr(report, "execute_notebook", lambda *args, **kwargs: None)
+    monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path / "other"))
+    report.run_report(data_root=str(tmp_path / "data"), output_dir=str(tmp_path), notebooks=("01_data.ipynb",),
+                      log=lambda line: None)
+    assert seen == [str(tmp_path / "data")] and os.environ["CIFAR10_ROOT"] == str(tmp_path / "other")
+
+
 def test_report_names_a_data_root_inside_the_repository_relative_to_it(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(report, "execute_notebook",
