@@ -34,9 +34,17 @@ FIELD_FLAGS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose bad-argument errors read like every other error here: one ``error:`` line that says
+    where the options are listed, instead of the whole usage block first. Subcommands inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cifar_utils", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="python -m cifar_utils", description=__doc__.split("\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a preset and write metrics.json, history.csv, checkpoint.pt")

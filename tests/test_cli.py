@@ -134,11 +134,17 @@ def test_bad_input_gives_one_error_line_and_status_2(argv, expected, capsys, tmp
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
 
 
-def test_argparse_usage_errors_exit_2(capsys):
+@pytest.mark.parametrize("argv, fragment", [
+    (["train"], "the following arguments are required: --preset"),
+    (["train", "--preset", "cpu", "--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
+    (["trian"], "invalid choice: 'trian'"),
+])
+def test_argparse_usage_errors_are_one_error_line_and_exit_2(capsys, argv, fragment):
     with pytest.raises(SystemExit) as info:
-        main(["train"])  # --preset is required
+        main(argv)
     assert info.value.code == 2
-    assert "--preset" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and fragment in err and "--help` lists" in err
 
 
 def test_training_with_no_validation_split_does_not_crash(tmp_path, capsys):
