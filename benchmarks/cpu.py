@@ -294,7 +294,7 @@ def update_readme(results_files: list[Path]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--data-root", default=os.environ.get("CIFAR10_ROOT", "data"))
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--throughput-images", type=int, default=2048, help="training images per timed epoch")

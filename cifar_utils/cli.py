@@ -140,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(field_names()))
         else:
             for name, preset in PRESETS.items():
-                print(f"{name:<10} {preset.source:<11} {preset.description}")
+                # A long source (the cpu and fast presets cite their issue) goes on a line of its own.
+                source = preset.source if len(preset.source) <= 11 else f"{preset.source}\n{'':<22}"
+                print(f"{name:<10} {source:<11} {preset.description}")
     elif args.command == "report":
         from .report import NOTEBOOKS, run_report
 
