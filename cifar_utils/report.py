@@ -168,7 +168,11 @@ def notebook_config(preset: str, *, smoke: bool, epochs: Optional[int] = None, l
 
 
 def _run_sentence(metrics: Mapping[str, Any]) -> str:
-    """One run's provenance, from its metrics.json: preset, epochs, split sizes, data copy, device, time, date."""
+    """One run's provenance, from its metrics.json: preset, epochs, split sizes, data copy, device, time, date
+    (for an interrupted run, what :func:`evaluate_run` read from its checkpoint)."""
+    if "interrupted_after" in metrics:
+        return (f"preset `{metrics['preset']}`, interrupted after {metrics['interrupted_after']} of "
+                f"{metrics['epochs']} epoch(s): no metrics.json yet, so its checkpoint is all there is")
     sizes = metrics.get("split_sizes", {})
     return (f"preset `{metrics.get('preset')}`, {metrics.get('epochs')} epoch(s) on {sizes.get('train', 0):,} training "
             f"images ({sizes.get('validation', 0):,} validation, {sizes.get('test', 0):,} test) of "
@@ -405,6 +409,8 @@ class RunEvaluation:
     images: torch.Tensor  # uint8 [N, 3, 32, 32] test images, in the order of evaluation.labels
     data_description: str
     trained: Any  # cifar_utils.experiment.TrainedModel: the evaluated network
+    metrics: dict  # the run's metrics.json; for an interrupted run, what its checkpoint says (for banner)
+    note: str = ""  # a sentence when the test images are not from the data folder the run recorded
 
 
 def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
@@ -422,11 +428,22 @@ def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
                               f"{latest}), or set run_dir to the folder of an earlier run")
     if (run_dir / METRICS_NAME).is_file():
         record = run_dir / METRICS_NAME
-        config = checkpoint_config(json.loads(record.read_text()), record)
+        metrics = json.loads(record.read_text())
+        config = checkpoint_config(metrics, record)
     else:  # an interrupted run: its checkpoint still says how it was trained
         record = latest
-        config = checkpoint_config(load_checkpoint(latest), latest)
+        state = load_checkpoint(latest)
+        config = checkpoint_config(state, latest)
+        metrics = {"preset": config.preset, "epochs": config.epochs, "interrupted_after": state["epoch"]}
     origin = f"the data_root recorded in {record}" if data_root is None else None
+    note = ""
+    recorded = config.data_root
+    if data_root is None and recorded is not None and not Path(recorded).expanduser().exists():
+        # A run trained elsewhere (the shipped one, say): evaluate it on the data found here, and say so.
+        root, origin = resolve_root(None)
+        note = (f"The data folder recorded in {record} ({recorded}) is not on this machine, so the checkpoint is "
+                f"evaluated on the test images at {root} (from {origin}).")
+        config = replace(config, data_root=None)
     config = replace(config, **({"data_root": data_root} if data_root is not None else {}))
     checkpoint = reported_checkpoint(latest, config.keep_best)
     data = load_dataset(config.data_root, config.dataset, config.download, config.skip_bad_files, seed=config.seed,
@@ -434,7 +451,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
     splits = load_splits(config, data)
     trained = load_model(checkpoint, device)
     evaluation = evaluate_model(trained, splits, config)
-    return RunEvaluation(checkpoint, config, evaluation, splits.test.images, data.description, trained)
+    return RunEvaluation(checkpoint, config, evaluation, splits.test.images, data.description, trained, metrics, note)
 
 
 @dataclass

@@ -379,3 +379,37 @@ def test_report_runs_a_notebook_into_an_output_folder(full_data_root, tmp_path, 
     assert (out / "figures" / "class_samples.png").is_file() and (out / "figures" / "augmentations.png").is_file()
     assert any("01_data.ipynb done" in line for line in lines)
     assert os.environ.get(report.SMOKE_ENV) == smoke_before and report.OUTPUT_ENV not in os.environ  # restored
+
+
+def _image_folder(root: Path, classes=("cat", "dog"), per_class=6) -> Path:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (32, 32), (40 * c + i, 90, 200 - 30 * c)).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_evaluate_run_of_a_run_trained_elsewhere_uses_the_data_here_and_says_so(tmp_path, monkeypatch):
+    # The shipped run records data/cifar10-jpeg; a clone with its data elsewhere must still evaluate it.
+    trained_on = _image_folder(tmp_path / "there")
+    config = from_preset("seed003", data_root=str(trained_on), validation_split=2, epochs=1, batch_size=4,
+                         eval_batch_size=4)
+    report.train_or_reuse(config, tmp_path / "run", device="cpu", log=lambda _: None)
+    trained_on.rename(tmp_path / "here")
+    monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path / "here"))
+    result = report.evaluate_run(tmp_path / "run", device="cpu")
+    assert f"({trained_on}) is not on this machine" in result.note and str(tmp_path / "here") in result.note
+    assert len(result.evaluation.labels) == 12 and result.metrics["preset"] == "seed003"
+
+
+def test_evaluate_run_of_an_interrupted_run_gives_its_banner_from_the_checkpoint(tmp_path):
+    report.train_or_reuse(tiny_config(epochs=2), tmp_path / "run", device="cpu", log=lambda _: None)
+    (tmp_path / "run" / "metrics.json").unlink()  # as if stopped before the final evaluation
+    result = report.evaluate_run(tmp_path / "run", device="cpu")
+    assert result.metrics == {"preset": "seed003", "epochs": 2, "interrupted_after": 2} and not result.note
+    setup = report.NotebookSetup(smoke=True, device=torch.device("cpu"), in_colab=False, figures_dir=tmp_path,
+                                 runs_dir=tmp_path)
+    assert "interrupted after 2 of 2 epoch(s)" in report.banner(setup, [result.metrics]).data
