@@ -28,7 +28,7 @@ from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, HISTORY_NAME, ME
                          load_checkpoint)
 from .config import Config, replace
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset, make_dataloader,
-                   make_splits)
+                   make_splits, resolve_root)
 from .device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
                      resolve_precision, set_seed)
 from .ema import ExponentialMovingAverage, Lookahead
@@ -343,6 +343,9 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
         "compile_seconds": compile_seconds,
         "total_seconds": time.perf_counter() - started,
         "data": splits.description,
+        # The folder the data came from, which data_root=None leaves to $CIFAR10_ROOT: a later reuse of the run
+        # compares it, so that a run trained on one copy is never reused for another (None: data passed in).
+        "data_folder": str(resolve_root(config.data_root)[0]) if data is None and config.dataset != "synthetic" else None,
         "split_sizes": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
         "device": describe_device(dev), "precision": precision, "world_size": distributed.world_size(),
         "torch_version": torch.__version__, "python_version": platform.python_version(),

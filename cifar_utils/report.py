@@ -309,7 +309,10 @@ def reusable_run(config: Config, out_dir: str | os.PathLike, overwrite: bool = F
         return None
     if (out_dir / METRICS_NAME).is_file():
         record = read_run(out_dir)
-        differences = config_differences(record.metrics.get("config", {}), config)
+        saved = record.metrics.get("config", {})
+        if saved.get("data_root") is None and record.metrics.get("data_folder"):
+            saved = {**saved, "data_root": record.metrics["data_folder"]}  # where $CIFAR10_ROOT pointed then
+        differences = config_differences(saved, config)
         if differences:
             raise OutputExistsError(
                 f"{out_dir} already holds a run with other settings ({'; '.join(differences)}). Set "

@@ -413,3 +413,15 @@ def test_evaluate_run_of_an_interrupted_run_gives_its_banner_from_the_checkpoint
     setup = report.NotebookSetup(smoke=True, device=torch.device("cpu"), in_colab=False, figures_dir=tmp_path,
                                  runs_dir=tmp_path)
     assert "interrupted after 2 of 2 epoch(s)" in report.banner(setup, [result.metrics]).data
+
+
+def test_a_run_trained_from_cifar10_root_is_not_reused_for_another_data_folder(tmp_path, monkeypatch):
+    # Notebooks leave data_root at None, so the data folder comes from $CIFAR10_ROOT at training time.
+    first, second = _image_folder(tmp_path / "first"), _image_folder(tmp_path / "second")
+    config = from_preset("seed003", validation_split=2, epochs=1, batch_size=4, eval_batch_size=4)
+    monkeypatch.setenv("CIFAR10_ROOT", str(first))
+    report.train_or_reuse(config, tmp_path / "run", device="cpu", log=lambda _: None)
+    assert report.reusable_run(config, tmp_path / "run").reused
+    monkeypatch.setenv("CIFAR10_ROOT", str(second))
+    with pytest.raises(OutputExistsError, match=f"data_root: '{first}' -> None"):
+        report.reusable_run(config, tmp_path / "run")
