@@ -214,11 +214,18 @@ def train(config: Config, out_dir: Optional[str | Path] = None, *, device: Optio
 
 def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: bool, progress: bool,
            log: Callable[[str], None], data: Optional[CifarData], started: float) -> RunResult:
+    fresh = out_dir is None or not Path(out_dir).exists()  # this run creates the folder
     out, lock = lock_out_dir(out_dir, config.preset, resume, log)
-    with lock:
-        earlier = prepare_out_dir(out, resume, overwrite)
-        distributed.barrier()
-        return _train_in(config, out, earlier, dev, resume, progress, log, data, started)
+    try:
+        with lock:
+            earlier = prepare_out_dir(out, resume, overwrite)
+            distributed.barrier()
+            return _train_in(config, out, earlier, dev, resume, progress, log, data, started)
+    except BaseException:
+        if fresh and distributed.is_main_process():
+            with contextlib.suppress(OSError):  # kept when it holds anything, such as a checkpoint
+                out.rmdir()  # a run that failed before writing a file leaves no empty folder behind
+        raise
 
 
 def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, resume: bool, progress: bool,

@@ -117,7 +117,12 @@ def test_train_without_data_prints_one_readable_error(tmp_path, monkeypatch, cap
     assert lines[0].startswith("error: ")
     assert "Traceback" not in captured.err + captured.out
     assert "does not exist" in lines[0] and "CIFAR10_ROOT" in lines[0] and "--data-root" in lines[0]
-    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not (tmp_path / "run").exists()  # the folder this run created is not left behind, empty
+    assert main(["train", "--preset", "cpu", "--no-progress"]) == 2  # the default runs/cpu-<time>/ neither
+    assert list((tmp_path / "runs").iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    assert main(["train", "--preset", "cpu", "--out", str(tmp_path / "kept"), "--no-progress"]) == 2
+    assert (tmp_path / "kept").is_dir()  # a folder that was there before stays
 
 
 @pytest.mark.parametrize("argv, expected", [
