@@ -1,0 +1,33 @@
+"""benchmarks/step_ops.py: it counts a training step's operators, and its file is never overwritten unasked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import step_ops  # noqa: E402
+
+
+def test_a_step_is_counted_by_operator():
+    counts = step_ops.count_step("cpu")
+    network = counts["network_by_operator"]
+    assert counts["network"] == sum(network.values()) and counts["optimizer"] == sum(counts["optimizer_by_operator"].values())
+    assert network["convolution"] == 13 and network["convolution_backward"] == 12  # stem, then 6 Blocks x 2 branches
+    assert "slice_backward" not in network  # the Block's per-branch copies are gone (tests/test_models.py)
+
+
+def test_the_results_file_is_written_once(tmp_path):
+    out = tmp_path / "ops.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "step_ops.py"), "--presets", "cpu", "--out", str(out)]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    result = json.loads(out.read_text())
+    assert result["phase"] == "step_ops" and [c["preset"] for c in result["counts"]] == ["cpu"]
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode != 0 and "--overwrite" in again.stderr
+    unknown = subprocess.run([*command, "--overwrite", "--presets", "nope"], capture_output=True, text=True)
+    assert unknown.returncode != 0 and "unknown preset(s) nope" in unknown.stderr
