@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -82,6 +83,15 @@ def count_step(preset: str) -> dict:
             "optimizer_by_operator": dict(step.counts.most_common())}
 
 
+def _commit() -> str | None:
+    """The checkout whose package was counted (the count changes with the code, not the machine)."""
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), help="preset names")
@@ -103,7 +113,7 @@ def main() -> None:
         "benchmark": "aten operators dispatched by one training step (forward and backward; optimizer step)",
         "phase": "step_ops",  # measures the code, not a result: the results table leaves it out
         "command": " ".join(["python", *sys.argv]), "date": date, "file": os.path.relpath(out, REPO),
-        "device": "cpu", "batch": BATCH, "torch_version": torch.__version__,
+        "commit": _commit(), "device": "cpu", "batch": BATCH, "torch_version": torch.__version__,
         "python_version": platform.python_version(), "counts": counts,
     }, out)
     print(f"wrote {out}")
