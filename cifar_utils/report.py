@@ -42,7 +42,7 @@ from .checkpoint import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME
 from .config import Config, with_defaults
 from .data import data_copy_kind, resolve_root
 from .device import autocast, describe_device, get_device, keep_freed_cpu_memory, resolve_precision
-from .errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError
+from .errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError, WriteError
 from .evaluation import view_count
 from .preprocessing import IMAGE_SIZE
 from .presets import PRESETS, from_preset
@@ -352,13 +352,19 @@ def copy_shipped_run(config: Config, out_dir: Path, shipped: Path = SHIPPED_RUN,
     record = shipped_run_for(config, out_dir, shipped)
     if record is None:
         return None
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".shipped-", dir=out_dir.parent))
-    for name in SHIPPED_FILES:
-        shutil.copy2(shipped / name, staging / name)
-    if out_dir.exists():
-        out_dir.rmdir()  # empty, checked above
-    os.replace(staging, out_dir)  # all files appear at once
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".shipped-", dir=out_dir.parent))
+        try:
+            for name in SHIPPED_FILES:
+                shutil.copy2(shipped / name, staging / name)
+            if out_dir.exists():
+                out_dir.rmdir()  # empty, checked above (another process writing there now makes this fail)
+            os.replace(staging, out_dir)  # all files appear at once
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already when the replace succeeded
+    except OSError as err:
+        raise WriteError(out_dir, err.strerror or str(err)) from None
     log(f"using the shipped run {shipped} ({_run_sentence(record.metrics)}); "
         "set use_shipped=False to train it yourself")
     return RunRecord(out_dir, record.history, record.metrics, reused=True)

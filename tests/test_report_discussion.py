@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from cifar_utils import discussion, report
+from cifar_utils.errors import WriteError
 from cifar_utils.evaluation import Evaluation
 from cifar_utils.presets import from_preset
 
@@ -110,6 +112,19 @@ def test_a_matching_shipped_run_is_copied_instead_of_trained(tmp_path):
     assert report.copy_shipped_run(tiny_config(lr=0.05), tmp_path / "runs" / "other", shipped=shipped) is None
     assert report.copy_shipped_run(tiny_config(), tmp_path / "runs" / "03", shipped=shipped) is None
     assert not list((tmp_path / "runs").glob(".shipped-*"))  # no staging folder left behind
+
+
+def test_a_shipped_run_that_cannot_be_copied_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    shipped = tmp_path / "shipped"
+    report.train_or_reuse(tiny_config(), shipped, device="cpu", log=lambda _: None)
+
+    def full_disk(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report.shutil, "copy2", full_disk)
+    with pytest.raises(WriteError, match="No space left on device"):
+        report.copy_shipped_run(tiny_config(), tmp_path / "runs" / "03", shipped=shipped, log=lambda _: None)
+    assert list((tmp_path / "runs").iterdir()) == []  # no staging folder, no half-copied run
 
 
 def lr_row(lr, val, val_std, test=0.8, runs=2):
