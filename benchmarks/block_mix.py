@@ -42,6 +42,7 @@ from cifar_utils.blocks import Block
 from cifar_utils.data import load_dataset
 from cifar_utils.device import describe_device, get_device, keep_freed_cpu_memory
 from cifar_utils.presets import PRESETS
+from cifar_utils.errors import run_script
 from cifar_utils.results import replace_section
 
 # Presets whose networks are built of Blocks (seed003 is a ResNet, and fast_best is too big for a CPU run).
@@ -112,9 +113,8 @@ def main() -> None:
         raise SystemExit(f"error: unknown preset(s) {', '.join(unknown) or '(none given)'}; "
                          f"choose from {', '.join(PRESETS)}")
     date = datetime.date.today().isoformat()
-    out = Path(args.out or Path(__file__).parent / "results" / f"block-mix-{date}.json")
-    if out.exists() and not args.overwrite:
-        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it or --out to write elsewhere")
+    default_out = Path(__file__).parent / "results" / f"block-mix-{date}.json"
+    out = io.new_results_path(args.out or default_out, args.overwrite)
 
     device = get_device(args.device)
     if device.type == "cpu":
@@ -147,4 +147,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

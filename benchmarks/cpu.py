@@ -55,7 +55,7 @@ from cifar_utils.data import load_dataset
 from cifar_utils.device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
                                  resolve_precision)
 from cifar_utils.engine import train_epoch
-from cifar_utils.errors import CifarUtilsError
+from cifar_utils.errors import run_script
 from cifar_utils.experiment import load_splits, make_loaders
 from cifar_utils.results import differences_from_preset, replace_section
 from cifar_utils.losses import build_criterion
@@ -318,9 +318,8 @@ def main() -> None:
     device = get_device("cpu")
     malloc_reuse = keep_freed_cpu_memory()  # as `train` does on the CPU, so throughput matches the timed runs
     date = datetime.date.today().isoformat()
-    out = Path(args.out or Path(__file__).parent / "results" / f"cpu-preset-{date}.json")
-    if out.exists() and not args.overwrite:
-        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it or --out to write elsewhere")
+    default_out = Path(__file__).parent / "results" / f"cpu-preset-{date}.json"
+    out = io.new_results_path(args.out or default_out, args.overwrite)
     data = load_dataset(args.data_root)  # builds the decode cache, so every timed run reads it
     result = {
         "benchmark": "cpu preset: accuracy, wall time, throughput, GFLOP/s",
@@ -358,7 +357,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CifarUtilsError as err:  # bad data root or value: one line, no traceback
-        raise SystemExit(f"error: {err}")
+    run_script(main)

@@ -28,7 +28,9 @@ import torch
 
 from cpu import PRESET, README, REPO, cpu_model, mean_std, train_images_per_second
 
+from cifar_utils import io
 from cifar_utils.device import describe_device, get_device
+from cifar_utils.errors import run_script
 
 SETTINGS = ("default", "reuse")  # glibc's own malloc behaviour, then keep_freed_cpu_memory()
 
@@ -82,9 +84,8 @@ def main() -> None:
         return print(f"updated the malloc line in {README} from {args.readme}")
 
     date = datetime.date.today().isoformat()
-    out = Path(args.out or Path(__file__).parent / "results" / f"cpu-malloc-{date}.json")
-    if out.exists() and not args.overwrite:
-        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it or --out to write elsewhere")
+    default_out = Path(__file__).parent / "results" / f"cpu-malloc-{date}.json"
+    out = io.new_results_path(args.out or default_out, args.overwrite)
     runs = []
     for _ in range(args.repeats):
         for setting in SETTINGS:
@@ -105,11 +106,10 @@ def main() -> None:
         "summary": {"images_per_second": {s: mean_std(v) for s, v in speeds.items()},
                     "speedup": mean_std(ratios)},
     }
-    from cifar_utils import io
     io.save_json(result, out)
     speedup = result["summary"]["speedup"]
     print(f"reuse / default: {speedup['mean']:.2f}x ± {speedup['std']:.2f} over {speedup['n']} pairs; wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

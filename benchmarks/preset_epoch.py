@@ -24,7 +24,7 @@ import torch
 
 from cifar_utils import io
 from cifar_utils.device import describe_device, get_device
-from cifar_utils.errors import CifarUtilsError
+from cifar_utils.errors import run_script
 from cifar_utils.experiment import train
 from cifar_utils.models import build_model, count_parameters
 from cifar_utils.presets import PRESETS, from_preset
@@ -44,9 +44,8 @@ def main() -> None:
 
     device = get_device(args.device)
     date = datetime.date.today().isoformat()
-    out = Path(args.out or Path(__file__).parent / "results" / f"preset-epoch-{device.type}-{date}.json")
-    if out.exists() and not args.overwrite:
-        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it or --out to write elsewhere")
+    default_out = Path(__file__).parent / "results" / f"preset-epoch-{device.type}-{date}.json"
+    out = io.new_results_path(args.out or default_out, args.overwrite)
     runs = []
     for name in args.presets:
         config = from_preset(name, epochs=1, data_root=args.data_root, train_limit=args.train_limit,
@@ -73,7 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CifarUtilsError as err:  # bad data root, preset or value: one line, no traceback
-        raise SystemExit(f"error: {err}")
+    run_script(main)

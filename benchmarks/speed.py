@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere, without installi
 from cifar_utils import io  # noqa: E402
 from cifar_utils.data import CifarData, load_dataset, make_splits  # noqa: E402
 from cifar_utils.device import describe_device, get_device  # noqa: E402
-from cifar_utils.errors import CifarUtilsError, ConfigError, OutputExistsError  # noqa: E402
+from cifar_utils.errors import CifarUtilsError, ConfigError  # noqa: E402
 from cifar_utils.experiment import train  # noqa: E402
 from cifar_utils.gpu_data import GpuEvalLoader  # noqa: E402
 from cifar_utils.models import branch_weight_entropy, collect_branch_weights  # noqa: E402
@@ -426,9 +426,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
                           "0 or more")
     device = get_device(args.device)
     now = datetime.datetime.now()
-    out_path = results_path(args, device, now.strftime("%Y-%m-%d"))
-    if out_path.exists() and not args.overwrite:
-        raise OutputExistsError(f"{out_path} already exists; pass --overwrite to replace it, or --out another file")
+    out_path = io.new_results_path(results_path(args, device, now.strftime("%Y-%m-%d")), args.overwrite)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # for every variant alike (airbench sets it when imported)
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -39,6 +38,7 @@ from cifar_utils.losses import build_criterion  # noqa: E402
 from cifar_utils.models import build_model  # noqa: E402
 from cifar_utils.optim import build_optimizer  # noqa: E402
 from cifar_utils.presets import PRESETS, from_preset  # noqa: E402
+from cifar_utils.errors import run_script  # noqa: E402
 
 DEFAULT_PRESETS = ("cpu", "fast", "fast_best")
 BATCH = 8  # images per counted step: the count does not depend on it, and small keeps the run short
@@ -102,9 +102,8 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"error: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
     date = datetime.date.today().isoformat()
-    out = Path(args.out or Path(__file__).parent / "results" / f"step-ops-{date}.json")
-    if out.exists() and not args.overwrite:
-        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it or --out to write elsewhere")
+    default_out = Path(__file__).parent / "results" / f"step-ops-{date}.json"
+    out = io.new_results_path(args.out or default_out, args.overwrite)
     counts = []
     for preset in args.presets:
         counts.append(count_step(preset))
@@ -120,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

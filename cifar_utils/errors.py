@@ -57,3 +57,12 @@ class TrainingInterrupted(CifarUtilsError):
 
 class OutOfMemoryError(CifarUtilsError):
     """The device ran out of memory."""
+
+
+def run_script(main) -> None:
+    """Run a script's ``main()`` so that bad input (a :class:`CifarUtilsError`: a results file that exists, a
+    wrong data root or value) ends it with one ``error:`` line and exit status 1, not a traceback."""
+    try:
+        main()
+    except CifarUtilsError as err:
+        raise SystemExit(f"error: {err}") from None

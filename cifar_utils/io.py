@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 import torch
 
-from .errors import WriteError
+from .errors import OutputExistsError, WriteError
 
 
 @contextmanager
@@ -47,6 +47,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+def new_results_path(path: str | os.PathLike, overwrite: bool) -> Path:
+    """``path``, where a benchmark is about to write its results; a file already there raises
+    :class:`OutputExistsError` unless ``overwrite``, since results are never replaced without being asked."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it or --out to write elsewhere")
+    return path
 
 
 def _read_umask() -> int:

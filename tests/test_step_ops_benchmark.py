@@ -1,4 +1,4 @@
-"""benchmarks/step_ops.py: it counts a training step's operators, and its file is never overwritten unasked."""
+"""benchmarks/step_ops.py counts a training step's operators; results files (every benchmark's) are never overwritten unasked."""
 
 from __future__ import annotations
 
@@ -31,3 +31,19 @@ def test_the_results_file_is_written_once(tmp_path):
     assert again.returncode != 0 and "--overwrite" in again.stderr
     unknown = subprocess.run([*command, "--overwrite", "--presets", "nope"], capture_output=True, text=True)
     assert unknown.returncode != 0 and "unknown preset(s) nope" in unknown.stderr
+
+
+def test_a_results_path_that_exists_is_refused_unless_overwrite(tmp_path, capsys):
+    import pytest
+
+    from cifar_utils import io
+    from cifar_utils.errors import OutputExistsError, run_script
+
+    path = tmp_path / "results.json"
+    assert io.new_results_path(path, overwrite=False) == path  # nothing there yet
+    path.write_text("{}")
+    with pytest.raises(OutputExistsError, match="pass --overwrite to replace it or --out"):
+        io.new_results_path(path, overwrite=False)
+    assert io.new_results_path(str(path), overwrite=True) == path
+    with pytest.raises(SystemExit, match=r"^error: .*results.json exists"):  # a script's one line, no traceback
+        run_script(lambda: io.new_results_path(path, overwrite=False))
