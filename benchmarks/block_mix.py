@@ -41,8 +41,8 @@ from cifar_utils import io
 from cifar_utils.blocks import Block
 from cifar_utils.data import load_dataset
 from cifar_utils.device import describe_device, get_device, keep_freed_cpu_memory
-from cifar_utils.presets import PRESETS
 from cifar_utils.errors import run_script
+from cifar_utils.presets import PRESETS
 from cifar_utils.results import replace_section
 
 # Presets whose networks are built of Blocks (seed003 is a ResNet, and fast_best is too big for a CPU run).

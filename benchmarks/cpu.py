@@ -289,7 +289,8 @@ def update_readme(results_files: list[Path]) -> None:
     replace_section(README, "cpu-benchmark", render_table(results))
     written = [README]
     if same_machine(results):
-        written.append(plot_accuracy_time(results, FIGURE) and FIGURE)
+        plot_accuracy_time(results, FIGURE)
+        written.append(FIGURE)
     print(f"updated {' and '.join(map(str, written))} from {', '.join(map(str, results_files))}")
 
 

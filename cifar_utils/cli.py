@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             for name, preset in PRESETS.items():
                 # A long source (the cpu and fast presets cite their issue) goes on a line of its own.
-                source = preset.source if len(preset.source) <= 11 else f"{preset.source}\n{'':<22}"
+                source = preset.source if len(preset.source) <= 11 else f"{preset.source}\n" + " " * (10 + 1 + 11)
                 print(f"{name:<10} {source:<11} {preset.description}")
     elif args.command == "report":
         from .report import NOTEBOOKS, run_report

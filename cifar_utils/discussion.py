@@ -37,10 +37,17 @@ def discuss_training(record: RunRecord, smoke: bool = False) -> str:
         text = [f"After {last['epoch']} epoch(s) training accuracy is {last['train_acc']:.1%}. The run held out no "
                 "validation images, so the curves cannot show overfitting; only the final test accuracy "
                 f"({metrics['test_accuracy']:.2%}, {final_evaluation_note(metrics)}) measures the result."]
-        if smoke:
-            text.insert(0, "This is a smoke run (a few hundred images, one epoch): the sentences below describe it "
-                           "faithfully, but it says nothing about the method.")
-        return " ".join(text)
+    else:
+        text = _validated_training(history, metrics)
+    if smoke:
+        text.insert(0, "This is a smoke run (a few hundred images, one epoch): the sentences below describe it "
+                       "faithfully, but it says nothing about the method.")
+    return " ".join(text)
+
+
+def _validated_training(history: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any]) -> list[str]:
+    """:func:`discuss_training`'s sentences for a run with a validation split."""
+    last = history[-1]
     gap = last["train_acc"] - last["val_acc"]
     if gap < 0.02:
         fit = ("the two are close, so the network is not overfitting; training accuracy is measured on augmented "
@@ -71,10 +78,7 @@ def discuss_training(record: RunRecord, smoke: bool = False) -> str:
         if _final_tta(metrics) != "none":
             text.append("The per-epoch validation accuracies above are measured without test-time augmentation, "
                         "which is why they sit below the final one.")
-    if smoke:
-        text.insert(0, "This is a smoke run (a few hundred images, one epoch): the sentences below describe it "
-                       "faithfully, but it says nothing about the method.")
-    return " ".join(text)
+    return text
 
 
 def _join(items: Sequence[str]) -> str:
