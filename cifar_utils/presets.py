@@ -1,9 +1,11 @@
-"""Named presets: each reproduces one reference coursework report's recipe.
+"""Named presets: ``seed000`` to ``seed004`` each reproduce one reference coursework report's recipe;
+``cpu``, ``fast`` and ``fast_best`` are our own.
 
 A preset is a set of overrides on :class:`cifar_utils.config.Config`. ``PRESETS[name].source`` says which
 report it comes from and ``reported`` what that report measured (on its own setup, not ours).
 ``chosen`` flags every setting the report left open and says why we picked ours: a reference
-preset's override that is not in ``chosen`` is stated by its report. ``faithful`` holds the overrides
+preset's override that is not in ``chosen`` is stated by its report (as issue 2's appendix of the five
+reports records them). ``faithful`` holds the overrides
 that run the report's own recipe where ours differs: ``from_preset(name, faithful=True)``.
 """
 
@@ -35,7 +37,6 @@ class Preset:
 
 
 # Reasons shared by the reference presets' `chosen` entries.
-NOT_RECORDED = "not recorded here as stated by the report (this preset's notes do not quote it)"
 PRECISION = ("ours: 'auto' trains in bf16 autocast on CUDA (and on CPUs whose bf16 is faster), for speed; "
              "the report names no reduced precision")
 
@@ -66,10 +67,10 @@ PRESETS: dict[str, Preset] = {
             normalization="fixed", epochs=40, print_every=5,
         ),
         chosen=dict(
+            model=("ours: widths 64-64-128-128-128-256-256-256-512-512-512, K=3 3x3 branches per Block and a "
+                   "MaxPool after Blocks 2, 5 and 8; the report gives 11 residual Blocks with BN, LeakyReLU and "
+                   "MaxPool between stages but not these"),
             validation_split=_test_set_as_validation("000"), precision=PRECISION,
-            **dict.fromkeys(("label_smoothing", "kl_weight", "lr", "weight_decay", "cosine_t_max", "min_lr",
-                             "batch_size", "eval_batch_size", "augmentation", "normalization", "print_every"),
-                            NOT_RECORDED),
         ),
         faithful=dict(validation_split=0),
     ),
@@ -83,12 +84,13 @@ PRESETS: dict[str, Preset] = {
             batch_size=128, augmentation="crop_flip", normalization="fixed", epochs=30,
         ),
         chosen=dict(
-            model=("ours: where the max-pools go (after the first two Blocks); the report does not place its "
-                   "pooling, and this keeps the last two Blocks at the 8x8 its gate pool and head imply"),
-            lr=f"{NOT_RECORDED}; torch's AdamW default", weight_decay=f"{NOT_RECORDED}; torch's AdamW default",
+            model=("ours: 3x3 kernels for the three branches, and where the max-pools go (after the first two "
+                   "Blocks); the report gives neither, and this pooling keeps the last two Blocks at the 8x8 its "
+                   "gate pool and head imply"),
+            weight_decay="ours: the report gives AdamW's lr only; torch's AdamW default (0.01)",
             scheduler="ours: the report names only \"an LR scheduler\"; cosine over the run",
-            augmentation="ours: the report names none that this preset records; random crop (4-pixel padding) and flip",
-            batch_size=NOT_RECORDED, normalization=NOT_RECORDED,
+            augmentation="ours: the report names none; random crop (4-pixel padding) and flip",
+            batch_size="ours: the report gives none; 128, the batch of reports 003 and 004",
             epochs=("ours: the report does not support 30 epochs for its 82.84% model, whose table row lists 15 "
                     "(faithful: epochs=15)"),
             validation_split=_test_set_as_validation("001"), precision=PRECISION,
@@ -104,11 +106,12 @@ PRESETS: dict[str, Preset] = {
             eval_batch_size=50, augmentation="affine_jitter", normalization="fixed", epochs=50,
         ),
         chosen=dict(
-            model=("ours: 8 Blocks, K=3 branches each and widths 64-64-128-128-256-256-512-512; the "
+            model=("ours: 8 Blocks, K=3 3x3 branches each and widths 64-64-128-128-256-256-512-512; the "
                    "report gives residual Blocks with BN, ReLU and MaxPool but not these"),
             augmentation=("ours: affine_jitter adds a horizontal flip and its own rotation, shift, scale "
                           "and colour settings; report 002 lists no flip and no augmentation parameters"),
-            **dict.fromkeys(("lr", "batch_size", "eval_batch_size", "normalization", "epochs"), NOT_RECORDED),
+            cosine_t_max=("ours: the report names CosineAnnealingLR without its T_max or eta_min; one cosine "
+                          "over the run, down to 0"),
             validation_split=_test_set_as_validation("002"), precision=PRECISION,
         ),
         faithful=dict(validation_split=0),
@@ -125,7 +128,6 @@ PRESETS: dict[str, Preset] = {
         chosen=dict(
             plateau_factor="ours: the report names ReduceLROnPlateau without its settings",
             plateau_patience="ours: the report names ReduceLROnPlateau without its settings",
-            **dict.fromkeys(("momentum", "weight_decay", "batch_size", "augmentation", "normalization"), NOT_RECORDED),
             validation_split=("ours: the report held out a validation set, but its size is not recorded here; "
                               "we hold out the default 10% of the training images"),
             stem_kernel=("ours: the standard ResNet-32 3x3 stem, so the baseline is the published network and "
@@ -143,10 +145,10 @@ PRESETS: dict[str, Preset] = {
             batch_size=128, augmentation="crop_flip", normalization="fixed", epochs=150,
         ),
         chosen=dict(
-            model=("ours: the 1x1/3x3/5x5 kernels, the gate's hidden width (32) and the head (flatten "
-                   "4x4, Linear 512, ReLU, BN, Dropout 0.5, Linear)"),
+            model=("ours: the widths 64-128-128-256-256-512, the 1x1/3x3/5x5 kernels, the gate's hidden width "
+                   "(32) and the head's sizes (flatten 4x4, Linear 512, ReLU, BN, Dropout 0.5, Linear); the "
+                   "report gives 6 Blocks of 3 kernel sizes with an MLP gate, the pooling and the head's layers"),
             scheduler="ours: the report names no scheduler; cosine over the run",
-            **dict.fromkeys(("momentum", "weight_decay", "batch_size", "augmentation", "normalization"), NOT_RECORDED),
             validation_split=_test_set_as_validation("004"), precision=PRECISION,
         ),
         # The report's classifier ends in a Softmax and its cross-entropy is applied on top (loss floor 1.461:
