@@ -20,7 +20,11 @@ if TYPE_CHECKING:  # annotations only: report imports nothing from here
 def final_evaluation_note(metrics: dict) -> str:
     """How a run's final test and validation accuracies were measured, for labels: the per-epoch validation
     numbers in ``history.csv`` never use test-time augmentation, the final evaluation uses the run's ``tta``."""
-    tta = _final_tta(metrics)
+    return tta_note(_final_tta(metrics))
+
+
+def tta_note(tta: str) -> str:
+    """'with test-time augmentation (flip)', or 'without test-time augmentation' for ``tta`` 'none'."""
     return "without test-time augmentation" if tta == "none" else f"with test-time augmentation ({tta})"
 
 
@@ -49,17 +53,22 @@ def _validated_training(history: Sequence[Mapping[str, Any]], metrics: Mapping[s
     """:func:`discuss_training`'s sentences for a run with a validation split."""
     last = history[-1]
     gap = last["train_acc"] - last["val_acc"]
+    config = metrics.get("config", {})
+    regularisers = [name for name, on in (("augmentation", config.get("augmentation", "none") != "none"),
+                                          ("label smoothing", config.get("label_smoothing", 0) > 0),
+                                          ("weight decay", config.get("weight_decay", 0) > 0)) if on]
     if gap < 0.02:
         fit = ("the two are close, so the network is not overfitting; training accuracy is measured on augmented "
                "images while the weights still change, which is why it can even sit below validation accuracy")
     elif gap < 0.08:
-        fit = "a moderate gap: some overfitting, held in check by augmentation, label smoothing and weight decay"
+        fit = "a moderate gap: some overfitting" + (f", held in check by {_join(regularisers)}" if regularisers else
+                                                    ", with no augmentation, label smoothing or weight decay to hold it in check")
     else:
         fit = ("a large gap: the network memorises its training images; stronger augmentation, more weight decay "
                "or fewer epochs would narrow it")
     lowest = min(history, key=lambda row: row["val_loss"])
     if lowest["epoch"] == last["epoch"]:
-        trend = ("validation loss was lowest at the last epoch, so training had not started to overfit and more "
+        trend = ("validation loss was lowest at the last epoch: the gap had not yet cost validation loss, so more "
                  "epochs might still help")
     else:
         trend = (f"validation loss was lowest at epoch {lowest['epoch']} of {last['epoch']} ({lowest['val_loss']:.3f}) and "
@@ -76,8 +85,14 @@ def _validated_training(history: Sequence[Mapping[str, Any]], metrics: Mapping[s
                     f"validation accuracy ({metrics['validation_accuracy']:.2%}), both measured "
                     f"{final_evaluation_note(metrics)}, {agree}.")
         if _final_tta(metrics) != "none":
-            text.append("The per-epoch validation accuracies above are measured without test-time augmentation, "
-                        "which is why they sit below the final one.")
+            # The final evaluation scores the reported epoch's weights: the best one where the run keeps it.
+            curve = max(row["val_acc"] for row in history) if config.get("keep_best") else last["val_acc"]
+            change = metrics["validation_accuracy"] - curve
+            text.append(f"The curves' per-epoch validation accuracies are measured without test-time augmentation: "
+                        f"{curve:.2%} for the evaluated weights, {abs(change) * 100:.2f} points "
+                        f"{'below' if change > 0 else 'above'} the final evaluation with it." if change else
+                        f"The curves' per-epoch validation accuracies are measured without test-time augmentation; "
+                        f"for the evaluated weights ({curve:.2%}) the final evaluation with it scores the same.")
     return text
 
 
@@ -97,21 +112,27 @@ def discuss_evaluation(evaluation: Evaluation, branches: BranchWeightSummary, sm
         true, predicted, count = pairs[0]
         i, j = evaluation.classes.index(true), evaluation.classes.index(predicted)
         back = int(evaluation.confusion[j, i])
+        if back >= count / 2:
+            way = "the two classes are confused both ways, as similar-looking classes are."
+        elif back:
+            way = f"{true} is taken for {predicted} {count / back:.1f} times as often as the reverse."
+        else:
+            way = "never the other way."
         text.append(f"The most frequent mistake is {true} predicted as {predicted} ({count} images), and "
-                    f"{predicted} is taken for {true} {back} times: "
-                    + ("the two classes are confused both ways, as similar-looking classes are."
-                       if back >= count / 2 else "the confusion mostly goes one way."))
+                    f"{predicted} is taken for {true} {back} times: {way}")
     if branches.weights:
         preferred = branches.preferences()
         even = 1 / len(branches.branch_labels)
         per_block = ", ".join(f"Block {b + 1}: {name} {share:.1%}" for b, (name, share) in enumerate(preferred))
-        leaning: dict[str, list[str]] = {}  # branch -> the Blocks that give it 5 points more than an even mix
+        threshold = even + 0.05  # 5 points more than an even mix
+        leaning: dict[str, list[str]] = {}  # branch -> the Blocks that give it more than the threshold
         for b, (name, share) in enumerate(preferred):
-            if round(share, 3) > even + 0.05:  # judged on the printed value, so the text never contradicts itself
+            if round(share, 3) > threshold:  # judged on the printed value, so the text never contradicts itself
                 leaning.setdefault(name, []).append(str(b + 1))
-        phrases = [(f"Blocks {_join(blocks)} lean" if len(blocks) > 1 else f"Block {blocks[0]} leans") + f" towards {name}"
-                   for name, blocks in sorted(leaning.items())]
-        lean = "; ".join(phrases) or f"no Block gives its favourite branch more than {even + 0.05:.0%} on average"
+        phrases = [(f"Blocks {_join(blocks)} give" if len(blocks) > 1 else f"Block {blocks[0]} gives")
+                   + f" {name} more than {threshold:.1%}" for name, blocks in sorted(leaning.items())]
+        lean = ("; ".join(phrases) or f"no Block gives its favourite branch more than {threshold:.1%}") + \
+            f" (an even mix gives each branch {even:.1%})"
         text.append(f"The largest mean weight per Block over the test images is {per_block}: {lean}. Overall, "
                     f"{branches.describe('the Blocks')}.")
     if smoke:
@@ -123,8 +144,8 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
                           histories: Optional[Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]] = None) -> str:
     """A discussion of a learning-rate comparison (:func:`cifar_utils.sweep.summarize_by_learning_rate`
     rows): the rate chosen on validation, whether its lead is larger than the spread between seeds, the
-    runs that failed, and which side of the chosen rate the worse rates lie (a rate whose runs all failed
-    counts as worse; one with the same mean as the chosen rate does not); with the runs' ``histories``
+    runs that failed, and whether the nearest rates on either side did clearly worse, which brackets the best
+    rate (:func:`_where_the_best_rate_lies`); with the runs' ``histories``
     (as :func:`cifar_utils.sweep.sweep_histories` gives them), also how the curves got there."""
     tried = sorted(summary, key=lambda row: row["learning_rate"])
     best = next(row for row in tried if row["learning_rate"] == chosen)
@@ -144,9 +165,7 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
     finished = [row for row in others if not math.isnan(row["val_acc_mean"])]
     if finished:
         runner_up = max(finished, key=lambda row: row["val_acc_mean"])
-        lead = best["val_acc_mean"] - runner_up["val_acc_mean"]
-        noise = max((row["val_acc_std"] for row in (best, runner_up) if not math.isnan(row["val_acc_std"])),
-                    default=math.nan)
+        lead, noise = _lead_and_noise(best, runner_up)
         if math.isnan(noise):
             verdict = "with one seed per rate there is no measure of noise to compare it with"
         elif lead > 2 * noise:
@@ -157,23 +176,52 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
         text.append(f"Its lead over lr {runner_up['learning_rate']:g} is {lead * 100:.2f} points of validation "
                     f"accuracy: {verdict}.")
     if others:
-        worse = [row for row in others if math.isnan(row["val_acc_mean"]) or row["val_acc_mean"] < best["val_acc_mean"]]
-        lower = any(row["learning_rate"] < chosen for row in worse)
-        higher = any(row["learning_rate"] > chosen for row in worse)
-        if lower and higher:
-            text.append("Both smaller and larger rates did worse, so the best rate lies inside the range tried.")
-        elif higher:
-            text.append("Only larger rates were worse: a smaller rate than those tried might do better still.")
-        elif lower:
-            text.append("Only smaller rates were worse: a larger rate than those tried might do better still.")
-        else:
-            text.append("Every other rate reached the same mean validation accuracy, so this comparison does not "
-                        "single out a rate.")
+        text.append(_where_the_best_rate_lies(best, others))
     if histories:
         text += _discuss_lr_curves(histories, chosen)
     if smoke:
         text.insert(0, "This is a smoke run: the numbers describe it faithfully but say nothing about the method.")
     return " ".join(text)
+
+
+def _lead_and_noise(best: Mapping[str, Any], row: Mapping[str, Any]) -> tuple[float, float]:
+    """How far ``row``'s mean validation accuracy trails ``best``'s, and the larger of their seed-to-seed
+    standard deviations (NaN with one seed per rate)."""
+    noise = max((r["val_acc_std"] for r in (best, row) if not math.isnan(r["val_acc_std"])), default=math.nan)
+    return best["val_acc_mean"] - row["val_acc_mean"], noise
+
+
+def _where_the_best_rate_lies(best: Mapping[str, Any], others: Sequence[Mapping[str, Any]]) -> str:
+    """Whether the nearest rate tried on each side of the chosen one did clearly worse: a rate whose runs all
+    failed did; a finished one did when it trails by more than twice the larger seed-to-seed standard
+    deviation of the two (with one seed per rate, by any margin). Only then is the best rate bracketed."""
+    if all(row["val_acc_mean"] == best["val_acc_mean"] for row in others):
+        return ("Every other rate reached the same mean validation accuracy, so this comparison does not single "
+                "out a rate.")
+    chosen = best["learning_rate"]
+
+    def verdict(row: Mapping[str, Any]) -> str:
+        if math.isnan(row["val_acc_mean"]):
+            return "worse"
+        lead, noise = _lead_and_noise(best, row)
+        if lead <= 0:
+            return f"lr {row['learning_rate']:g} did as well"
+        if math.isnan(noise) or lead > 2 * noise:
+            return "worse"
+        return f"lr {row['learning_rate']:g} is within twice the seed-to-seed spread of lr {chosen:g}"
+
+    open_sides = []
+    for side, rows in (("smaller", [r for r in others if r["learning_rate"] < chosen]),
+                       ("larger", [r for r in others if r["learning_rate"] > chosen])):
+        nearest = min(rows, key=lambda r: abs(r["learning_rate"] - chosen), default=None)
+        why = f"no {side} rate was tried" if nearest is None else verdict(nearest)
+        if why != "worse":
+            open_sides.append(f"{why}, so a {side} rate might do as well or better")
+    if not open_sides:
+        seeds = "" if math.isnan(best["val_acc_std"]) else ", by more than twice the seed-to-seed spread"
+        return (f"The nearest smaller and larger rates both did worse than lr {chosen:g}{seeds}, so the best "
+                "rate lies inside the range tried.")
+    return f"On where the best rate lies: {'; '.join(open_sides)}."
 
 
 def _discuss_lr_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], chosen: float) -> list[str]:

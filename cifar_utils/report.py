@@ -484,7 +484,7 @@ class BranchWeightSummary:
         if not self.weights:
             return "it has no coursework Blocks"
         share = self.entropy / self.uniform
-        how = ("almost evenly" if share > 0.98 else "unevenly, yet every image uses every branch" if share > 0.5
+        how = ("almost evenly" if share > 0.98 else "unevenly, yet far from one branch per image" if share > 0.5
                else "close to one branch per image")
         return (f"{blocks} mix their branches {how} (mean weight entropy {self.entropy:.3f} nats; an even mix "
                 f"has {self.uniform:.3f}, one branch alone 0)")

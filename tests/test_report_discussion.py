@@ -4,6 +4,7 @@ shipped run that 03 reuses."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -48,7 +49,25 @@ def test_training_discussion_says_the_final_accuracies_use_test_time_augmentatio
     text = discussion.discuss_training(record(history, test_accuracy=0.871, validation_accuracy=0.875,
                                           config={"tta": "flip_translate"}))
     assert "both measured with test-time augmentation (flip_translate)" in text
-    assert "per-epoch validation accuracies above are measured without test-time augmentation" in text
+    assert ("The curves' per-epoch validation accuracies are measured without test-time augmentation: 86.00% for "
+            "the evaluated weights, 1.50 points below the final evaluation with it.") in text
+    # a run that keeps its best epoch is evaluated there; here augmentation costs accuracy, and the text says so
+    history = [row(1, 0.60, 0.88, 1.1), row(2, 0.86, 0.86, 0.5)]
+    text = discussion.discuss_training(record(history, test_accuracy=0.871, validation_accuracy=0.875,
+                                          config={"tta": "flip", "keep_best": True}))
+    assert "88.00% for the evaluated weights, 0.50 points above the final evaluation with it" in text
+
+
+def test_training_discussion_names_only_the_regularisers_the_run_used():
+    history = [row(1, 0.60, 0.62, 1.1), row(2, 0.92, 0.87, 0.5)]  # a 5-point gap, validation loss still falling
+    used = discussion.discuss_training(record(history, test_accuracy=0.87, validation_accuracy=0.87,
+                                              config={"augmentation": "crop_flip", "weight_decay": 5e-4}))
+    assert "some overfitting, held in check by augmentation and weight decay." in used
+    assert "the gap had not yet cost validation loss, so more epochs might still help" in used
+    assert "not started to overfit" not in used  # it would contradict "some overfitting"
+    bare = discussion.discuss_training(record(history, test_accuracy=0.87, validation_accuracy=0.87,
+                                              config={"augmentation": "none", "label_smoothing": 0.0}))
+    assert "with no augmentation, label smoothing or weight decay to hold it in check" in bare
 
 
 def test_evaluation_discussion_names_confusions_and_gate_preferences():
@@ -64,9 +83,17 @@ def test_evaluation_discussion_names_confusions_and_gate_preferences():
     assert "weakest class is cat (80.0%)" in text and "strongest ship (99.0%)" in text
     assert "cat predicted as dog (15 images)" in text and "dog is taken for cat 12 times" in text
     assert "both ways" in text
-    assert "Block 1: 3x3 70.0%" in text and "Block 2: 3x3 51.0%" in text and "Block 1 leans towards 3x3" in text
+    assert "Block 1: 3x3 70.0%" in text and "Block 2: 3x3 51.0%" in text
+    assert "Block 1 gives 3x3 more than 55.0% (an even mix gives each branch 50.0%)" in text
     assert "Overall, the Blocks mix their branches" in text
-    assert "unevenly, yet every image uses every branch" in text  # entropy 0.6 of 0.693
+    assert "unevenly, yet far from one branch per image" in text  # entropy 0.6 of 0.693
+
+    lopsided = torch.tensor([[80, 15, 5], [5, 92, 3], [1, 0, 99]])
+    text = discussion.discuss_evaluation(replace(evaluation, confusion=lopsided), branches)
+    assert "dog is taken for cat 5 times: cat is taken for dog 3.0 times as often as the reverse." in text
+    one_way = torch.tensor([[80, 15, 5], [0, 97, 3], [1, 0, 99]])
+    assert "dog is taken for cat 0 times: never the other way." in discussion.discuss_evaluation(
+        replace(evaluation, confusion=one_way), branches)
 
 
 def test_gate_preferences_a_rounded_55_percent_cannot_fall_on_both_sides_of_the_threshold():
@@ -76,7 +103,7 @@ def test_gate_preferences_a_rounded_55_percent_cannot_fall_on_both_sides_of_the_
                             predictions=torch.zeros(2, dtype=torch.long), confusion=torch.tensor([[2, 0], [0, 0]]),
                             probabilities=None, classes=["a", "b"], per_class_accuracy={"a": 1.0, "b": 0.0}, report="")
     text = discussion.discuss_evaluation(evaluation, branches)
-    assert "Block 1: 3x3 54.9%, Block 2: 3x3 55.1%: Block 2 leans towards 3x3" in text
+    assert "Block 1: 3x3 54.9%, Block 2: 3x3 55.1%: Block 2 gives 3x3 more than 55.0%" in text
 
 
 def test_gate_preferences_without_a_clear_favourite():
@@ -84,7 +111,7 @@ def test_gate_preferences_without_a_clear_favourite():
     evaluation = Evaluation(accuracy=0.5, loss=1.0, labels=torch.zeros(2, dtype=torch.long),
                             predictions=torch.zeros(2, dtype=torch.long), confusion=torch.tensor([[2, 0], [0, 0]]), probabilities=None,
                             classes=["a", "b"], per_class_accuracy={"a": 1.0, "b": 0.0}, report="")
-    assert "no Block gives its favourite branch more than 55%" in discussion.discuss_evaluation(evaluation, branches)
+    assert "no Block gives its favourite branch more than 55.0%" in discussion.discuss_evaluation(evaluation, branches)
 
 
 def test_banner_is_built_from_the_run_metadata(monkeypatch, tmp_path):
@@ -140,7 +167,25 @@ def test_lr_discussion_weighs_the_lead_against_seed_noise():
     assert "inside the range tried" in text
     close = [lr_row(0.1, 0.851, 0.004), lr_row(0.2, 0.853, 0.005)]
     text = discussion.discuss_lr_comparison(close, 0.2)
-    assert "not clearly different" in text and "larger rate than those tried" in text
+    assert "not clearly different" in text
+    assert ("On where the best rate lies: lr 0.1 is within twice the seed-to-seed spread of lr 0.2, so a smaller rate "
+            "might do as well or better; no larger rate was tried, so a larger rate might do as well or better.") in text
+
+
+def test_lr_discussion_brackets_the_best_rate_only_when_both_neighbours_did_clearly_worse():
+    # 05's committed runs: lr 0.125 and lr 0.5 both trail lr 0.25 by less than twice the larger seed spread
+    summary = [lr_row(0.125, 0.8763, 0.0072), lr_row(0.25, 0.8896, 0.0025), lr_row(0.5, 0.8860, 0.0008)]
+    text = discussion.discuss_lr_comparison(summary, 0.25)
+    assert "inside the range tried" not in text
+    assert ("On where the best rate lies: lr 0.125 is within twice the seed-to-seed spread of lr 0.25, so a smaller "
+            "rate might do as well or better; lr 0.5 is within twice the seed-to-seed spread of lr 0.25, so a larger "
+            "rate might do as well or better.") in text
+    summary[0] = lr_row(0.125, 0.8763, 0.0060)  # a lead of 1.33 points over twice 0.60%: clearly worse
+    text = discussion.discuss_lr_comparison(summary, 0.25)
+    assert "On where the best rate lies: lr 0.5 is within" in text and "lr 0.125 is within" not in text
+    one_seed = [lr_row(0.1, 0.80, math.nan, runs=1), lr_row(0.2, 0.81, math.nan, runs=1), lr_row(0.4, 0.805, math.nan, runs=1)]
+    text = discussion.discuss_lr_comparison(one_seed, 0.2)
+    assert "both did worse than lr 0.2, so the best rate lies inside the range tried" in text  # no noise to weigh
 
 
 def test_lr_discussion_counts_a_failed_rate_as_worse_and_a_tied_one_as_not():
