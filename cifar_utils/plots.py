@@ -20,26 +20,17 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import textwrap
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
-import matplotlib
 import matplotlib.ticker
 import matplotlib.transforms
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-# Headless scripts and CI have no display: pick Agg there, but never override a notebook's inline backend
-# or a backend the user chose.
-if ("ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND")
-        and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))):
-    matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402 - after the backend choice
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from . import io  # noqa: E402
+from . import io
 
 PathLike = Union[str, os.PathLike]
 GRID_DPI = 80  # image grids: 32x32 images gain nothing from more pixels, and notebooks stay small
