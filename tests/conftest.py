@@ -1,12 +1,14 @@
 """Shared fixtures: tiny synthetic data, and a small real subset of the offline JPEG copy.
 
 The JPEG copy is looked for at ``$CIFAR10_JPEG_ARCHIVE``, then ``../shared/data/cifar10-jpeg.tar.gz``
-beside the repository; tests that need it are skipped when it is absent.
+beside the repository, then as the extracted folder at ``$CIFAR10_ROOT`` (what ``.ci/run`` keeps when the
+archive is gone); tests that need it are skipped when none is there.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -30,15 +32,28 @@ def jpeg_archive() -> Path | None:
     return None
 
 
+def extracted_jpeg_root() -> Path | None:
+    root = os.environ.get("CIFAR10_ROOT")
+    return Path(root) if root and (Path(root) / "train").is_dir() and (Path(root) / "test").is_dir() else None
+
+
 @pytest.fixture(scope="session")
 def jpeg_subset_root(tmp_path_factory) -> Path:
-    """An image folder with the first 120 training and 40 test images of each class of the JPEG copy."""
-    archive = jpeg_archive()
-    if archive is None:
-        pytest.skip("the offline CIFAR-10 JPEG copy (../shared/data/cifar10-jpeg.tar.gz) is absent")
+    """An image folder with the first 120 training and 40 test images of each class of the JPEG copy (in
+    the archive's order, or by file name from an extracted copy)."""
+    archive, extracted = jpeg_archive(), extracted_jpeg_root()
+    if archive is None and extracted is None:
+        pytest.skip("the offline CIFAR-10 JPEG copy is absent (no ../shared/data/cifar10-jpeg.tar.gz, no $CIFAR10_ROOT)")
     out = tmp_path_factory.mktemp("jpeg")
-    taken: Counter = Counter()
     limits = {"train": 120, "test": 40}
+    if archive is None:
+        for split, count in limits.items():
+            for folder in sorted(p for p in (extracted / split).iterdir() if p.is_dir()):
+                (out / split / folder.name).mkdir(parents=True)
+                for image in sorted(folder.iterdir())[:count]:
+                    shutil.copy2(image, out / split / folder.name / image.name)
+        return out
+    taken: Counter = Counter()
     with tarfile.open(archive) as tar:
         for member in tar:
             parts = Path(member.name).parts  # cifar10-jpeg/<split>/<class>/<file>

@@ -152,20 +152,31 @@ def test_argparse_usage_errors_are_one_error_line_and_exit_2(capsys, argv, fragm
     assert err.count("\n") == 1 and err.startswith("error: ") and fragment in err and "--help` lists" in err
 
 
-def test_training_with_no_validation_split_does_not_crash(tmp_path, capsys):
-    """validation_split=0 passes Config.validate, so it must either train or be refused cleanly, not raise."""
-    out = tmp_path / "run"
-    code = main(["train", "--preset", "seed003", "--epochs", "1", "--set", "dataset=synthetic",
-                 "--set", "model=resnet20", "--validation-split", "0", "--train-limit", "32", "--batch-size", "32",
-                 "--validation-limit", "20", "--test-limit", "20", "--out", str(out), "--no-progress"])
-    err = capsys.readouterr().err
-    assert code in (0, 2), err
-    if code == 2:
-        lines = [line for line in err.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith("error: ") and "validation" in lines[0]
-    else:
-        metrics = json.loads((out / "metrics.json").read_text())
-        assert 0 <= metrics["test_accuracy"] <= 1
+@pytest.mark.parametrize("flag, bars", [([], True), (["--no-progress"], False)])
+def test_no_progress_turns_the_bars_off_and_keeps_the_epoch_lines(tmp_path, capsys, flag, bars):
+    code = main(["train", "--preset", "seed003", "--set", "model=resnet20", "--epochs", "1", "--set", "dataset=synthetic",
+                 "--set", "validation_split=20", "--train-limit", "32", "--batch-size", "16", "--validation-limit", "20",
+                 "--test-limit", "20", "--out", str(tmp_path / "run"), *flag])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert ("epoch 1:" in captured.err) == bars  # tqdm's bar: "epoch 1:  50%|..."
+    assert "epoch   1/1" in captured.out
+
+
+def test_no_validation_split_trains_where_nothing_selects_on_it_and_is_refused_where_something_does(tmp_path, capsys):
+    """validation_split=0: seed004 (what its faithful variant runs) trains and reports only test accuracy;
+    seed003 keeps its best-validation checkpoint, so it is refused with one line saying what to change."""
+    common = ["--epochs", "1", "--set", "dataset=synthetic", "--validation-split", "0", "--train-limit", "32",
+              "--batch-size", "32", "--test-limit", "20", "--no-progress"]
+    assert main(["train", "--preset", "seed004", *common, "--out", str(tmp_path / "ok")]) == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "ok" / "metrics.json").read_text())
+    assert metrics["validation_accuracy"] is None and 0 <= metrics["test_accuracy"] <= 1
+    capsys.readouterr()
+    code = main(["train", "--preset", "seed003", "--set", "model=resnet20", *common, "--out", str(tmp_path / "refused")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: keep_best=True"), lines
+    assert "validation_split=0 holds out no validation images" in lines[0]
+    assert not (tmp_path / "refused").exists()
 
 
 def test_a_last_training_batch_of_one_image_does_not_crash_batchnorm1d(tmp_path, capsys):

@@ -313,6 +313,23 @@ def test_torchvision_download_path_mocked(tmp_path, mocked_torchvision):
     assert torch.equal(again.test.images, d.test.images)
 
 
+def test_the_train_command_downloads_with_download(tmp_path, mocked_torchvision, monkeypatch, capsys):
+    """The README's --download reaches torchvision through the CLI, and the run says which data it used."""
+    import json
+
+    from cifar_utils.cli import main
+
+    monkeypatch.delenv("CIFAR10_ROOT", raising=False)
+    root, out = tmp_path / "official", tmp_path / "run"
+    code = main(["train", "--preset", "seed003", "--set", "model=resnet20", "--data-root", str(root), "--download",
+                 "--epochs", "1", "--validation-split", "4", "--batch-size", "8", "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert len(mocked_torchvision["download"]) == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split_sizes"] == {"train": 16, "validation": 4, "test": 6}
+    assert metrics["data"] == f"official CIFAR-10 (torchvision) in {root}"
+
+
 def test_download_network_failure_gives_a_data_error(tmp_path, monkeypatch):
     import torchvision.datasets.cifar as tv_cifar
 

@@ -84,10 +84,20 @@ def test_seeds_faithful(noise_root, tmp_path):
     assert "-seeds-faithful-part5of5-" in next(tmp_path.glob("*.json")).name
 
 
-def test_best(noise_root, tmp_path):
+def test_best(noise_root, tmp_path, monkeypatch):
+    # capped_run itself trains in the seeds tests; a real fast_best run on the CPU would add 20 s for nothing.
+    calls = []
+
+    def fake_capped_run(phase, preset, base, cap_seconds, folder, pipelines=("gpu", "torchvision"), faithful=False):
+        calls.append((preset, base, pipelines, faithful))
+        return {"preset": preset, "cap_seconds": cap_seconds, "epochs": 1, "test_accuracy": 0.1, "train_seconds": 1.0}
+
+    monkeypatch.setattr(gpu_run, "capped_run", fake_capped_run)
     record = dry_run("best", tmp_path, noise_root)
     [run] = record["runs"]
     assert run["preset"] == "fast_best" and run["cap_seconds"] == 2.0
+    assert calls == [("fast_best", gpu_run.TINY_FAST, ("gpu",), False)]  # its augmentations are GPU-only
+    assert record["settings"]["target"].startswith("96% test accuracy")
 
 
 def test_report_one_notebook(noise_root, tmp_path):

@@ -86,6 +86,12 @@ def ctrl_c(model, logits):
     return logits
 
 
+def ctrl_c_twice(model, logits):
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGINT)
+    return logits
+
+
 @pytest.fixture
 def tiny(monkeypatch):
     """Registers architecture ``tiny``; call the fixture's value with a fault to build it with one."""
@@ -237,6 +243,16 @@ def test_ctrl_c_saves_a_checkpoint_says_how_to_resume_and_resuming_finishes(tiny
     tiny()
     assert cli.main(tiny_args(out, "--resume")) == 0
     assert_same_run(out, reference)
+
+
+def test_a_second_ctrl_c_stops_at_once_without_finishing_the_step(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    handler = signal.getsignal(signal.SIGINT)
+    tiny((2, ctrl_c_twice))  # two real SIGINTs during the second mini-batch's forward pass
+    assert cli.main(tiny_args(out)) == 130
+    assert capsys.readouterr().err == "interrupted\n"  # not the first Ctrl-C's "finish the step, save" path
+    assert not (out / "checkpoint.pt").exists()
+    assert signal.getsignal(signal.SIGINT) is handler  # the run gave Ctrl-C back
 
 
 def test_ctrl_c_during_the_last_validation_says_training_is_done_and_resuming_only_evaluates(
@@ -649,7 +665,9 @@ def test_the_same_seed_on_the_cpu_gives_identical_runs(tiny, tmp_path, reference
 
 @pytest.fixture
 def restore_determinism(monkeypatch):
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    # set, then removed: monkeypatch then restores what was there before, absent included, after train sets it
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     yield

@@ -270,10 +270,21 @@ def test_full_profile_warning_counts_the_shipped_run_as_reused(tmp_path, monkeyp
     assert report.full_profile_trainings(runs_dir=tmp_path / "runs")[0].runs == 1
 
 
-def test_seconds_per_image_times_the_config_at_its_own_batch_sizes():
+def test_seconds_per_image_times_the_config_at_its_own_batch_sizes(monkeypatch):
+    from cifar_utils import models
+
     config = from_preset("cpu", batch_size=8, eval_batch_size=4)
+    batches, build = [], models.build_model
+
+    def recording(*args, **kwargs):  # the network, noting the batch size of every forward pass
+        model = build(*args, **kwargs)
+        model.register_forward_pre_hook(lambda module, inputs: batches.append(inputs[0].shape[0]))
+        return model
+
+    monkeypatch.setattr(models, "build_model", recording)
     train_s, eval_s = report.seconds_per_image(config, torch.device("cpu"), steps=1)
-    assert 0 < eval_s < train_s < 10
+    assert sorted(set(batches)) == [4, 8]  # one timing alone on a loaded machine says nothing about the other
+    assert 0 < train_s < 10 and 0 < eval_s < 10
 
 
 def test_format_duration():

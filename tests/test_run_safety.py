@@ -223,6 +223,17 @@ def test_resume_with_data_of_other_classes_is_one_clear_line(tiny, tmp_path, cap
               "classes ['cat', 'dog'] -> ['cat', 'cow', 'dog']")
 
 
+def test_resume_with_other_images_of_the_same_classes_names_the_normalisation(tiny, tmp_path, capsys):
+    first, other = make_image_folder(tmp_path / "a"), make_image_folder(tmp_path / "b")
+    for image in (other / "train").rglob("*.png"):  # the same classes, brighter pixels
+        Image.fromarray(np.full((32, 32, 3), 250, np.uint8)).save(image)
+    args = ["train", "--preset", "seed003", "--set", "model=tiny", "--validation-split", "1", "--batch-size", "2",
+            "--device", "cpu", "--no-progress", "--out", str(tmp_path / "run")]
+    assert cli.main([*args, "--epochs", "1", "--data-root", str(first)]) == 0
+    line = cli_error(capsys, [*args, "--epochs", "2", "--data-root", str(other), "--resume"], "mean [")
+    assert "classes" not in line  # the classes match; the training images' statistics do not
+
+
 def _rewrite(path: Path, change) -> None:
     state = load_checkpoint(path)
     change(state)
