@@ -21,9 +21,9 @@ from typing import Any, Optional
 
 from .blocks import POOLS
 from .errors import ConfigError
-from .preprocessing import CROP_FILLS, CROP_PADDING, IMAGE_SIZE
+from .evaluation import TTA_MODES
+from .preprocessing import AUGMENTATIONS, CROP_FILLS, CROP_PADDING, FLIPPING_AUGMENTATIONS, IMAGE_SIZE
 
-AUGMENTATIONS = ("affine_jitter", "crop_flip", "resized_crop_flip", "none")
 NORMALIZATIONS = ("fixed", "train_stats")
 PIPELINES = ("torchvision", "gpu")
 DATASETS = ("auto", "cifar10", "folder", "synthetic")
@@ -31,8 +31,15 @@ LOSSES = ("cross_entropy", "kl_label_smoothing")
 OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
 SCHEDULERS = ("cosine", "plateau", "onecycle", "warmup_cosine", "warmup_linear", "none")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-TTA_MODES = ("none", "flip", "flip_translate")
 PROGRESSIVE_STEP = 8  # pixels between progressive resizing's image sides
+# Settings that say where the data lies, not what a run computes.
+LOCATION_FIELDS = ("data_root", "download")
+# Settings that change how a run goes (logging, loading, evaluation batches), never what it computes: a
+# resumed run may change them, a finished run is reused whatever they say, the results table ignores them.
+NOT_RESULT_FIELDS = ("print_every", "num_workers", "checkpoint_every_steps", "eval_batch_size")
+# Augmentation settings only the GPU pipeline has: the torchvision one needs each at its default.
+GPU_ONLY_SETTINGS = ("crop_padding", "crop_fill", "alternating_flip", "cutout", "progressive_start")
+VALIDATION_FRACTION = 0.1  # held out when validation_split is None: 5,000 of CIFAR-10's 50,000 images
 
 
 @dataclass
@@ -189,15 +196,15 @@ class Config:
         for name, (used, why, fix) in deciders.items():
             if used:
                 raise ConfigError(f"{name}={getattr(self, name)!r} {why}, but validation_split=0 holds out no "
-                                  f"validation images: {fix}, or hold out some (validation_split=N, or None for 10%)")
+                                  f"validation images: {fix}, or hold out some (validation_split=N, or None for "
+                                  f"{VALIDATION_FRACTION:.0%})")
 
     def _check_gpu_only_augmentations(self) -> None:
         """The torchvision pipeline has none of the GPU pipeline's extra augmentation settings."""
         if self.pipeline != "gpu":
-            used = [(name, value, default) for name, value, default in (
-                ("crop_padding", self.crop_padding, CROP_PADDING), ("crop_fill", self.crop_fill, "zeros"),
-                ("alternating_flip", self.alternating_flip, False), ("cutout", self.cutout, 0),
-                ("progressive_start", self.progressive_start, 0)) if value != default]
+            defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+            used = [(name, getattr(self, name), defaults[name]) for name in GPU_ONLY_SETTINGS
+                    if getattr(self, name) != defaults[name]]
             if used:
                 from .presets import PRESETS  # local import: presets builds on this module
 
@@ -211,7 +218,7 @@ class Config:
                                   f"only one that has {'it' if len(used) == 1 else 'them'}{origin}: add --pipeline gpu, or for "
                                   f"pipeline={self.pipeline!r} set {'it' if len(used) == 1 else 'them'} back to "
                                   f"the default: {resets}")
-        if self.alternating_flip and self.augmentation == "none":
+        if self.alternating_flip and self.augmentation not in FLIPPING_AUGMENTATIONS:
             raise ConfigError("alternating_flip=True needs an augmentation that flips; augmentation='none' has no flip")
 
     def to_dict(self) -> dict[str, Any]:

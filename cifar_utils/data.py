@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import io
 from . import preprocessing as spec
-from .config import DATASETS, NORMALIZATIONS
+from .config import DATASETS, NORMALIZATIONS, VALIDATION_FRACTION
 from .errors import ConfigError, DataError, WriteError
 from .preprocessing import FIXED_MEAN, FIXED_STD, IMAGE_SIZE
 
@@ -36,7 +36,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 CACHE_NAME = ".cifar_utils_cache.pt"
 CACHE_VERSION = 2
 TORCHVISION_FOLDER = "cifar-10-batches-py"
-VALIDATION_FRACTION = 0.1  # held out when validation_split is unset: 5,000 of CIFAR-10's 50,000 images
 
 
 @dataclass

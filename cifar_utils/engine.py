@@ -29,6 +29,7 @@ from tqdm import tqdm
 from . import distributed
 from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, checkpoint_config, load_checkpoint, restore_rng_state,
                          rng_state, save_checkpoint)
+from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS
 from .device import autocast
 from .errors import CheckpointError, OutOfMemoryError, TrainingDivergedError, TrainingInterrupted
 from .optim import PER_STEP_SCHEDULERS, scheduler_interval
@@ -379,10 +380,9 @@ def _check_finite_weights(model: nn.Module, epoch: int, batch: int) -> None:
             raise TrainingDivergedError(epoch, batch, value, quantity=f"weight {name}")
 
 
-# The only settings a resumed run may change: they never alter what it computes. Any other difference is
-# refused, and so is a longer run (more epochs) when the schedule is sized for the run's length.
-RESUME_MAY_CHANGE = ("data_root", "download", "num_workers", "print_every", "checkpoint_every_steps",
-                     "eval_batch_size", "epochs")
+# The only settings a resumed run may change: they never alter what it computes, and more epochs extend it.
+# Any other difference is refused, and so is a longer run when the schedule is sized for the run's length.
+RESUME_MAY_CHANGE = (*LOCATION_FIELDS, *NOT_RESULT_FIELDS, "epochs")
 
 
 def _check_same_setup(state: dict, config, path: Path, extra_state: dict) -> None:

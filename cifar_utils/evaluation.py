@@ -13,6 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .device import autocast
+from .errors import ConfigError
 
 
 @dataclass
@@ -39,8 +40,13 @@ class Evaluation:
                 for v, i in zip(values.tolist(), flat.tolist()) if v > 0]
 
 
+TTA_MODES = ("none", "flip", "flip_translate")  # the test-time augmentations _views makes
+
+
 def _views(images: torch.Tensor, tta: str) -> list[torch.Tensor]:
     """Test-time augmentation views: the image, its mirror and (flip_translate) 2-pixel shifts of both."""
+    if tta not in TTA_MODES:
+        raise ConfigError(f"unknown tta {tta!r}; choose one of {', '.join(TTA_MODES)}")
     if tta == "none":
         return [images]
     views = [images, images.flip(-1)]

@@ -37,10 +37,8 @@ from .config import progressive_schedule
 from .data import ImageSet, pad_to_multiple
 from .errors import ConfigError
 from . import preprocessing as spec
-from .preprocessing import CROP_PADDING, IMAGE_SIZE, Normalize
+from .preprocessing import AUGMENTATIONS, CROP_PADDING, FLIPPING_AUGMENTATIONS, IMAGE_SIZE, Normalize
 
-FLIPPING_AUGMENTATIONS = ("crop_flip", "affine_jitter", "resized_crop_flip")
-GPU_AUGMENTATIONS = (*FLIPPING_AUGMENTATIONS, "none")
 RESIZED_CROP_ATTEMPTS = 10  # as torchvision's RandomResizedCrop
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 
@@ -183,9 +181,9 @@ def draw_augmentation(augmentation: str, n: int, gen: torch.Generator, image_siz
 
 
 def check_augmentation(augmentation: str) -> None:
-    if augmentation not in GPU_AUGMENTATIONS:
+    if augmentation not in AUGMENTATIONS:
         raise ConfigError(f"the gpu pipeline has no augmentation {augmentation!r}; choose one of "
-                          f"{', '.join(GPU_AUGMENTATIONS)}")
+                          f"{', '.join(AUGMENTATIONS)}")
 
 
 def _draw_resized_crop(n: int, gen: torch.Generator, size: int) -> dict[str, torch.Tensor]:

@@ -31,6 +31,7 @@ import torch
 from matplotlib.figure import Figure
 
 from . import io
+from .preprocessing import FLIPPING_AUGMENTATIONS
 
 PathLike = Union[str, os.PathLike]
 GRID_DPI = 80  # image grids: 32x32 images gain nothing from more pixels, and notebooks stay small
@@ -349,8 +350,7 @@ def plot_class_samples(images: torch.Tensor, labels: torch.Tensor, classes: Sequ
     return _finish(fig, save_to, dpi=100, layout=False)
 
 
-def plot_augmentations(images: torch.Tensor, augmentations: Sequence[str] = ("affine_jitter", "crop_flip",
-                                                                              "resized_crop_flip"),
+def plot_augmentations(images: torch.Tensor, augmentations: Sequence[str] = FLIPPING_AUGMENTATIONS,
                        seed: int = 0, title: Optional[str] = None, save_to: Optional[PathLike] = None,
                        presets: Sequence[str] = ()) -> Figure:
     """Before/after: the first row shows ``images`` (uint8 [N, 3, H, W]) as they are, each further row

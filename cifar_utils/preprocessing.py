@@ -16,6 +16,8 @@ FIXED_STD = (0.5, 0.5, 0.5)
 
 CROP_PADDING = 4  # crop_flip: largest shift in pixels; config.crop_padding's default
 CROP_FILLS = ("zeros", "reflect")  # crop_flip: what a shift brings in at the border (config.crop_fill)
+FLIPPING_AUGMENTATIONS = ("affine_jitter", "crop_flip", "resized_crop_flip")  # the named ones; each mirrors
+AUGMENTATIONS = (*FLIPPING_AUGMENTATIONS, "none")  # config.augmentation's choices, in both pipelines
 FLIP_PROBABILITY = 0.5  # every flipping augmentation mirrors an image with this probability
 AFFINE_DEGREES = 15.0  # affine_jitter: rotation in [-15, 15] degrees
 AFFINE_TRANSLATE = 0.1  # affine_jitter: shift of up to this fraction of the image size, each axis

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Config, replace
+from .config import VALIDATION_FRACTION, Config, replace
 from .errors import ConfigError
 
 
@@ -43,8 +43,8 @@ PRECISION = ("ours: 'auto' trains in bf16 autocast on CUDA (and on CPUs whose bf
 
 def _test_set_as_validation(report: str) -> str:
     """Why a preset holds out a validation split where its report validated on the test set."""
-    return (f"ours: report {report} used the test set as its validation set; we hold out 10% of the training "
-            "images, so nothing chosen on validation has seen the test set (faithful: validation_split=0)")
+    return (f"ours: report {report} used the test set as its validation set; we hold out {VALIDATION_FRACTION:.0%} of "
+            "the training images, so nothing chosen on validation has seen the test set (faithful: validation_split=0)")
 
 
 # What the fast presets share: the GPU pipeline and the training recipe of fast small CIFAR networks.
@@ -129,7 +129,7 @@ PRESETS: dict[str, Preset] = {
             plateau_factor="ours: the report names ReduceLROnPlateau without its settings",
             plateau_patience="ours: the report names ReduceLROnPlateau without its settings",
             validation_split=("ours: the report held out a validation set, but its size is not recorded here; "
-                              "we hold out the default 10% of the training images"),
+                              f"we hold out the default {VALIDATION_FRACTION:.0%} of the training images"),
             stem_kernel=("ours: the standard ResNet-32 3x3 stem, so the baseline is the published network and "
                          "stays comparable with our earlier runs; the report's stem is a 1x1 convolution (faithful)"),
             precision=PRECISION,

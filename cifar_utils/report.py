@@ -39,7 +39,7 @@ import torch
 
 from . import io
 from .checkpoint import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME
-from .config import Config, with_defaults
+from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, Config, with_defaults
 from .data import data_copy_kind, resolve_root
 from .device import autocast, describe_device, get_device, keep_freed_cpu_memory, resolve_precision
 from .errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError, WriteError
@@ -59,10 +59,6 @@ NOTEBOOK_RUNS = {"03_train.ipynb": TRAIN_RUN_NAME, "05_lr_comparison.ipynb": SWE
 # and where it was trained), so 04 and 05 show a real model minutes after a fresh clone.
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "report" / TRAIN_RUN_NAME
 SHIPPED_FILES = (METRICS_NAME, HISTORY_NAME, CHECKPOINT_NAME)
-# Where the data lies is not what a run computed: a shipped run is reused whatever these say.
-LOCATION_FIELDS = ("data_root", "download")
-# Settings that do not change what a run computes, ignored when deciding whether a finished run matches.
-NOT_RESULT_FIELDS = ("print_every", "num_workers", "checkpoint_every_steps")
 # The kernel's own start-up warnings (such as "running over TCP without encryption") would otherwise land in
 # the output of a notebook that runs another one (05 runs 03).
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from .checkpoint import METRICS_NAME
-from .config import Config, field_names, with_defaults
+from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, Config, field_names, with_defaults
 from .data import data_copy_kind
 from .errors import ConfigError, DataError
 from .io import atomic_write
@@ -45,8 +45,7 @@ NOT_RUN = "not run yet"
 NOT_RECORDED = "not recorded"
 NO_VALIDATION = "none held out"  # validation_split=0: the run had no validation split to measure
 # Recorded values that do not change what a run measures, or that say where rather than how it ran.
-IGNORED_SETTINGS = ("preset", "seed", "data_root", "download", "skip_bad_files", "print_every", "num_workers",
-                    "checkpoint_every_steps")
+IGNORED_SETTINGS = ("preset", "seed", "skip_bad_files", *LOCATION_FIELDS, *NOT_RESULT_FIELDS)
 # Runs on part of the data: they test the code, not the method.
 PARTIAL = re.compile(r"\b(train|validation|test|eval)_limit=")
 # gpu_run.py phases whose runs choose settings (grid points) or time the code, rather than report results.

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from cifar_utils import data
-from cifar_utils.config import AUGMENTATIONS, Config
+from cifar_utils.config import Config
+from cifar_utils.preprocessing import AUGMENTATIONS
 from cifar_utils.data import (CACHE_NAME, FIXED_MEAN, FIXED_STD, CifarData, ImageSet, ShardedShuffleSampler,
                               augmentation_ops, build_transform, channel_stats, default_num_workers, load_dataset,
                               load_image_folder, make_dataloader, make_splits, resolve_root, synthetic_dataset)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifar_utils.errors import ConfigError
 from cifar_utils.evaluation import _views, evaluate, predict, view_count
 
 CPU = torch.device("cpu")
@@ -109,6 +110,11 @@ def test_tta_views():
     assert torch.equal(views[3][..., 2:, 2:], x.flip(-1)[..., :-2, :-2])
     assert len({v.sum().item() for v in views[2:]}) > 1  # the padded views are not all the same
     assert [view_count(tta) for tta in ("none", "flip", "flip_translate")] == [1, 2, 6]
+
+
+def test_an_unknown_tta_is_refused_not_taken_for_flip():
+    with pytest.raises(ConfigError, match="unknown tta 'flip_tranlsate'; choose one of none, flip, flip_translate"):
+        view_count("flip_tranlsate")
 
 
 @pytest.mark.parametrize("tta", ["none", "flip", "flip_translate"])

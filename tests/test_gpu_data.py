@@ -15,9 +15,9 @@ from cifar_utils.data import ImageSet, make_splits
 from cifar_utils.errors import ConfigError
 from cifar_utils.experiment import describe_progressive
 from cifar_utils.gpu_data import GpuEvalLoader, GpuTrainLoader, make_gpu_loaders
+from cifar_utils.preprocessing import AUGMENTATIONS
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-AUGMENTATIONS = ("crop_flip", "affine_jitter", "resized_crop_flip", "none")
 
 
 def numbered_images(n: int = 40, seed: int = 0) -> ImageSet:

@@ -216,6 +216,16 @@ def test_a_saved_config_without_a_newer_field_counts_as_its_default():
     assert report.config_differences(saved, from_preset("cpu", identity_init=False)) == ["head_pool: 'avg' -> 'max'"]
 
 
+def test_settings_that_do_not_change_results_never_stop_a_run_being_reused():
+    from cifar_utils.config import NOT_RESULT_FIELDS
+    from cifar_utils.engine import RESUME_MAY_CHANGE
+
+    saved = from_preset("cpu").to_dict()
+    assert report.config_differences(saved, from_preset("cpu", eval_batch_size=1000, print_every=3, num_workers=0)) == []
+    assert report.config_differences(saved, from_preset("cpu", label_smoothing=0.1)) == ["label_smoothing: 0.2 -> 0.1"]
+    assert set(NOT_RESULT_FIELDS) <= set(RESUME_MAY_CHANGE)  # what may change on resume, the same list
+
+
 def test_data_root_differs_only_where_it_names_another_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "x").mkdir(parents=True)
