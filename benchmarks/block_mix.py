@@ -39,7 +39,7 @@ from cpu import README, REPO, cpu_model, mean_std, train_images_per_second
 
 from cifar_utils import io
 from cifar_utils.blocks import Block
-from cifar_utils.data import load_dataset
+from cifar_utils.data import load_dataset, resolve_root
 from cifar_utils.device import describe_device, get_device, keep_freed_cpu_memory
 from cifar_utils.errors import run_script
 from cifar_utils.presets import PRESETS
@@ -95,7 +95,7 @@ def render(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-root", default=os.environ.get("CIFAR10_ROOT", "data"))
+    parser.add_argument("--data-root", help="the data folder (default: $CIFAR10_ROOT, then ./data)")
     parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS), help="comma-separated preset names")
     parser.add_argument("--images", type=int, default=1024, help="training images per timed epoch")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per way and preset")
@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--readme", metavar="RESULTS", help="only rewrite the README table from this results file")
     args = parser.parse_args()
+    args.data_root = str(resolve_root(args.data_root)[0])  # the CLI's rule, so child runs get the same folder
     if args.readme:
         replace_section(README, "block-mix", render(json.loads(Path(args.readme).read_text())))
         return print(f"updated the Block mix table in {README} from {args.readme}")

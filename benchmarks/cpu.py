@@ -50,8 +50,9 @@ from typing import Optional
 import torch
 
 from cifar_utils import io
+from cifar_utils.checkpoint import METRICS_NAME
 from cifar_utils.cli import parse_settings
-from cifar_utils.data import load_dataset
+from cifar_utils.data import load_dataset, resolve_root
 from cifar_utils.device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
                                  resolve_precision)
 from cifar_utils.engine import train_epoch
@@ -96,7 +97,7 @@ def run_seed(seed: int, data_root: str, out_dir: Path, settings: list[str]) -> d
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"error: seed {seed} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
-    metrics = json.loads((out_dir / "metrics.json").read_text())
+    metrics = json.loads((out_dir / METRICS_NAME).read_text())
     return {"seed": seed, "wall_seconds": wall, "test_accuracy": metrics["test_accuracy"],
             "validation_accuracy": metrics["validation_accuracy"], "train_seconds": metrics["train_seconds"],
             "epochs": metrics["epochs"], "split_sizes": metrics["split_sizes"], "precision": metrics["precision"],
@@ -296,7 +297,7 @@ def update_readme(results_files: list[Path]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--data-root", default=os.environ.get("CIFAR10_ROOT", "data"))
+    parser.add_argument("--data-root", help="the data folder (default: $CIFAR10_ROOT, then ./data)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--throughput-images", type=int, default=2048, help="training images per timed epoch")
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/cpu-preset-<date>.json)")
@@ -307,6 +308,7 @@ def main() -> None:
                         help="a preset setting for every timed run, as in `train --set` (repeatable)")
     parser.add_argument("--runs-dir", default=None, help="keep the runs in this folder (default: a temporary one)")
     args = parser.parse_args()
+    args.data_root = str(resolve_root(args.data_root)[0])  # the CLI's rule, so child runs get the same folder
     if args.readme:
         return update_readme([Path(f) for f in args.readme])
     overrides = parse_settings(args.overrides)

@@ -29,6 +29,7 @@ import torch
 from cpu import PRESET, README, REPO, cpu_model, mean_std, train_images_per_second
 
 from cifar_utils import io
+from cifar_utils.data import resolve_root
 from cifar_utils.device import describe_device, get_device
 from cifar_utils.errors import run_script
 
@@ -68,7 +69,7 @@ def render(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-root", default=os.environ.get("CIFAR10_ROOT", "data"))
+    parser.add_argument("--data-root", help="the data folder (default: $CIFAR10_ROOT, then ./data)")
     parser.add_argument("--images", type=int, default=2048, help="training images per timed epoch")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per setting")
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/cpu-malloc-<date>.json)")
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--readme", metavar="RESULTS", help="only rewrite the README line from this results file")
     parser.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.data_root = str(resolve_root(args.data_root)[0])  # the CLI's rule, so child runs get the same folder
     if args.child:
         return child(args.child, args.data_root, args.images)
     if args.readme:

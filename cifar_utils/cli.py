@@ -26,12 +26,19 @@ from .distributed import env_info
 from .errors import CifarUtilsError, ConfigError, TrainingInterrupted
 from .presets import PRESETS, faithful_presets, from_preset
 
-# Command-line flags that map one-to-one onto config fields.
-FIELD_FLAGS = {
-    "epochs": int, "lr": float, "batch_size": int, "seed": int, "data_root": str, "train_limit": int,
-    "validation_limit": int, "test_limit": int, "pipeline": str, "validation_split": int, "accumulation_steps": int,
-    "grad_clip": float, "precision": str, "checkpoint_every_steps": int,
-}
+# Command-line flags that map one-to-one onto config fields; their values parse as `--set` parses them.
+FIELD_FLAGS = ("epochs", "lr", "batch_size", "seed", "data_root", "train_limit", "validation_limit", "test_limit",
+               "pipeline", "validation_split", "accumulation_steps", "grad_clip", "precision", "checkpoint_every_steps")
+
+
+def _field_flag(name: str):
+    """argparse type of ``--NAME``: the field's own type, "none" for None where the field takes it."""
+    def parse(text: str):
+        try:
+            return parse_value(name, text)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return parse
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", required=True, help=f"one of: {', '.join(PRESETS)}")
     train.add_argument("--faithful", action="store_true",
                        help=f"run the report's own recipe where the preset differs ({', '.join(faithful_presets())})")
-    for name, kind in FIELD_FLAGS.items():
-        train.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
+    for name in FIELD_FLAGS:  # absent unless given, so that "--grad-clip none" can set None
+        train.add_argument("--" + name.replace("_", "-"), dest=name, type=_field_flag(name), default=argparse.SUPPRESS,
                            help=f"override config.{name}")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                        help="override any config field (repeatable); see `presets --fields`")
@@ -111,7 +118,7 @@ def parse_settings(items: list[str]) -> dict:
 
 def config_overrides(args: argparse.Namespace) -> dict:
     """Config overrides from the dedicated flags and from ``--set FIELD=VALUE``."""
-    overrides = {name: getattr(args, name) for name in FIELD_FLAGS if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name in FIELD_FLAGS if hasattr(args, name)}
     overrides.update(parse_settings(args.overrides))
     if args.download:
         overrides["download"] = True

@@ -5,6 +5,8 @@ Every mistake a user can make (a wrong path, a bad preset, a corrupt checkpoint)
 these into one line on stderr and exit status 2; notebooks show them as a single clear exception.
 """
 
+import sys
+
 
 class CifarUtilsError(Exception):
     """Base class for errors caused by input the user can fix."""
@@ -61,8 +63,10 @@ class OutOfMemoryError(CifarUtilsError):
 
 def run_script(main) -> None:
     """Run a script's ``main()`` so that bad input (a :class:`CifarUtilsError`: a results file that exists, a
-    wrong data root or value) ends it with one ``error:`` line and exit status 1, not a traceback."""
+    wrong data root or value) ends it as it ends the command line: one ``error:`` line on stderr and exit
+    status 2, not a traceback."""
     try:
         main()
     except CifarUtilsError as err:
-        raise SystemExit(f"error: {err}") from None
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -37,8 +37,9 @@ from .report import (NOTEBOOKS_DIR, NotebookFailed, RunRecord, execute_notebook,
                      notebook_parameters, read_run, reusable_run, smoke_mode)
 
 TRAIN_NOTEBOOK = NOTEBOOKS_DIR / "03_train.ipynb"
-# 03's parameters that a sweep sets itself, per run.
-PER_RUN_PARAMETERS = ("lr", "seed", "out_dir", "device", "overwrite", "resume", "progress", "figures_dir")
+# 03's parameters that a sweep sets itself, per run (_run_one sets exactly these).
+PER_RUN_PARAMETERS = ("lr", "seed", "out_dir", "device", "overwrite", "resume", "progress", "figures_dir",
+                      "use_shipped")
 # 03's parameters that feed its config (the rest are about where and how it runs).
 CONFIG_PARAMETERS = ("preset", "epochs", "batch_size", "seed", "data_root", "train_limit", "validation_limit",
                      "test_limit")
@@ -162,8 +163,9 @@ def _run_one(notebook: Path, lr: float, seed: int, device: Optional[str], run_di
     ``existing`` holds the ``overwrite`` and ``resume`` flags for what is already in ``run_dir``."""
     # Each run's curves go into its own folder, not over the report's figures/training_curves.png; every run
     # trains or reuses its own folder (the committed run is 03's, trained elsewhere, not one of a sweep's).
-    parameters = {**base_parameters, **existing, "lr": lr, "seed": seed, "out_dir": str(run_dir.resolve()),
-                  "device": device, "progress": False, "figures_dir": str(run_dir.resolve()), "use_shipped": False}
+    per_run = {**existing, "lr": lr, "seed": seed, "out_dir": str(run_dir.resolve()), "device": device,
+               "progress": False, "figures_dir": str(run_dir.resolve()), "use_shipped": False}
+    parameters = {**base_parameters, **per_run}
     executed = run_dir / notebook.name
     name = f"lr {lr:g} seed {seed}"
     log(f"{name}: executing {notebook.name} into {executed}{f' on {device}' if device else ''} ...")

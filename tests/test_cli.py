@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from cifar_utils.checkpoint import load_checkpoint
-from cifar_utils.cli import main
+from cifar_utils.cli import build_parser, config_overrides, main
 from cifar_utils.config import field_names
 from cifar_utils.presets import PRESETS
 
@@ -139,9 +139,18 @@ def test_bad_input_gives_one_error_line_and_status_2(argv, expected, capsys, tmp
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
 
 
+def test_field_flags_parse_as_set_does():
+    overrides = lambda *argv: config_overrides(build_parser().parse_args(["train", "--preset", "cpu", *argv]))
+    assert overrides() == {}  # a flag not given overrides nothing
+    assert overrides("--grad-clip", "none", "--validation-split", "none", "--epochs", "3") == {
+        "grad_clip": None, "validation_split": None, "epochs": 3}
+    assert overrides("--grad-clip", "1") == overrides("--set", "grad_clip=1") == {"grad_clip": 1.0}
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["train"], "the following arguments are required: --preset"),
-    (["train", "--preset", "cpu", "--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
+    (["train", "--preset", "cpu", "--epochs", "abc"], "argument --epochs: epochs='abc' is not a valid int"),
+    (["train", "--preset", "cpu", "--epochs", "none"], "argument --epochs: epochs='none' is not a valid int"),
     (["trian"], "invalid choice: 'trian'"),
 ])
 def test_argparse_usage_errors_are_one_error_line_and_exit_2(capsys, argv, fragment):

@@ -66,6 +66,7 @@ def quiet_sweep(*args, **kwargs):
     ([0.1, 0.1], {}, "repeats"),
     ([0.1], {"learning_rate": 0.1}, "unknown parameter.*learning_rate"),
     ([0.1], {"lr": 0.1}, "set by the sweep"),
+    ([0.1], {"use_shipped": True}, "use_shipped are set by the sweep"),
     ([0.1], {"seed": 1}, "seed=1 in base_parameters.*seeds=\\[0, 1, 2\\]"),
     ([0.1], {"preset": "seed999"}, "unknown preset"),
 ])
@@ -120,6 +121,7 @@ def test_one_run_folder_per_learning_rate_and_seed(tmp_path, monkeypatch):
         assert run.run_dir == tmp_path / f"lr_{run.learning_rate:g}" / f"seed_{run.seed}"
         assert call["out_dir"] == str(run.run_dir.resolve()) and (run.run_dir / "metrics.json").is_file()
         assert call["use_shipped"] is False  # a sweep's run never starts as a copy of 03's committed run
+        assert set(call) - {"preset"} == set(sweep.PER_RUN_PARAMETERS)  # all it sets, all it refuses from the caller
         assert run.record.metrics["config"]["seed"] == run.seed
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("lr_*/seed_*")) == [
         "lr_0.01/seed_0", "lr_0.01/seed_3", "lr_0.1/seed_0", "lr_0.1/seed_3"]
