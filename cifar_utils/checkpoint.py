@@ -6,7 +6,9 @@ A checkpoint is a dict::
      "epoch",          # epochs completed
      "batches",        # mini-batches done in the next epoch (0 at an epoch boundary)
      "epoch_progress", # running sums of that partial epoch
-     "config", "history", "best_val_acc", "rng", "classes", "mean", "std", "format_version"}
+     "config", "history", "best_val_acc", "rng", "classes", "mean", "std",
+     "precision",      # what the run trained in (precision="auto" resumes in it)
+     "format_version"}
 
 It holds only tensors and plain Python values, so ``torch.load(path, weights_only=True)`` can read it
 and a checkpoint file can never run code.

@@ -55,9 +55,10 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
     - convolutions: cuDNN autotunes its algorithm and some backward algorithms add with atomics; the
       switch turns autotuning off and picks deterministic algorithms;
     - matrix products in cuBLAS: made deterministic through ``CUBLAS_WORKSPACE_CONFIG``;
-    - the backward pass of adaptive average pooling (every model's global pooling and Block gates) and
-      the cross-entropy (NLL) loss: torch has no deterministic CUDA kernel for these, so it warns and the
-      last bits of the weights can still differ between runs.
+    - the backward passes of adaptive average pooling (the heads that average, and report 001's 8x8 gate
+      pool; the other gates take a plain mean), of adaptive max pooling (the heads that take the max) and
+      of the cross-entropy (NLL) loss: torch has no deterministic CUDA kernel for these, so it warns and
+      the last bits of the weights can still differ between runs.
     """
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -1,4 +1,4 @@
-"""Fast architectures of the coursework network (the ``fast`` and ``fast_best`` presets).
+"""Fast architectures of the coursework network (the ``cpu``, ``fast`` and ``fast_best`` presets).
 
 Every convolution layer is a coursework :class:`~cifar_utils.models.Block` with K = 2 branches, a 3x3 and
 a 1x1 convolution of the same input mixed by the Block's own weights ``a = softmax(Linear(AvgPool(X)))``;
@@ -94,7 +94,8 @@ class PatchWhitening(nn.Module):
 
 
 class ScaledClassifier(Classifier):
-    """:class:`Classifier` (spatial average pooling + MLP) whose logits are multiplied by a fixed ``logit_scale``."""
+    """:class:`Classifier` (spatial pooling, average or max, + MLP) whose logits are multiplied by a fixed
+    ``logit_scale``."""
 
     def __init__(self, in_channels: int, num_classes: int, logit_scale: float = LOGIT_SCALE, **kwargs):
         super().__init__(in_channels, num_classes, **kwargs)
