@@ -18,10 +18,13 @@ git check-ignore -q .whl/x && git check-ignore -q .gpu_data/x \
 rm -rf .whl .gpu_data && mkdir -p .whl .gpu_data
 # airbench 0.1.8 is an sdist only: build its (pure-Python) wheel here.
 "$PY" -m pip wheel -q --no-deps --no-build-isolation airbench==0.1.8 -w .whl
-# What the notebooks and their tests need, with dependencies, as binary wheels for the GPU machine's Python.
-"$PY" -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
+# What the notebooks and their tests need, as binary wheels for the GPU machine's Python: the pinned set of
+# gpu_wheels.txt, so that a release on the registry cannot change what was checked. To upgrade, download
+# "papermill nbval nbclient nbformat ipykernel jupyter_client" with their dependencies (this command without
+# --no-deps and -r), check them as gpu_wheels.txt says, and write the new names==versions there.
+"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-    -d .whl papermill nbval nbclient nbformat ipykernel jupyter_client
+    -d .whl -r benchmarks/gpu_wheels.txt
 
 # Drop what the GPU image already has (as its package list says): fewer bytes to carry, and its
 # own builds of torch and friends stay the ones imported. gpu_run.py check reports any import that fails.

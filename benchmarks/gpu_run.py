@@ -63,7 +63,7 @@ PACKAGES = ("airbench", "papermill", "nbclient", "nbformat", "nbval", "ipykernel
 # The longest (seed000, seed004) first: dealt round robin into parts, they land in different ones.
 SEED_PRESETS = ["seed000", "seed004", "seed001", "seed002", "seed003"]
 TUNE_GRID = {"epochs": [10, 12], "lr": [0.8, 1.0, 1.2], "ema_decay": [0.99, 0.995]}
-PROBE_IMAGES = 5000  # training images of the one-epoch probes that measure seconds per epoch
+PROBE_IMAGES = 5000  # training images of the probes that measure seconds per epoch (their second epoch)
 
 # --dry-run: a few steps on tiny data; the fast presets also get a short warm-up and EMA horizon, or their
 # averaged weights would still be the initial ones.
@@ -408,8 +408,8 @@ def phase_tune(phase: Phase) -> None:
 def capped_run(phase: Phase, preset: str, base: dict, cap_seconds: float, folder: Path,
                pipelines: tuple[str, ...] = ("gpu", "torchvision"), faithful: bool = False) -> dict:
     """``preset`` at full length unless its measured seconds per epoch say that would pass ``cap_seconds``;
-    then with as many epochs as fit (the schedule shortened to match), marked ``capped``. One-epoch probes on
-    ``PROBE_IMAGES`` images time each of ``pipelines`` alike."""
+    then with as many epochs as fit (the schedule shortened to match), marked ``capped``. Probes on
+    ``PROBE_IMAGES`` images (two epochs, the second timed) time each of ``pipelines`` alike."""
     full_epochs = from_preset(preset, faithful=faithful).epochs
     # Two epochs, the second one timed: the first holds cuDNN's autotuning and other one-off costs (a first
     # epoch on 5,000 images took 8x longer than a steady one on an H100, which capped runs far too early).
