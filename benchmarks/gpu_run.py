@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "of this copy of the repository, as committed; --dry-run needs it)")
     parser.add_argument("--deadline-minutes", type=float, default=8.5,
                         help="start no new run after this many minutes (the command limit is 10)")
+    parser.add_argument("--resume", action="store_true",
+                        help="report: 03 and 05 continue runs a cut-short call left unfinished on this machine")
     parser.add_argument("--dry-run", action="store_true", help="tiny data and budgets: tests the phase on a CPU")
     return parser
 
@@ -523,7 +525,7 @@ def phase_report(phase: Phase) -> None:
                 # use_shipped=False: 03 trains on this machine instead of copying the committed (CPU) run.
                 [executed] = run_report(smoke=args.dry_run, data_root=str(phase.data_root),
                                         output_dir=str(root) if args.report_dir else None, notebooks=[name],
-                                        use_shipped=False, log=say)
+                                        use_shipped=False, resume=args.resume, log=say)
             except NotebookFailed as err:  # the other notebooks still run; what it wrote comes back to read
                 failed.add(name)
                 say(f"error: {err}")

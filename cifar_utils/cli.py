@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-shipped", action="store_true",
                         help="03 trains its run even where the committed one (checkpoints/report/03_train) has "
                              "its settings, so every output comes from this machine")
+    report.add_argument("--resume", action="store_true",
+                        help="03 and 05 continue their interrupted runs from the checkpoints instead of stopping")
 
     results = commands.add_parser("results", help="print the results table of every run and benchmark file")
     results.add_argument("--runs", nargs="+", default=None,
@@ -154,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         from .report import NOTEBOOKS, run_report
 
         run_report(smoke=args.smoke, data_root=args.data_root, output_dir=args.output_dir,
-                   notebooks=args.notebooks or NOTEBOOKS, use_shipped=not args.no_shipped)
+                   notebooks=args.notebooks or NOTEBOOKS, use_shipped=not args.no_shipped, resume=args.resume)
     elif args.command == "results":
         from .results import collect_results, markdown_table, update_readme
 

@@ -317,8 +317,8 @@ def reusable_run(config: Config, out_dir: str | os.PathLike, overwrite: bool = F
         return record
     if (out_dir / CHECKPOINT_NAME).is_file():
         raise OutputExistsError(
-            f"{out_dir} holds an unfinished run (a checkpoint but no metrics.json). Set resume=True to "
-            "continue it, overwrite=True to start again, or choose another out_dir.")
+            f"{out_dir} holds an unfinished run (a checkpoint but no metrics.json). Set resume=True (for the "
+            "report: --resume) to continue it, overwrite=True to start again, or choose another out_dir.")
     return None
 
 
@@ -768,15 +768,16 @@ def format_duration(seconds: float) -> str:
 
 def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir: Optional[str] = None, *,
                notebooks: Sequence[str] = NOTEBOOKS, notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
-               use_shipped: bool = True, log: Callable[[str], None] = print) -> list[Path]:
+               use_shipped: bool = True, resume: bool = False, log: Callable[[str], None] = print) -> list[Path]:
     """Execute the report notebooks in order through papermill; return the executed notebooks' paths.
 
     Without ``output_dir`` the notebooks are replaced in place by their executed versions (each only when
     it ran to the end), figures go to ``figures/`` and runs to ``runs/``; with it, all three go under
     ``output_dir``. ``smoke`` selects the tiny profile; ``data_root`` sets ``CIFAR10_ROOT`` for the kernels.
     ``use_shipped=False`` has 03 train its run even where the committed one (:data:`SHIPPED_RUN`) has its
-    settings, so that every output comes from this machine. A notebook that fails stops the report with
-    :class:`NotebookFailed`.
+    settings, so that every output comes from this machine. ``resume=True`` has 03 and 05 continue their
+    interrupted runs (a checkpoint but no metrics.json) instead of stopping at them. A notebook that fails
+    stops the report with :class:`NotebookFailed`.
     """
     import_papermill()
     notebooks_dir = Path(notebooks_dir)
@@ -806,7 +807,8 @@ def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir:
             started = time.perf_counter()
             target = (out / name) if out else notebooks_dir / name
             log(f"running {name} ({'smoke' if smoke else 'full'} profile) ...")
-            parameters = {"use_shipped": False} if name == "03_train.ipynb" and not use_shipped else None
+            parameters = {**({"use_shipped": False} if name == "03_train.ipynb" and not use_shipped else {}),
+                          **({"resume": True} if resume and name in NOTEBOOK_RUNS else {})} or None
             # A failed copy never goes into notebooks/, where nbval would collect it.
             execute_notebook(notebooks_dir / name, target, parameters, clean=True,
                              failed_dir=failed_notebooks_dir(out or notebooks_dir.parent))

@@ -122,9 +122,9 @@ def fake_repo(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_run, "REPO", repo)
     calls, fail = [], set()
 
-    def fake_run_report(*, notebooks, output_dir, use_shipped, **kwargs):
+    def fake_run_report(*, notebooks, output_dir, use_shipped, resume, **kwargs):
         [name] = notebooks
-        calls.append({"notebook": name, "output_dir": output_dir, "use_shipped": use_shipped})
+        calls.append({"notebook": name, "output_dir": output_dir, "use_shipped": use_shipped, "resume": resume})
         (repo / "figures" / f"{name}.png").write_text("new")
         runs = report.profile_runs_dir(repo, smoke=False)
         if name in report.NOTEBOOK_RUNS:
@@ -145,9 +145,9 @@ def fake_repo(tmp_path, monkeypatch):
     return calls, fail
 
 
-def report_in_place(out: Path, root: Path, notebooks: str) -> int:
+def report_in_place(out: Path, root: Path, notebooks: str, *extra: str) -> int:
     return gpu_run.main(["report", "--out", str(out), "--device", "cpu", "--data-root", str(root),
-                         "--notebooks", notebooks])
+                         "--notebooks", notebooks, *extra])
 
 
 def packed(out: Path) -> set[str]:
@@ -158,7 +158,7 @@ def packed(out: Path) -> set[str]:
 def test_report_in_place_trains_03_itself_and_packs_only_what_this_call_made(fake_repo, noise_root, tmp_path):
     calls, _ = fake_repo
     assert report_in_place(tmp_path / "out", noise_root, "05_lr_comparison.ipynb,01_data.ipynb,03_train.ipynb") == 0
-    assert calls == [{"notebook": n, "output_dir": None, "use_shipped": False}  # in the report's order
+    assert calls == [{"notebook": n, "output_dir": None, "use_shipped": False, "resume": False}  # the report's order
                      for n in ("01_data.ipynb", "03_train.ipynb", "05_lr_comparison.ipynb")]
     run = "runs/report-full/03_train/"
     sweep_run = "runs/report-full/lr_comparison/lr_0.25/seed_0/"
@@ -167,6 +167,12 @@ def test_report_in_place_trains_03_itself_and_packs_only_what_this_call_made(fak
         "figures/01_data.ipynb.png", "figures/03_train.ipynb.png", "figures/05_lr_comparison.ipynb.png",
         run + "metrics.json", run + "history.csv", run + "checkpoint.pt",
         sweep_run + "metrics.json", sweep_run + "history.csv"}
+
+
+def test_report_resume_continues_what_a_cut_short_call_left(fake_repo, noise_root, tmp_path):
+    calls, _ = fake_repo
+    assert report_in_place(tmp_path / "out", noise_root, "05_lr_comparison.ipynb", "--resume") == 0
+    assert calls == [{"notebook": "05_lr_comparison.ipynb", "output_dir": None, "use_shipped": False, "resume": True}]
 
 
 def test_report_a_failed_notebook_comes_back_apart_and_the_others_still_run(fake_repo, noise_root, tmp_path, capsys):

@@ -311,35 +311,40 @@ def test_train_notebook_with_a_wrong_parameter_fails_clearly(parameters, message
     assert not (tmp_path / "03_train.ipynb").exists()  # only the .failed copy
 
 
-def test_lr_comparison_notebook_with_two_rates_and_one_that_diverges(full_data_root, smoke_env, tmp_path):
+def test_lr_comparison_notebook_with_a_rate_that_diverges_then_reused_and_resumed(full_data_root, smoke_env, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    parameters = {"learning_rates": [0.05, 0.01, 1e30], "seeds": [0], "preset": "seed003", "train_limit": 64,
+    parameters = {"learning_rates": [0.05, 1e30], "seeds": [0], "preset": "seed003", "train_limit": 64,
                   "validation_limit": 32, "test_limit": 32, "data_root": str(full_data_root), "out_dir": str(sweep_dir)}
     report.execute_notebook(REPO / "notebooks" / "05_lr_comparison.ipynb", tmp_path / "05.ipynb", parameters)
 
     with open(sweep_dir / sweep.TABLE_NAME, newline="") as f:
         table = list(csv.DictReader(f))
-    assert [float(row["learning_rate"]) for row in table] == [0.05, 0.01, 1e30]
+    assert [float(row["learning_rate"]) for row in table] == [0.05, 1e30]
     assert table.pop()["status"].startswith(f"{sweep.FAILED}: ")  # reported in the table, and 05 still finished
-    for row in table:
-        assert row["status"] == "ok" and int(row["epochs"]) == 1
-        assert all(0 <= float(row[key]) <= 1 for key in ("val_acc", "test_acc", "curve_best_val_acc"))
-        assert float(row["train_seconds"]) > 0
-    for lr in (0.05, 0.01):
-        run_dir = sweep.run_path(sweep_dir, lr, 0)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert metrics["config"]["lr"] == lr and metrics["split_sizes"]["train"] == 64
-        executed = nbformat.read(run_dir / "03_train.ipynb", as_version=4)
-        assert executed.metadata.papermill["parameters"]["lr"] == lr  # kept as the run's record
-        assert (run_dir / "training_curves.png").is_file()  # not over the report's figure
+    [row] = table
+    assert row["status"] == "ok" and int(row["epochs"]) == 1
+    assert all(0 <= float(row[key]) <= 1 for key in ("val_acc", "test_acc", "curve_best_val_acc"))
+    assert float(row["train_seconds"]) > 0
+    run_dir = sweep.run_path(sweep_dir, 0.05, 0)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["config"]["lr"] == 0.05 and metrics["split_sizes"]["train"] == 64
+    executed = nbformat.read(run_dir / "03_train.ipynb", as_version=4)
+    assert executed.metadata.papermill["parameters"]["lr"] == 0.05  # kept as the run's record
+    assert (run_dir / "training_curves.png").is_file()  # not over the report's figure
     assert (smoke_env / "figures" / "lr_comparison.png").is_file()
     assert not (smoke_env / "figures" / "training_curves.png").exists()
 
-    # The same sweep again reuses the finished runs instead of training them again.
+    # The same sweep again reuses the finished run instead of training it again.
     lines = []
-    again = sweep.run_lr_sweep([0.05, 0.01], {"preset": "seed003", "epochs": 30, "train_limit": 64, "validation_limit": 32, "test_limit": 32,
+    again = sweep.run_lr_sweep([0.05], {"preset": "seed003", "epochs": 30, "train_limit": 64, "validation_limit": 32, "test_limit": 32,
                                               "data_root": str(full_data_root)}, sweep_dir, log=lines.append)
-    assert [run.reused for run in again] == [True, True] and all("reusing" in line for line in lines)
+    assert [run.reused for run in again] == [True] and all("reusing" in line for line in lines)
+
+    # A run killed before its end (a checkpoint, no metrics.json) is continued by 05 with resume=True.
+    (run_dir / "metrics.json").unlink()
+    report.execute_notebook(REPO / "notebooks" / "05_lr_comparison.ipynb", tmp_path / "05-resumed.ipynb",
+                            {**parameters, "learning_rates": [0.05], "resume": True})
+    assert json.loads((run_dir / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
 
 
 def test_report_without_the_shipped_run_tells_03_to_train(tmp_path, monkeypatch):
@@ -351,6 +356,21 @@ def test_report_without_the_shipped_run_tells_03_to_train(tmp_path, monkeypatch)
     report.run_report(smoke=True, output_dir=str(tmp_path), notebooks=names, use_shipped=False, log=lambda line: None)
     assert executed == [("03_train.ipynb", None), ("04_evaluate.ipynb", None),
                         ("03_train.ipynb", {"use_shipped": False}), ("04_evaluate.ipynb", None)]
+    executed.clear()  # --resume: the two notebooks that train continue their interrupted runs
+    report.run_report(smoke=True, output_dir=str(tmp_path), notebooks=(*names, "05_lr_comparison.ipynb"),
+                      use_shipped=False, resume=True, log=lambda line: None)
+    assert executed == [("03_train.ipynb", {"use_shipped": False, "resume": True}), ("04_evaluate.ipynb", None),
+                        ("05_lr_comparison.ipynb", {"resume": True})]
+
+
+def test_the_report_command_passes_resume_and_no_shipped(monkeypatch):
+    from cifar_utils import cli
+
+    seen = []
+    monkeypatch.setattr(report, "run_report", lambda **kwargs: seen.append(kwargs))
+    assert cli.main(["report", "--notebooks", "05_lr_comparison.ipynb", "--resume", "--no-shipped"]) == 0
+    assert seen[0]["resume"] is True and seen[0]["use_shipped"] is False
+    assert seen[0]["notebooks"] == ["05_lr_comparison.ipynb"]
 
 
 def test_the_cpu_estimate_sees_the_data_root_the_notebooks_will_see(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cifar_utils import io, report, sweep
+from cifar_utils.checkpoint import CHECKPOINT_NAME
 from cifar_utils.errors import CifarUtilsError, ConfigError, OutputExistsError
 
 NOTEBOOK_DEFAULTS = report.notebook_parameters(sweep.TRAIN_NOTEBOOK)
@@ -105,6 +106,22 @@ def test_a_run_of_the_one_seed_layout_is_refused_not_mixed_in(tmp_path, monkeypa
     with pytest.raises(OutputExistsError, match="one-seed layout"):
         quiet_sweep([0.1], {"preset": "seed004"}, tmp_path)
     assert calls == []
+
+
+def test_an_interrupted_run_stops_the_sweep_unless_resume_continues_it(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep, "execute_notebook", fake_execute(calls))
+    quiet_sweep([0.1, 0.01], {"preset": "seed004"}, tmp_path)
+    interrupted = sweep.run_path(tmp_path, 0.01, 0)
+    (interrupted / "metrics.json").unlink()  # its checkpoint stays: killed before the end
+    (interrupted / CHECKPOINT_NAME).write_bytes(b"a checkpoint")
+    calls.clear()
+    with pytest.raises(OutputExistsError, match="holds an unfinished run.*resume=True \\(for the report: --resume\\)"):
+        quiet_sweep([0.1, 0.01], {"preset": "seed004"}, tmp_path)
+    assert calls == []  # refused before anything ran
+    runs = quiet_sweep([0.1, 0.01], {"preset": "seed004"}, tmp_path, resume=True)
+    assert [(call["lr"], call["resume"]) for call in calls] == [(0.01, True)]  # the finished one is reused
+    assert [run.reused for run in runs] == [True, False]
 
 
 # ------------------------------------------------------------------------------------- seeds
