@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cpu import README, REPO, cpu_model, mean_std, train_images_per_second
+from cpu import README, REPO, cpu_model, train_images_per_second
 
 from cifar_utils import io
 from cifar_utils.blocks import Block
@@ -43,7 +43,7 @@ from cifar_utils.data import load_dataset, resolve_root
 from cifar_utils.device import describe_device, get_device, keep_freed_cpu_memory
 from cifar_utils.errors import run_script
 from cifar_utils.presets import PRESETS
-from cifar_utils.results import replace_section
+from cifar_utils.results import mean_std, plus_minus, replace_section
 
 # Presets whose networks are built of Blocks (seed003 is a ResNet, and fast_best is too big for a CPU run).
 DEFAULT_PRESETS = ("cpu", "fast", "seed000", "seed001", "seed002", "seed004")
@@ -88,8 +88,8 @@ def render(result: dict) -> str:
              "| --- | --- | --- | --- |"]
     for preset, s in result["summary"].items():
         before, now, ratio = s["output"], s["input"], s["speedup"]
-        lines.append(f"| `{preset}` | {before['mean']:.1f} ± {before['std']:.1f} | {now['mean']:.1f} ± "
-                     f"{now['std']:.1f} | {ratio['mean']:.2f}x ± {ratio['std']:.2f} |")
+        lines.append(f"| `{preset}` | {plus_minus(before, '.1f')} | {plus_minus(now, '.1f')} | "
+                     f"{plus_minus(ratio, '.2f', unit='x')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,7 +57,7 @@ from cifar_utils.device import (autocast, cpu_has_native_bf16, describe_device, 
 from cifar_utils.engine import train_epoch
 from cifar_utils.errors import run_script
 from cifar_utils.experiment import load_splits, make_loaders
-from cifar_utils.results import differences_from_preset, replace_section
+from cifar_utils.results import differences_from_preset, mean_std, plus_minus, replace_section
 from cifar_utils.losses import build_criterion
 from cifar_utils.models import build_model, count_parameters
 from cifar_utils.optim import build_optimizer
@@ -79,11 +78,6 @@ def cpu_model() -> str:
     except OSError:
         match = None
     return match.group(1).strip() if match else platform.processor() or "unknown"
-
-
-def mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
 
 
 def run_seed(seed: int, data_root: str, out_dir: Path, settings: list[str]) -> dict:
@@ -219,7 +213,8 @@ def plot_accuracy_time(results: list[dict], save_to: Optional[Path] = None):
     for r in shown:
         acc, wall = r["summary"]["test_accuracy"], r["summary"]["wall_seconds"]
         x, y = wall["mean"] / 60, 100 * acc["mean"]
-        ax.errorbar(x, y, xerr=wall["std"] / 60, yerr=100 * acc["std"], fmt="o", color="tab:blue", capsize=4)
+        ax.errorbar(x, y, xerr=(wall["std"] or 0) / 60, yerr=100 * (acc["std"] or 0), fmt="o", color="tab:blue",
+                    capsize=4)
         label = f"{r['runs'][0]['epochs']} epochs" + (" (the preset)" if _settings(r) == "as the preset" else "")
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(7, -13), fontsize=8)
     top = max(100 * BAR_ACCURACY, *(100 * r["summary"]["test_accuracy"]["mean"] for r in shown)) + 1
@@ -252,8 +247,8 @@ def render_table(results: list[dict]) -> str:
         for r in with_runs:
             s = r["summary"]
             acc, val, wall = s["test_accuracy"], s["validation_accuracy"], s["wall_seconds"]
-            lines.append(f"| {_settings(r)} | {r['runs'][0]['epochs']} | {acc['n']} | {acc['mean']:.2%} ± {acc['std']:.2%} "
-                         f"| {val['mean']:.2%} ± {val['std']:.2%} | {wall['mean']:.0f} ± {wall['std']:.0f} s "
+            lines.append(f"| {_settings(r)} | {r['runs'][0]['epochs']} | {acc['n']} | {plus_minus(acc, '.2%')} "
+                         f"| {plus_minus(val, '.2%')} | {plus_minus(wall, '.0f')} s "
                          f"| {r['cpu_model']}, {r['date']} | {'yes' if s['bar']['met'] else 'no'} |")
         lines += ["", f"Training on {with_runs[0]['runs'][0]['split_sizes']['train']:,} images. The bar: a mean of at "
                       f"least {BAR_ACCURACY:.0%} test accuracy in at most {BAR_SECONDS:.0f} s, every run within that "

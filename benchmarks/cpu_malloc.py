@@ -26,12 +26,13 @@ from pathlib import Path
 
 import torch
 
-from cpu import PRESET, README, REPO, cpu_model, mean_std, train_images_per_second
+from cpu import PRESET, README, REPO, cpu_model, train_images_per_second
 
 from cifar_utils import io
 from cifar_utils.data import resolve_root
 from cifar_utils.device import describe_device, get_device
 from cifar_utils.errors import run_script
+from cifar_utils.results import mean_std, plus_minus
 
 SETTINGS = ("default", "reuse")  # glibc's own malloc behaviour, then keep_freed_cpu_memory()
 
@@ -61,9 +62,9 @@ def render(result: dict) -> str:
     default, reuse, speedup = s["images_per_second"]["default"], s["images_per_second"]["reuse"], s["speedup"]
     return (f"Measured {result['date']} on {result['cpu_model']} ({result['torch_threads']} threads), torch "
             f"{result['torch_version']}, glibc {result['glibc']}: one `{result['preset']}` training epoch on "
-            f"{result['images']:,} images of the offline JPEG copy ran at {default['mean']:.0f} ± {default['std']:.0f} "
-            f"images/s with glibc's default malloc and {reuse['mean']:.0f} ± {reuse['std']:.0f} with freed memory "
-            f"kept, {speedup['mean']:.2f}x ± {speedup['std']:.2f} over {speedup['n']} pairs of fresh processes. "
+            f"{result['images']:,} images of the offline JPEG copy ran at {plus_minus(default, '.0f')} "
+            f"images/s with glibc's default malloc and {plus_minus(reuse, '.0f')} with freed memory "
+            f"kept, {plus_minus(speedup, '.2f', unit='x')} over {speedup['n']} pairs of fresh processes. "
             f"Command: `{result['command']}`; results: `{result['file']}`.\n")
 
 
@@ -110,7 +111,7 @@ def main() -> None:
     }
     io.save_json(result, out)
     speedup = result["summary"]["speedup"]
-    print(f"reuse / default: {speedup['mean']:.2f}x ± {speedup['std']:.2f} over {speedup['n']} pairs; wrote {out}")
+    print(f"reuse / default: {plus_minus(speedup, '.2f', unit='x')} over {speedup['n']} pairs; wrote {out}")
 
 
 if __name__ == "__main__":

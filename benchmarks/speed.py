@@ -32,7 +32,6 @@ import math
 import os
 import platform
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -54,6 +53,7 @@ from cifar_utils.experiment import train  # noqa: E402
 from cifar_utils.gpu_data import GpuEvalLoader  # noqa: E402
 from cifar_utils.models import branch_weight_entropy, collect_branch_weights  # noqa: E402
 from cifar_utils.presets import PRESETS, from_preset  # noqa: E402
+from cifar_utils.results import mean_std, plus_minus  # noqa: E402
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
 AIRBENCH_TTA_LEVEL = 2  # airbench94's own setting: mirror and translate
@@ -101,15 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------------------- statistics
-
-
-def mean_std(values: list[float]) -> dict:
-    """Mean and sample standard deviation (None for a single value)."""
-    clean = [v for v in values if v is not None and not math.isnan(v)]
-    if not clean:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": statistics.fmean(clean), "std": statistics.stdev(clean) if len(clean) > 1 else None,
-            "n": len(clean)}
 
 
 def summarize_runs(runs: list[dict], warmup_seconds: float, settings: dict) -> dict:
@@ -357,15 +348,11 @@ def compare(results: dict) -> dict:
 
 
 def _pct(stat: dict) -> str:
-    if stat["mean"] is None:
-        return "-"
-    return f"{stat['mean']:.2%}" + (f" ± {stat['std']:.2%}" if stat["std"] is not None else "")
+    return plus_minus(stat, ".2%")
 
 
 def _sec(stat: dict) -> str:
-    if stat["mean"] is None:
-        return "-"
-    return f"{stat['mean']:.2f}" + (f" ± {stat['std']:.2f}" if stat["std"] is not None else "")
+    return plus_minus(stat, ".2f")
 
 
 def markdown_table(report: dict) -> str:

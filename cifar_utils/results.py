@@ -325,6 +325,22 @@ def _epochs(epochs: Sequence[float], full: int, capped: bool) -> str:
     return f"{trained} of {full} (shortened)" if max(epochs) < full else f"{trained} (the recipe: {full})"
 
 
+def mean_std(values: Sequence[Optional[float]]) -> dict:
+    """Mean and sample standard deviation of the recorded values (None and NaN left out), as the benchmark
+    files store them: ``{"mean", "std", "n"}``, with std None for one value and both None for none."""
+    known = [v for v in values if v is not None and math.isfinite(v)]
+    return {"mean": statistics.fmean(known) if known else None,
+            "std": statistics.stdev(known) if len(known) > 1 else None, "n": len(known)}
+
+
+def plus_minus(stat: Mapping[str, Any], spec: str, unit: str = "") -> str:
+    """``mean ± std`` of a :func:`mean_std` dict in the format ``spec`` (the mean alone without a std; "-"
+    without a mean); ``unit`` follows the mean, as in ``1.23x ± 0.05``."""
+    if stat["mean"] is None:
+        return "-"
+    return f"{stat['mean']:{spec}}{unit}" + (f" ± {stat['std']:{spec}}" if stat["std"] is not None else "")
+
+
 def _mean_std(values: Sequence[Optional[float]], fmt) -> str:
     """``mean ± std`` over the values that were recorded (sample std; the mean alone for one value), saying
     over how many when some runs of the row recorded none, since the "runs" column counts them all."""

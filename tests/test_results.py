@@ -14,7 +14,8 @@ from cifar_utils.cli import main
 from cifar_utils.errors import ConfigError, DataError
 from cifar_utils.models import build_model, count_parameters
 from cifar_utils.presets import PRESETS, from_preset
-from cifar_utils.results import collect_results, hyperparameter_table, markdown_table, update_readme
+from cifar_utils.results import (collect_results, hyperparameter_table, markdown_table, mean_std, plus_minus,
+                                 update_readme)
 
 H100 = "NVIDIA H100 80GB HBM3"
 JPEG_ROOT = "/work/main/data/cifar10-jpeg"
@@ -316,3 +317,11 @@ def test_a_mean_over_fewer_runs_than_the_row_counts_says_how_many():
     assert _mean_std([0.8, 0.9], _percent) == "85.00 ± 7.07%"
     assert _mean_std([0.8, None, 0.9], _percent) == "85.00 ± 7.07% (2 of 3 runs)"
     assert _mean_std([0.8, float("nan")], _percent) == "80.00% (1 of 2 runs)"
+
+
+def test_benchmark_statistics_give_no_spread_for_one_value():
+    assert mean_std([0.5, None, float("nan"), 0.7]) == pytest.approx({"mean": 0.6, "std": 0.1414213, "n": 2})
+    one = mean_std([0.8812])
+    assert one == {"mean": 0.8812, "std": None, "n": 1} and plus_minus(one, ".2%") == "88.12%"  # not "± 0.00%"
+    assert plus_minus(mean_std([1.2, 1.4]), ".2f", unit="x") == "1.30x ± 0.14"
+    assert plus_minus(mean_std([]), ".2f") == "-"
