@@ -58,8 +58,9 @@ def _validated_training(history: Sequence[Mapping[str, Any]], metrics: Mapping[s
                                           ("label smoothing", config.get("label_smoothing", 0) > 0),
                                           ("weight decay", config.get("weight_decay", 0) > 0)) if on]
     if gap < 0.02:
-        fit = ("the two are close, so the network is not overfitting; training accuracy is measured on augmented "
-               "images while the weights still change, which is why it can even sit below validation accuracy")
+        fit = ("the two are close, so the network is not overfitting; training accuracy is measured "
+               + ("on augmented images " if "augmentation" in regularisers else "")
+               + "while the weights still change, which is why it can even sit below validation accuracy")
     elif gap < 0.08:
         fit = "a moderate gap: some overfitting" + (f", held in check by {_join(regularisers)}" if regularisers else
                                                     ", with no augmentation, label smoothing or weight decay to hold it in check")

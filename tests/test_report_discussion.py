@@ -68,6 +68,11 @@ def test_training_discussion_names_only_the_regularisers_the_run_used():
     bare = discussion.discuss_training(record(history, test_accuracy=0.87, validation_accuracy=0.87,
                                               config={"augmentation": "none", "label_smoothing": 0.0}))
     assert "with no augmentation, label smoothing or weight decay to hold it in check" in bare
+    close = [row(1, 0.60, 0.62, 1.1), row(2, 0.86, 0.87, 0.5)]
+    assert "measured on augmented images while" in discussion.discuss_training(
+        record(close, test_accuracy=0.87, validation_accuracy=0.87, config={"augmentation": "crop_flip"}))
+    assert "measured while the weights still change" in discussion.discuss_training(
+        record(close, test_accuracy=0.87, validation_accuracy=0.87, config={"augmentation": "none"}))
 
 
 def test_evaluation_discussion_names_confusions_and_gate_preferences():
