@@ -807,10 +807,13 @@ def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir:
             started = time.perf_counter()
             target = (out / name) if out else notebooks_dir / name
             log(f"running {name} ({'smoke' if smoke else 'full'} profile) ...")
-            parameters = {**({"use_shipped": False} if name == "03_train.ipynb" and not use_shipped else {}),
-                          **({"resume": True} if resume and name in NOTEBOOK_RUNS else {})} or None
+            parameters = {}
+            if name == "03_train.ipynb" and not use_shipped:
+                parameters["use_shipped"] = False
+            if resume and name in NOTEBOOK_RUNS:
+                parameters["resume"] = True
             # A failed copy never goes into notebooks/, where nbval would collect it.
-            execute_notebook(notebooks_dir / name, target, parameters, clean=True,
+            execute_notebook(notebooks_dir / name, target, parameters or None, clean=True,
                              failed_dir=failed_notebooks_dir(out or notebooks_dir.parent))
             log(f"  {name} done in {format_duration(time.perf_counter() - started)}: {target}")
             executed.append(target)

@@ -344,11 +344,11 @@ def plus_minus(stat: Mapping[str, Any], spec: str, unit: str = "") -> str:
 def _mean_std(values: Sequence[Optional[float]], fmt) -> str:
     """``mean ± std`` over the values that were recorded (sample std; the mean alone for one value), saying
     over how many when some runs of the row recorded none, since the "runs" column counts them all."""
-    known = [v for v in values if v is not None and math.isfinite(v)]
-    if not known:
+    stat = mean_std(values)
+    if not stat["n"]:
         return NOT_RECORDED
-    text = fmt(known[0]) if len(known) == 1 else fmt(statistics.mean(known), statistics.stdev(known))
-    return text if len(known) == len(values) else f"{text} ({len(known)} of {len(values)} runs)"
+    text = fmt(stat["mean"]) if stat["std"] is None else fmt(stat["mean"], stat["std"])
+    return text if stat["n"] == len(values) else f"{text} ({stat['n']} of {len(values)} runs)"
 
 
 def _percent(mean: float, std: Optional[float] = None) -> str:

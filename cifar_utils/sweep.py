@@ -163,9 +163,8 @@ def _run_one(notebook: Path, lr: float, seed: int, device: Optional[str], run_di
     ``existing`` holds the ``overwrite`` and ``resume`` flags for what is already in ``run_dir``."""
     # Each run's curves go into its own folder, not over the report's figures/training_curves.png; every run
     # trains or reuses its own folder (the committed run is 03's, trained elsewhere, not one of a sweep's).
-    per_run = {**existing, "lr": lr, "seed": seed, "out_dir": str(run_dir.resolve()), "device": device,
-               "progress": False, "figures_dir": str(run_dir.resolve()), "use_shipped": False}
-    parameters = {**base_parameters, **per_run}
+    parameters = {**base_parameters, **existing, "lr": lr, "seed": seed, "out_dir": str(run_dir.resolve()),
+                  "device": device, "progress": False, "figures_dir": str(run_dir.resolve()), "use_shipped": False}
     executed = run_dir / notebook.name
     name = f"lr {lr:g} seed {seed}"
     log(f"{name}: executing {notebook.name} into {executed}{f' on {device}' if device else ''} ...")
