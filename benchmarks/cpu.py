@@ -3,7 +3,7 @@ the reference presets, and the achieved GFLOP/s against this machine's matrix-mu
 
 Usage::
 
-    python benchmarks/cpu.py --data-root data/cifar10-jpeg              # the whole benchmark (~50 min on 2 cores)
+    python benchmarks/cpu.py --data-root data/cifar10-jpeg              # the whole benchmark (~25 min on 2 cores in bf16, ~50 in fp32)
     python benchmarks/cpu.py --data-root ... --seeds 0 --throughput-images 256   # a quick check
     python benchmarks/cpu.py --readme benchmarks/results/cpu-preset-<date>.json [VARIANT.json ...]  # README table, figure
     python benchmarks/cpu.py --data-root ... --set head_pool=max --out FILE     # a variant of the preset
@@ -133,8 +133,10 @@ def training_flops_per_image(device: torch.device, batch: int = 64, **overrides)
     config = from_preset(PRESET, **overrides)
     model = build_model(config).to(device).to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    # Resolved before counting: precision="auto" may time a convolution, whose FLOPs are no part of the step.
+    precision = resolve_precision(config.precision, device)
     counter = FlopCounterMode(display=False)
-    with counter, autocast(device, resolve_precision(config.precision, device)):
+    with counter, autocast(device, precision):
         model(x).float().sum().backward()
     return counter.get_total_flops() / batch
 
@@ -195,10 +197,18 @@ def _settings(result: dict) -> str:
     return ", ".join(f"`{o}`" for o in changed) or "as the preset"
 
 
+def run_precision(result: dict) -> str:
+    """The precision a file's runs trained in ("auto" resolves to bf16 only where the CPU runs it fast)."""
+    return result["runs"][0]["precision"] if result["runs"] else "no runs"
+
+
 def same_machine(results: list[dict]) -> list[dict]:
-    """The files with runs measured on the first file's CPU and threads: wall times compare only between those."""
-    machine = (results[0]["cpu_model"], results[0]["device"])
-    return [r for r in results if (r["cpu_model"], r["device"]) == machine and r["summary"].get("test_accuracy")]
+    """The files with runs measured on the first file's CPU and threads, in its precision: wall times compare
+    only between those. The model name alone is not enough: two machines named "AMD EPYC" here differed in
+    bf16 arithmetic, and so in precision and speed."""
+    def machine(r: dict) -> tuple:
+        return r["cpu_model"], r["device"], run_precision(r)
+    return [r for r in results if machine(r) == machine(results[0]) and r["summary"].get("test_accuracy")]
 
 
 def plot_accuracy_time(results: list[dict], save_to: Optional[Path] = None):
@@ -224,7 +234,8 @@ def plot_accuracy_time(results: list[dict], save_to: Optional[Path] = None):
     ax.set_xlim(0, right)
     ax.set_ylim(top=top)
     ax.set(xlabel="wall time per run, command start to exit (minutes)", ylabel="test accuracy (%), mean ± std",
-           title=f"cpu preset on {results[0]['cpu_model']}, {results[0]['device']}: JPEG copy of CIFAR-10")
+           title=f"cpu preset on {results[0]['cpu_model']}, {results[0]['device']}, {run_precision(results[0])}: "
+                 "JPEG copy of CIFAR-10")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
@@ -249,15 +260,16 @@ def render_table(results: list[dict]) -> str:
             acc, val, wall = s["test_accuracy"], s["validation_accuracy"], s["wall_seconds"]
             lines.append(f"| {_settings(r)} | {r['runs'][0]['epochs']} | {acc['n']} | {plus_minus(acc, '.2%')} "
                          f"| {plus_minus(val, '.2%')} | {plus_minus(wall, '.0f')} s "
-                         f"| {r['cpu_model']}, {r['date']} | {'yes' if s['bar']['met'] else 'no'} |")
+                         f"| {r['cpu_model']}, {run_precision(r)}, {r['date']} | {'yes' if s['bar']['met'] else 'no'} |")
         lines += ["", f"Training on {with_runs[0]['runs'][0]['split_sizes']['train']:,} images. The bar: a mean of at "
                       f"least {BAR_ACCURACY:.0%} test accuracy in at most {BAR_SECONDS:.0f} s, every run within that "
                       "time, 3 seeds or more.", ""]
         shown = same_machine(results)
         if shown:
-            others = (" (the others ran on another CPU or thread count, so their wall times do not compare)"
+            others = (" (the others ran on another CPU, thread count or precision, so their wall times do not compare)"
                       if len(shown) < len(with_runs) else "")
-            lines += [f"The rows measured on {results[0]['cpu_model']}, {results[0]['device']}, as a figure{others}:", "",
+            lines += [f"The rows measured on {results[0]['cpu_model']}, {results[0]['device']}, {run_precision(results[0])}, "
+                      f"as a figure{others}:", "",
                       f"![cpu preset: test accuracy against wall time]({FIGURE.relative_to(REPO).as_posix()})", ""]
     first = results[0]
     s = first["summary"]
@@ -270,9 +282,12 @@ def render_table(results: list[dict]) -> str:
                          f"| {'' if ratio is None else f'{ratio:.1f}x'} |")
         lines.append("")
     if s.get("achieved_gflops"):
-        peaks = native_peaks(first)
+        trained_in = next((t["precision"] for t in first["throughput"] if t["preset"] == PRESET), None)
+        # The precision it trained in first: beside it, another precision's peak is context, not a limit.
+        peaks = dict(sorted(native_peaks(first).items(), key=lambda item: item[0] != trained_in))
         lines.append(f"The `cpu` preset computes {first['flops']['training_flops_per_image'] / 1e9:.2f} GFLOP per "
-                     f"training image and achieves {s['achieved_gflops']:.0f} GFLOP/s: "
+                     f"training image and achieves {s['achieved_gflops']:.0f} GFLOP/s"
+                     + (f" in {trained_in}" if trained_in else "") + ": "
                      + ", ".join(f"{s['fraction_of_peak'][k]:.0%} of the {k} peak measured here (matrix product "
                                  f"{v['matmul']:.0f}, 3x3 convolution {v['conv3x3']:.0f} GFLOP/s)"
                                  for k, v in peaks.items()) + "."

@@ -26,7 +26,7 @@ def _result(name: str, overrides: list[str], run_epochs: int, accuracies: list[f
         "device": "cpu (2 threads)", "torch_version": "2.14.1", "command": f"python benchmarks/cpu.py {name}",
         "overrides": overrides, "preset_config": config, "throughput": [], "flops": None,
         "runs": [{"seed": i, "test_accuracy": a, "validation_accuracy": a, "wall_seconds": s, "epochs": run_epochs,
-                  "split_sizes": {"train": 45000}} for i, (a, s) in enumerate(zip(accuracies, seconds))],
+                  "split_sizes": {"train": 45000}, "precision": "fp32"} for i, (a, s) in enumerate(zip(accuracies, seconds))],
     }
     result["summary"] = cpu.summarize(result)
     return result
@@ -43,7 +43,7 @@ def test_the_table_has_a_row_per_file_and_says_whether_each_meets_the_bar():
     assert rows[1].startswith("| `optimizer=sgd`, `epochs=9` | 9 | 3 | 91.00% ± 1.00%")
     assert rows[1].endswith("| yes |")
     assert rows[2].endswith("| no |")
-    assert all("| Test CPU, 2026-11-23 |" in row for row in rows)  # wall times compare only on one machine
+    assert all("| Test CPU, fp32, 2026-11-23 |" in row for row in rows)  # wall times compare only on one machine
     for name in ("preset", "variant", "late"):
         assert f"`benchmarks/results/{name}.json`" in table
 
@@ -55,7 +55,10 @@ def test_the_figure_plots_only_the_files_measured_on_the_first_files_machine(tmp
     elsewhere["cpu_model"] = "Another CPU"
     more_threads = _result("more_threads", ["epochs=9"], 9, [0.88] * 3, [300] * 3)
     more_threads["device"] = "cpu (8 threads)"
-    fig = cpu.plot_accuracy_time([preset, short, elsewhere, more_threads], tmp_path / "figure.png")
+    in_bf16 = _result("in_bf16", ["epochs=14"], 14, [0.89] * 3, [550] * 3)  # same model name, bf16 arithmetic
+    for run in in_bf16["runs"]:
+        run["precision"] = "bf16"
+    fig = cpu.plot_accuracy_time([preset, short, elsewhere, more_threads, in_bf16], tmp_path / "figure.png")
     points = [container.lines[0].get_xydata()[0] for container in fig.axes[0].containers]
     assert [(round(x, 2), round(y, 2)) for x, y in points] == [(11.83, 88.0), (8.5, 86.67)]  # minutes, %
     assert (tmp_path / "figure.png").stat().st_size > 0
@@ -71,6 +74,7 @@ def test_the_figure_plots_only_the_files_measured_on_the_first_files_machine(tmp
     assert (tmp_path / "figures" / "cpu.png").is_file()
     text = (tmp_path / "README.md").read_text()
     assert "![cpu preset: test accuracy against wall time](figures/cpu.png)" in text and "another CPU" in text
+    assert "Test CPU, cpu (2 threads), fp32, as a figure" in text
     # No run on the first file's machine: neither figure nor a line pointing to one.
     (tmp_path / "figures" / "cpu.png").unlink()
     no_runs = dict(preset, runs=[], summary={})
@@ -97,6 +101,29 @@ def test_without_bf16_arithmetic_only_the_fp32_peak_is_the_limit():
     assert "50% of the fp32 peak" in text and "bf16 peak" not in text and "no bf16 arithmetic" in text
     result["cpu_native_bf16"] = True  # as files from before the field, measured where bf16 is native
     assert set(cpu.summarize(result)["fraction_of_peak"]) == {"bf16", "fp32"}
+
+
+def test_the_peak_of_the_precision_it_trained_in_comes_first():
+    result = _result("bf16", [], 10, [0.88] * 3, [450] * 3)
+    result["throughput"] = [{"preset": "cpu", "pipeline": "gpu", "precision": "bf16", "images_per_second": 1000.0}]
+    result["flops"] = {"training_flops_per_image": 2e8,  # 200 GFLOP/s achieved
+                       "peak_gflops": {"fp32": {"matmul": 180.0, "conv3x3": 160.0}, "bf16": {"matmul": 400.0, "conv3x3": 400.0}}}
+    result["cpu_native_bf16"] = True
+    result["summary"] = cpu.summarize(result)
+    line = next(line for line in cpu.render_table([result]).splitlines() if "GFLOP per training image" in line)
+    assert "200 GFLOP/s in bf16: 50% of the bf16 peak" in line and line.index("bf16 peak") < line.index("fp32 peak")
+
+
+def test_the_flop_count_is_of_the_training_step_alone(monkeypatch):
+    device = torch.device("cpu")
+    step = cpu.training_flops_per_image(device, batch=2, precision="fp32")
+
+    def timing_first(precision, device):  # as precision="auto" does on a CPU with bf16 arithmetic
+        torch.randn(64, 64) @ torch.randn(64, 64)
+        return "fp32"
+
+    monkeypatch.setattr(cpu, "resolve_precision", timing_first)
+    assert cpu.training_flops_per_image(device, batch=2) == step
 
 
 def test_throughput_trains_at_full_size_even_with_progressive_resizing(synthetic, monkeypatch):
