@@ -89,13 +89,20 @@ def test_a_file_measured_before_the_preset_changed_shows_how_it_differs_without_
     assert row.startswith("| `optimizer=sgd`, `epochs=12` | 12 |")  # muon_lr meant nothing without Muon
 
 
-def test_without_bf16_arithmetic_only_the_fp32_peak_is_the_limit():
-    result = _result("amd", [], 10, [0.88] * 3, [900] * 3)
-    result["throughput"] = [{"preset": "cpu", "pipeline": "gpu", "precision": "fp32", "images_per_second": 500.0}]
-    result["flops"] = {"training_flops_per_image": 2e8,  # 100 GFLOP/s achieved
-                       "peak_gflops": {"bf16": {"matmul": 0.3, "conv3x3": 20.0}, "fp32": {"matmul": 180.0, "conv3x3": 200.0}}}
-    result["cpu_native_bf16"] = False
+def _measured(precision: str, images_per_second: float, peaks: dict, native_bf16: bool) -> dict:
+    """A preset file whose throughput epoch trained in ``precision``, at 2e8 FLOP an image, beside ``peaks``."""
+    result = _result(precision, [], 10, [0.88] * 3, [450] * 3)
+    result["throughput"] = [{"preset": "cpu", "pipeline": "gpu", "precision": precision,
+                             "images_per_second": images_per_second}]
+    result["flops"] = {"training_flops_per_image": 2e8, "peak_gflops": peaks}
+    result["cpu_native_bf16"] = native_bf16
     result["summary"] = cpu.summarize(result)
+    return result
+
+
+def test_without_bf16_arithmetic_only_the_fp32_peak_is_the_limit():
+    result = _measured("fp32", 500.0, {"bf16": {"matmul": 0.3, "conv3x3": 20.0},  # 100 GFLOP/s achieved
+                                       "fp32": {"matmul": 180.0, "conv3x3": 200.0}}, native_bf16=False)
     assert result["summary"]["fraction_of_peak"] == {"fp32": 0.5}
     text = cpu.render_table([result])
     assert "50% of the fp32 peak" in text and "bf16 peak" not in text and "no bf16 arithmetic" in text
@@ -104,12 +111,8 @@ def test_without_bf16_arithmetic_only_the_fp32_peak_is_the_limit():
 
 
 def test_the_peak_of_the_precision_it_trained_in_comes_first():
-    result = _result("bf16", [], 10, [0.88] * 3, [450] * 3)
-    result["throughput"] = [{"preset": "cpu", "pipeline": "gpu", "precision": "bf16", "images_per_second": 1000.0}]
-    result["flops"] = {"training_flops_per_image": 2e8,  # 200 GFLOP/s achieved
-                       "peak_gflops": {"fp32": {"matmul": 180.0, "conv3x3": 160.0}, "bf16": {"matmul": 400.0, "conv3x3": 400.0}}}
-    result["cpu_native_bf16"] = True
-    result["summary"] = cpu.summarize(result)
+    result = _measured("bf16", 1000.0, {"fp32": {"matmul": 180.0, "conv3x3": 160.0},  # 200 GFLOP/s achieved
+                                        "bf16": {"matmul": 400.0, "conv3x3": 400.0}}, native_bf16=True)
     line = next(line for line in cpu.render_table([result]).splitlines() if "GFLOP per training image" in line)
     assert "200 GFLOP/s in bf16: 50% of the bf16 peak" in line and line.index("bf16 peak") < line.index("fp32 peak")
 

@@ -17,10 +17,10 @@ import pytest
 from cifar_utils import from_preset, train
 
 pytestmark = pytest.mark.slow
-# Issue 10 asks for 88% here. The preset's mean sits just above that (benchmarks/cpu.py on 2026-12-06:
-# 88.36% ± 0.17% over 3 seeds, 88.38% for this seed, in fp32), so 88% would fail on a small drift between
-# machines (bf16 where the CPU has it); one point below it still catches a pipeline that learns worse.
-MIN_TEST_ACCURACY = 0.87
+# Issue 10's threshold. The preset's mean sits 0.4 to 0.5 points above it on both machines measured, and
+# this seed (0) more so (benchmarks/results/cpu-preset-2026-12-06.json, fp32: 88.36% ± 0.17%, seed 0 88.38%;
+# cpu-preset-2026-12-07-bf16.json, bf16: 88.50% ± 0.14%, seed 0 88.49%; no seed of either below 88.18%).
+MIN_TEST_ACCURACY = 0.88
 
 
 def test_cpu_preset_learns_on_the_full_data(tmp_path):
