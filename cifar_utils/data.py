@@ -561,6 +561,13 @@ class TensorImageDataset(Dataset):
         return self.transform(self.imageset.images[index]), self.imageset.labels[index]
 
 
+def drops_last_batch(asked: bool, images: int, batch: int) -> bool:
+    """Whether a training epoch of ``images`` in batches of ``batch`` leaves out its last partial batch: when
+    ``asked`` (drop_last), unless it is the only batch, and always a last batch of one image, on which
+    BatchNorm cannot train. Both training loaders (torchvision and GPU pipelines) follow it."""
+    return (asked and images >= batch) or (images % batch == 1 and images > 1)
+
+
 def pad_to_multiple(order: torch.Tensor, multiple: int) -> torch.Tensor:
     """``order`` padded with its own start to a length divisible by ``multiple``, as ``DistributedSampler``
     pads, so that every rank gets as many positions (repeated whole when it is shorter than the padding)."""

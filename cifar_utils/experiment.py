@@ -27,8 +27,8 @@ from . import distributed, io
 from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME, checkpoint_config,
                          load_checkpoint)
 from .config import Config, replace
-from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, load_dataset, make_dataloader,
-                   make_splits, resolve_root)
+from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, drops_last_batch, load_dataset,
+                   make_dataloader, make_splits, resolve_root)
 from .device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
                      resolve_precision, set_seed)
 from .ema import ExponentialMovingAverage, Lookahead
@@ -101,18 +101,12 @@ def make_loaders(splits: Splits, config: Config, device: torch.device) -> Loader
     train_sampler = ShardedShuffleSampler(len(splits.train), config.seed, True, world, rank)
     train = make_dataloader(splits.train, build_transform(config.augmentation, splits.mean, splits.std), batch,
                             device, train_sampler, config.num_workers, torch.Generator().manual_seed(config.seed),
-                            drop_last=_drop_last(config.drop_last, len(train_sampler), batch))
+                            drop_last=drops_last_batch(config.drop_last, len(train_sampler), batch))
     evals = [_eval_loader(s, splits.mean, splits.std, eval_batch, config, device,
                           ShardedShuffleSampler(len(s), shuffle=False, num_replicas=world, rank=rank)
                           if world > 1 else None) if len(s) else None
              for s in (splits.validation, splits.test)]
     return Loaders(train, *evals)
-
-
-def _drop_last(asked: bool, images: int, batch: int) -> bool:
-    """Leave out the last partial batch when asked (unless it is the only batch), and always a last batch of
-    one image: BatchNorm cannot train on it. The GPU pipeline's loader applies the same rule."""
-    return (asked and images >= batch) or (images % batch == 1 and images > 1)
 
 
 def _eval_loader(imageset, mean, std, batch_size: int, config: Config, device: torch.device, sampler=None):

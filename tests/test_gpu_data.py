@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from cifar_utils import gpu_data
 from cifar_utils.config import Config, progressive_schedule, replace
-from cifar_utils.data import ImageSet, make_splits
+from cifar_utils.data import ImageSet, drops_last_batch, make_splits
 from cifar_utils.errors import ConfigError
 from cifar_utils.experiment import describe_progressive
 from cifar_utils.gpu_data import GpuEvalLoader, GpuTrainLoader, make_gpu_loaders
@@ -72,6 +72,14 @@ def test_drop_last_keeps_one_batch_shape_unless_a_partial_batch_is_all_there_is(
     assert [len(y) for _, y in epoch_batches(loader(numbered_images(40), 16, drop_last=True), 0)] == [16, 16]
     assert [len(y) for _, y in epoch_batches(loader(numbered_images(40), 16), 0)] == [16, 16, 8]
     assert [len(y) for _, y in epoch_batches(loader(numbered_images(10), 16, drop_last=True), 0)] == [10]
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("images", [1, 10, 16, 17, 33, 40])
+def test_both_pipelines_train_on_as_many_batches(images, drop_last):
+    torchvision = torch.utils.data.DataLoader(range(images), batch_size=16,
+                                              drop_last=drops_last_batch(drop_last, images, 16))
+    assert loader(numbered_images(images), 16, drop_last=drop_last).batches_per_epoch == len(torchvision)
 
 
 def test_no_augmentation_gives_the_normalised_images():
