@@ -3,7 +3,7 @@ the reference presets, and the achieved GFLOP/s against this machine's matrix-mu
 
 Usage::
 
-    python benchmarks/cpu.py --data-root data/cifar10-jpeg              # the whole benchmark (~25 min on 2 cores in bf16, ~50 in fp32)
+    python benchmarks/cpu.py --data-root data/cifar10-jpeg              # the whole benchmark (2 cores: ~25 min bf16, ~50 fp32)
     python benchmarks/cpu.py --data-root ... --seeds 0 --throughput-images 256   # a quick check
     python benchmarks/cpu.py --readme benchmarks/results/cpu-preset-<date>.json [VARIANT.json ...]  # README table, figure
     python benchmarks/cpu.py --data-root ... --set head_pool=max --out FILE     # a variant of the preset
@@ -260,7 +260,8 @@ def render_table(results: list[dict]) -> str:
             acc, val, wall = s["test_accuracy"], s["validation_accuracy"], s["wall_seconds"]
             lines.append(f"| {_settings(r)} | {r['runs'][0]['epochs']} | {acc['n']} | {plus_minus(acc, '.2%')} "
                          f"| {plus_minus(val, '.2%')} | {plus_minus(wall, '.0f')} s "
-                         f"| {r['cpu_model']}, {run_precision(r)}, {r['date']} | {'yes' if s['bar']['met'] else 'no'} |")
+                         f"| {r['cpu_model']}, {run_precision(r)}, {r['date']} "
+                         f"| {'yes' if s['bar']['met'] else 'no'} |")
         lines += ["", f"Training on {with_runs[0]['runs'][0]['split_sizes']['train']:,} images. The bar: a mean of at "
                       f"least {BAR_ACCURACY:.0%} test accuracy in at most {BAR_SECONDS:.0f} s, every run within that "
                       "time, 3 seeds or more.", ""]
@@ -268,8 +269,8 @@ def render_table(results: list[dict]) -> str:
         if shown:
             others = (" (the others ran on another CPU, thread count or precision, so their wall times do not compare)"
                       if len(shown) < len(with_runs) else "")
-            lines += [f"The rows measured on {results[0]['cpu_model']}, {results[0]['device']}, {run_precision(results[0])}, "
-                      f"as a figure{others}:", "",
+            lines += [f"The rows measured on {results[0]['cpu_model']}, {results[0]['device']}, "
+                      f"{run_precision(results[0])}, as a figure{others}:", "",
                       f"![cpu preset: test accuracy against wall time]({FIGURE.relative_to(REPO).as_posix()})", ""]
     first = results[0]
     s = first["summary"]

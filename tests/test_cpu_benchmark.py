@@ -26,7 +26,8 @@ def _result(name: str, overrides: list[str], run_epochs: int, accuracies: list[f
         "device": "cpu (2 threads)", "torch_version": "2.14.1", "command": f"python benchmarks/cpu.py {name}",
         "overrides": overrides, "preset_config": config, "throughput": [], "flops": None,
         "runs": [{"seed": i, "test_accuracy": a, "validation_accuracy": a, "wall_seconds": s, "epochs": run_epochs,
-                  "split_sizes": {"train": 45000}, "precision": "fp32"} for i, (a, s) in enumerate(zip(accuracies, seconds))],
+                  "split_sizes": {"train": 45000}, "precision": "fp32"}
+                 for i, (a, s) in enumerate(zip(accuracies, seconds))],
     }
     result["summary"] = cpu.summarize(result)
     return result
