@@ -55,6 +55,7 @@ import speed  # noqa: E402  (benchmarks/speed.py)
 from cifar_utils import build_model, from_preset, load_dataset, make_splits  # noqa: E402
 from cifar_utils.errors import CifarUtilsError, ConfigError  # noqa: E402
 from cifar_utils.data import held_out_images  # noqa: E402
+from cifar_utils.device import describe_device  # noqa: E402
 
 PHASES = ("check", "profile", "speed", "tune", "seeds", "best", "report")
 # What gpu_prepare.sh puts there: a folder of its own, so that an extracted copy in data/ here never travels.
@@ -107,10 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------- records
 
 
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-
-
 def package_versions() -> dict:
     versions = {}
     for name in PACKAGES:
@@ -134,7 +131,7 @@ class Record:
         self.data: dict[str, Any] = {
             "phase": args.phase, "command": " ".join(["python", "benchmarks/gpu_run.py", *argv]),
             "date": now.isoformat(timespec="seconds"), "dry_run": args.dry_run, "complete": False,
-            "device": device_name(device), "torch_version": torch.__version__,
+            "device": describe_device(device), "torch_version": torch.__version__,
             "cuda_version": torch.version.cuda if device.type == "cuda" else None,
             "cudnn_version": torch.backends.cudnn.version() if device.type == "cuda" else None,
             "python_version": platform.python_version(), "platform": platform.platform(),

@@ -126,7 +126,7 @@ class Config:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not valid; choose one of {', '.join(allowed)}")
-        from .models import ARCHITECTURES, model_options  # local import: models imports nothing from here
+        from .models import ARCHITECTURES, model_options  # local import: models imports Config from here
 
         if self.model not in ARCHITECTURES:
             raise ConfigError(f"model={self.model!r} is unknown; choose one of {', '.join(sorted(ARCHITECTURES))}")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import fast_models
+from .config import Config
 from .errors import ConfigError
 from .preprocessing import IMAGE_SIZE
 from .blocks import ACTIVATIONS, GATES, Backbone, Block, BranchGate, Classifier, LayerSpec, Net, make_activation
@@ -167,16 +168,26 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 MODEL_OPTIONS = ("stem_kernel", "head_softmax", "head_pool", "identity_init")
 
 
-def model_options(config) -> dict[str, Any]:
+def _option_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(Config) if f.name in MODEL_OPTIONS}
+
+
+def chosen_model_options(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture options (``MODEL_OPTIONS``) that ``fields`` (config fields by name, such as a run's
+    recorded config) set away from :class:`~cifar_utils.config.Config`'s defaults."""
+    return {name: fields[name] for name, default in _option_defaults().items()
+            if name in fields and fields[name] != default}
+
+
+def model_options(config: Config) -> dict[str, Any]:
     """The architecture options ``config`` sets away from their defaults, as keywords for its model's builder;
     :class:`ConfigError` when ``config.model`` does not take one of them."""
-    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name in MODEL_OPTIONS}
-    chosen = {name: getattr(config, name) for name, default in defaults.items() if getattr(config, name) != default}
+    chosen = chosen_model_options({name: getattr(config, name) for name in MODEL_OPTIONS})
     for name, value in chosen.items():
         if name not in inspect.signature(ARCHITECTURES[config.model]).parameters:
             takers = [model for model, build in ARCHITECTURES.items() if name in inspect.signature(build).parameters]
             raise ConfigError(f"{name}={value!r} does not apply to model={config.model!r}, only to "
-                              f"{', '.join(takers)}; leave {name} at its default {defaults[name]!r}")
+                              f"{', '.join(takers)}; leave {name} at its default {_option_defaults()[name]!r}")
     return chosen
 
 

@@ -268,7 +268,7 @@ def data_copy(description: Optional[str]) -> str:
 
 def _device(device: Optional[str], precision: Optional[str]) -> str:
     name = device or NOT_RECORDED
-    inner = re.fullmatch(r"cuda \((.+)\)", name)  # train and speed.py write "cuda (NAME)", gpu_run.py "NAME"
+    inner = re.fullmatch(r"cuda \((.+)\)", name)  # "cuda (NAME)" from describe_device; gpu_run.py wrote "NAME" until 2026-12-07
     name = inner.group(1) if inner else name
     return f"{name}, {precision}" if precision else name
 
@@ -362,13 +362,10 @@ def _seconds(mean: float, std: Optional[float] = None) -> str:
 
 
 def _model_options(config: Mapping[str, Any]) -> tuple:
-    """The architecture options (``MODEL_OPTIONS``) that ``config`` sets away from their defaults, as sorted
-    (name, value) pairs."""
-    from .models import MODEL_OPTIONS
+    """:func:`~cifar_utils.models.chosen_model_options` of ``config`` as sorted (name, value) pairs, a cache key."""
+    from .models import chosen_model_options
 
-    defaults = Config().to_dict()
-    return tuple(sorted((name, config[name]) for name in MODEL_OPTIONS
-                        if name in config and config[name] != defaults[name]))
+    return tuple(sorted(chosen_model_options(config).items()))
 
 
 @functools.lru_cache(maxsize=None)
