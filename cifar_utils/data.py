@@ -606,7 +606,7 @@ class ShardedShuffleSampler(Sampler[int]):
         return iter(self.indices()[self.skip:].tolist())
 
     def __len__(self) -> int:
-        return math.ceil(self.size / self.num_replicas) - self.skip
+        return max(0, math.ceil(self.size / self.num_replicas) - self.skip)  # a checkpoint after the last batch skips all
 
 
 def default_num_workers(device: torch.device) -> int:

@@ -12,9 +12,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
-if TYPE_CHECKING:  # annotations only: report imports nothing from here
+if TYPE_CHECKING:  # annotations only: report imports this module
     from .evaluation import Evaluation
     from .report import BranchWeightSummary, RunRecord
+
+
+def count(number: int, noun: str) -> str:
+    """'1 epoch', '10 epochs', '45,000 images': a number with its noun, plural unless it is one."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def final_evaluation_note(metrics: dict) -> str:
@@ -32,13 +37,26 @@ def _final_tta(metrics: dict) -> str:
     return metrics.get("config", {}).get("tta", "none")
 
 
+def summarize_run(metrics: Mapping[str, Any], data_note: str, smoke: bool = False) -> str:
+    """One sentence on a finished run from its metrics.json: what trained, how long, and its final test and
+    validation accuracy; ``data_note`` names the data copy (:func:`cifar_utils.report.data_copy_note`)."""
+    sizes = metrics["split_sizes"]
+    validation = (f" and {metrics['validation_accuracy']:.2%} final validation accuracy, both"
+                  if metrics.get("validation_accuracy") is not None else ",")
+    text = (f"The {metrics['preset']} preset, trained for {count(metrics['epochs'], 'epoch')} on "
+            f"{count(sizes['train'], 'image')} in {metrics['train_seconds']:.0f} s on {metrics['device']}, reached "
+            f"{metrics['test_accuracy']:.2%} test accuracy on {count(sizes['test'], 'test image')}{validation} "
+            f"{final_evaluation_note(metrics)}; measured on {data_note}.")
+    return text + (" This is a smoke run: the numbers only show that the pipeline works." if smoke else "")
+
+
 def discuss_training(record: RunRecord, smoke: bool = False) -> str:
     """A discussion of a finished run, every number read from its history and metrics: the train-validation
     gap (overfitting), where validation loss bottomed out, and how well validation predicted test."""
     history, metrics = record.history, record.metrics
     last = history[-1]
     if math.isnan(last["val_acc"]):  # validation_split=0: nothing to compare training accuracy with
-        text = [f"After {last['epoch']} epoch(s) training accuracy is {last['train_acc']:.1%}. The run held out no "
+        text = [f"After {count(last['epoch'], 'epoch')} training accuracy is {last['train_acc']:.1%}. The run held out no "
                 "validation images, so the curves cannot show overfitting; only the final test accuracy "
                 f"({metrics['test_accuracy']:.2%}, {final_evaluation_note(metrics)}) measures the result."]
     else:
@@ -62,7 +80,7 @@ def _validated_training(history: Sequence[Mapping[str, Any]], metrics: Mapping[s
                + ("on augmented images " if "augmentation" in regularisers else "")
                + "while the weights still change, which is why it can even sit below validation accuracy")
     elif gap < 0.08:
-        fit = "a moderate gap: some overfitting" + (f", held in check by {_join(regularisers)}" if regularisers else
+        fit = "a moderate gap: some overfitting" + (f", held in check by {join_words(regularisers)}" if regularisers else
                                                     ", with no augmentation, label smoothing or weight decay to hold it in check")
     else:
         fit = ("a large gap: the network memorises its training images; stronger augmentation, more weight decay "
@@ -75,7 +93,7 @@ def _validated_training(history: Sequence[Mapping[str, Any]], metrics: Mapping[s
         trend = (f"validation loss was lowest at epoch {lowest['epoch']} of {last['epoch']} ({lowest['val_loss']:.3f}) and "
                  f"ended at {last['val_loss']:.3f}: the later epochs fitted the training images more than the "
                  "validation ones")
-    text = [f"After {last['epoch']} epoch(s) training accuracy is {last['train_acc']:.1%} and validation accuracy "
+    text = [f"After {count(last['epoch'], 'epoch')} training accuracy is {last['train_acc']:.1%} and validation accuracy "
             f"{last['val_acc']:.1%} ({gap * 100:+.1f} points): {fit}.", f"In the curves, {trend}."]
     if metrics.get("validation_accuracy") is not None:
         diff = metrics["test_accuracy"] - metrics["validation_accuracy"]
@@ -97,7 +115,7 @@ def _validated_training(history: Sequence[Mapping[str, Any]], metrics: Mapping[s
     return text
 
 
-def _join(items: Sequence[str]) -> str:
+def join_words(items: Sequence[str]) -> str:
     """'1', '1 and 2', '1, 2 and 3'."""
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
@@ -124,18 +142,18 @@ def discuss_evaluation(evaluation: Evaluation, branches: BranchWeightSummary, sm
     if branches.weights:
         preferred = branches.preferences()
         even = 1 / len(branches.branch_labels)
-        per_block = ", ".join(f"Block {b + 1}: {name} {share:.1%}" for b, (name, share) in enumerate(preferred))
+        per_block = ", ".join(f"Block {b + 1} {name} {share:.1%}" for b, (name, share) in enumerate(preferred))
         threshold = even + 0.05  # 5 points more than an even mix
         leaning: dict[str, list[str]] = {}  # branch -> the Blocks that give it more than the threshold
         for b, (name, share) in enumerate(preferred):
             if round(share, 3) > threshold:  # judged on the printed value, so the text never contradicts itself
                 leaning.setdefault(name, []).append(str(b + 1))
-        phrases = [(f"Blocks {_join(blocks)} give" if len(blocks) > 1 else f"Block {blocks[0]} gives")
+        phrases = [(f"Blocks {join_words(blocks)} give" if len(blocks) > 1 else f"Block {blocks[0]} gives")
                    + f" {name} more than {threshold:.1%}" for name, blocks in sorted(leaning.items())]
-        lean = ("; ".join(phrases) or f"no Block gives its favourite branch more than {threshold:.1%}") + \
+        lean = ("; ".join(phrases) or f"No Block gives its favourite branch more than {threshold:.1%}") + \
             f" (an even mix gives each branch {even:.1%})"
-        text.append(f"The largest mean weight per Block over the test images is {per_block}: {lean}. Overall, "
-                    f"{branches.describe('the Blocks')}.")
+        text.append(f"Each Block's favoured branch (its mean weight over the test images): {per_block}. {lean}. "
+                    f"Overall, {branches.describe('the Blocks')}.")
     if smoke:
         text.insert(0, "This is a smoke run: the numbers describe it faithfully but say nothing about the method.")
     return " ".join(text)
@@ -156,11 +174,11 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
 
     text = [f"Chosen on mean validation accuracy, lr {chosen:g} reaches {best['val_acc_mean']:.2%}"
             f"{spread(best, 'val_acc')} validation and {best['test_acc_mean']:.2%}{spread(best, 'test_acc')} test "
-            f"accuracy over {best['runs']} seed(s)."]
+            f"accuracy over {count(best['runs'], 'seed')}."]
     failures = [f"lr {row['learning_rate']:g} on {row['failed']} of {row['runs'] + row['failed']} seeds"
                 for row in tried if row["failed"]]
     if failures:
-        text.append(f"Runs failed for {_join(failures)} (the table's status column says why); the means leave "
+        text.append(f"Runs failed for {join_words(failures)} (the table's status column says why); the means leave "
                     "them out.")
     others = [row for row in tried if row is not best]
     finished = [row for row in others if not math.isnan(row["val_acc_mean"])]
@@ -170,14 +188,17 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
         if math.isnan(noise):
             verdict = "with one seed per rate there is no measure of noise to compare it with"
         elif lead > 2 * noise:
-            verdict = f"more than twice the larger seed-to-seed standard deviation ({noise:.2%}), so the ranking is real"
+            verdict = (f"more than twice the larger seed-to-seed standard deviation ({noise * 100:.2f} points), so "
+                       "the ranking is real")
         else:
-            verdict = (f"within twice the seed-to-seed standard deviation ({noise:.2%}), so these two rates are "
-                       "not clearly different")
-        text.append(f"Its lead over lr {runner_up['learning_rate']:g} is {lead * 100:.2f} points of validation "
+            verdict = (f"within twice the seed-to-seed standard deviation ({noise * 100:.2f} points), so these two "
+                       "rates are not clearly different")
+        text.append(f"Its lead over lr {runner_up['learning_rate']:g} is {lead * 100:.2f} points of final validation "
                     f"accuracy: {verdict}.")
+    else:
+        runner_up = None
     if others:
-        text.append(_where_the_best_rate_lies(best, others))
+        text.append(_where_the_best_rate_lies(best, others, runner_up))
     if histories:
         text += _discuss_lr_curves(histories, chosen)
     if smoke:
@@ -192,10 +213,12 @@ def _lead_and_noise(best: Mapping[str, Any], row: Mapping[str, Any]) -> tuple[fl
     return best["val_acc_mean"] - row["val_acc_mean"], noise
 
 
-def _where_the_best_rate_lies(best: Mapping[str, Any], others: Sequence[Mapping[str, Any]]) -> str:
+def _where_the_best_rate_lies(best: Mapping[str, Any], others: Sequence[Mapping[str, Any]],
+                              runner_up: Optional[Mapping[str, Any]] = None) -> str:
     """Whether the nearest rate tried on each side of the chosen one did clearly worse: a rate whose runs all
     failed did; a finished one did when it trails by more than twice the larger seed-to-seed standard
-    deviation of the two (with one seed per rate, by any margin). Only then is the best rate bracketed."""
+    deviation of the two (with one seed per rate, by any margin). Only then is the best rate bracketed.
+    The ``runner_up``, whose margin the sentence before gave, is named without repeating it."""
     if all(row["val_acc_mean"] == best["val_acc_mean"] for row in others):
         return ("Every other rate reached the same mean validation accuracy, so this comparison does not single "
                 "out a rate.")
@@ -209,6 +232,8 @@ def _where_the_best_rate_lies(best: Mapping[str, Any], others: Sequence[Mapping[
             return f"lr {row['learning_rate']:g} did as well"
         if math.isnan(noise) or lead > 2 * noise:
             return "worse"
+        if row is runner_up:
+            return f"lr {row['learning_rate']:g} is not clearly worse"
         return f"lr {row['learning_rate']:g} is within twice the seed-to-seed spread of lr {chosen:g}"
 
     open_sides = []
@@ -249,20 +274,21 @@ def _discuss_lr_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, An
             continue
         worst = max(gaps, key=gaps.get)
         end = gaps[max(gaps)]
-        ending = f"ends {abs(end) * 100:.1f} points {'behind' if end >= 0 else 'ahead'}"
+        ending = f"ends {abs(end) * 100:.2f} points {'behind' if end >= 0 else 'ahead'}"
         if gaps[worst] > 0:
-            clauses.append(f"lr {lr:g} trails lr {chosen:g} by up to {gaps[worst] * 100:.1f} points of mean "
-                           f"validation accuracy (epoch {worst:g}: {curve[worst]:.1%} against {best[worst]:.1%}) "
+            clauses.append(f"lr {lr:g} trails lr {chosen:g} by up to {gaps[worst] * 100:.2f} points of mean "
+                           f"validation accuracy (epoch {worst:g}: {curve[worst]:.2%} against {best[worst]:.2%}) "
                            f"and {ending}")
         else:
             clauses.append(f"lr {lr:g} never trails lr {chosen:g} and {ending}")
-    text = [f"Along the way, {'; '.join(clauses)}."] if clauses else []
+    text = [f"Along the way (the per-epoch curves, without test-time augmentation), {'; '.join(clauses)}."] \
+        if clauses else []
     noisy = []
     for lr, _, runs in rates:
         epochs, loss = mean_curve(runs, "val_loss")
         rose = [f"{epochs[e]:g}" for e in range(1, len(loss)) if loss[e] > loss[e - 1]]
         if rose:
-            noisy.append(f"lr {lr:g} at epoch{'s' if len(rose) > 1 else ''} {_join(rose)}")
+            noisy.append(f"lr {lr:g} at epoch{'s' if len(rose) > 1 else ''} {join_words(rose)}")
     if noisy:
         text.append(f"The mean validation loss rose from one epoch to the next for {'; '.join(noisy)}: too large a "
                     "rate shows this way, while a validation loss that falls every epoch is steady progress.")

@@ -27,6 +27,23 @@ RESIZED_CROP_SCALE = (0.8, 1.0)  # resized_crop_flip: crop area as a fraction of
 RESIZED_CROP_RATIO = (0.9, 1.1)  # resized_crop_flip: crop aspect ratio range
 
 
+def describe_augmentation(name: str) -> str:
+    """A named augmentation's settings in words, read from the constants above (01 prints them)."""
+    flip = f"a horizontal flip (probability {FLIP_PROBABILITY:g})"
+    return {
+        "affine_jitter": (f"a random rotation of up to {AFFINE_DEGREES:g} degrees, shift of up to "
+                          f"{AFFINE_TRANSLATE:.0%} and scale of {AFFINE_SCALE[0]:g} to {AFFINE_SCALE[1]:g}, colour "
+                          f"jitter of brightness {JITTER_BRIGHTNESS:g}, contrast {JITTER_CONTRAST:g}, saturation "
+                          f"{JITTER_SATURATION:g} and hue {JITTER_HUE:g}, and {flip}"),
+        "crop_flip": (f"a random {IMAGE_SIZE}x{IMAGE_SIZE} crop of the image padded by {CROP_PADDING} pixels "
+                      f"(config.crop_padding), and {flip}"),
+        "resized_crop_flip": (f"a random crop of {RESIZED_CROP_SCALE[0]:.0%} to {RESIZED_CROP_SCALE[1]:.0%} of the "
+                              f"area, aspect ratio {RESIZED_CROP_RATIO[0]:g} to {RESIZED_CROP_RATIO[1]:g}, resized "
+                              f"back to {IMAGE_SIZE}x{IMAGE_SIZE}, and {flip}"),
+        "none": "none: the images as they are",
+    }[name]
+
+
 class Normalize:
     """Float images in [0, 1], [3, H, W] or [B, 3, H, W] -> ``(x - mean) / std`` per channel."""
 

@@ -37,13 +37,13 @@ class Preset:
 
 
 # Reasons shared by the reference presets' `chosen` entries.
-PRECISION = ("ours: 'auto' trains in bf16 autocast on CUDA (and on CPUs whose bf16 is faster), for speed; "
+PRECISION = ("'auto' trains in bf16 autocast on CUDA (and on CPUs whose bf16 is faster), for speed; "
              "the report names no reduced precision")
 
 
 def _test_set_as_validation(report: str) -> str:
     """Why a preset holds out a validation split where its report validated on the test set."""
-    return (f"ours: report {report} used the test set as its validation set; we hold out {VALIDATION_FRACTION:.0%} of "
+    return (f"report {report} used the test set as its validation set; we hold out {VALIDATION_FRACTION:.0%} of "
             "the training images, so nothing chosen on validation has seen the test set (faithful: validation_split=0)")
 
 
@@ -67,7 +67,7 @@ PRESETS: dict[str, Preset] = {
             normalization="fixed", epochs=40, print_every=5,
         ),
         chosen=dict(
-            model=("ours: widths 64-64-128-128-128-256-256-256-512-512-512, K=3 3x3 branches per Block and a "
+            model=("widths 64-64-128-128-128-256-256-256-512-512-512, K=3 3x3 branches per Block and a "
                    "MaxPool after Blocks 2, 5 and 8; the report gives 11 residual Blocks with BN, LeakyReLU and "
                    "MaxPool between stages but not these"),
             validation_split=_test_set_as_validation("000"), precision=PRECISION,
@@ -84,15 +84,15 @@ PRESETS: dict[str, Preset] = {
             batch_size=128, augmentation="crop_flip", normalization="fixed", epochs=30,
         ),
         chosen=dict(
-            model=("ours: 3x3 kernels for the three branches, and where the max-pools go (after the first two "
+            model=("3x3 kernels for the three branches, and where the max-pools go (after the first two "
                    "Blocks); the report gives neither, and this pooling keeps the last two Blocks at the 8x8 its "
                    "gate pool and head imply"),
-            weight_decay="ours: the report gives AdamW's lr only; torch's AdamW default (0.01)",
-            scheduler="ours: the report names only \"an LR scheduler\"; cosine over the run",
-            augmentation="ours: the report names none; random crop (4-pixel padding) and flip",
-            batch_size="ours: the report gives none; 128, the batch of reports 003 and 004",
-            epochs=("ours: the report does not support 30 epochs for its 82.84% model, whose table row lists 15 "
-                    "(faithful: epochs=15)"),
+            weight_decay="the report gives AdamW's lr only; torch's AdamW default (0.01)",
+            scheduler="the report names only \"an LR scheduler\"; cosine over the run",
+            augmentation="the report names none; random crop (4-pixel padding) and flip",
+            batch_size="the report gives none; 128, the batch of reports 003 and 004",
+            epochs=("the report's table row for its 82.84% model lists 15 epochs; 30 is ours, which the report "
+                    "does not give (faithful: epochs=15)"),
             validation_split=_test_set_as_validation("001"), precision=PRECISION,
         ),
         faithful=dict(validation_split=0, epochs=15),
@@ -106,11 +106,11 @@ PRESETS: dict[str, Preset] = {
             eval_batch_size=50, augmentation="affine_jitter", normalization="fixed", epochs=50,
         ),
         chosen=dict(
-            model=("ours: 8 Blocks, K=3 3x3 branches each and widths 64-64-128-128-256-256-512-512; the "
+            model=("8 Blocks, K=3 3x3 branches each and widths 64-64-128-128-256-256-512-512; the "
                    "report gives residual Blocks with BN, ReLU and MaxPool but not these"),
-            augmentation=("ours: affine_jitter adds a horizontal flip and its own rotation, shift, scale "
+            augmentation=("affine_jitter adds a horizontal flip and its own rotation, shift, scale "
                           "and colour settings; report 002 lists no flip and no augmentation parameters"),
-            cosine_t_max=("ours: the report names CosineAnnealingLR without its T_max or eta_min; one cosine "
+            cosine_t_max=("the report names CosineAnnealingLR without its T_max or eta_min; one cosine "
                           "over the run, down to 0"),
             validation_split=_test_set_as_validation("002"), precision=PRECISION,
         ),
@@ -126,11 +126,11 @@ PRESETS: dict[str, Preset] = {
             normalization="train_stats", epochs=50, keep_best=True,
         ),
         chosen=dict(
-            plateau_factor="ours: the report names ReduceLROnPlateau without its settings",
-            plateau_patience="ours: the report names ReduceLROnPlateau without its settings",
-            validation_split=("ours: the report held out a validation set, but its size is not recorded here; "
+            plateau_factor="the report names ReduceLROnPlateau without its settings",
+            plateau_patience="the report names ReduceLROnPlateau without its settings",
+            validation_split=("the report held out a validation set but does not give its size; "
                               f"we hold out the default {VALIDATION_FRACTION:.0%} of the training images"),
-            stem_kernel=("ours: the standard ResNet-32 3x3 stem, so the baseline is the published network and "
+            stem_kernel=("the standard ResNet-32 3x3 stem, so the baseline is the published network and "
                          "stays comparable with our earlier runs; the report's stem is a 1x1 convolution (faithful)"),
             precision=PRECISION,
         ),
@@ -145,10 +145,10 @@ PRESETS: dict[str, Preset] = {
             batch_size=128, augmentation="crop_flip", normalization="fixed", epochs=150,
         ),
         chosen=dict(
-            model=("ours: the widths 64-128-128-256-256-512, the 1x1/3x3/5x5 kernels, the gate's hidden width "
+            model=("the widths 64-128-128-256-256-512, the 1x1/3x3/5x5 kernels, the gate's hidden width "
                    "(32) and the head's sizes (flatten 4x4, Linear 512, ReLU, BN, Dropout 0.5, Linear); the "
                    "report gives 6 Blocks of 3 kernel sizes with an MLP gate, the pooling and the head's layers"),
-            scheduler="ours: the report names no scheduler; cosine over the run",
+            scheduler="the report names no scheduler; cosine over the run",
             validation_split=_test_set_as_validation("004"), precision=PRECISION,
         ),
         # The report's classifier ends in a Softmax and its cross-entropy is applied on top (loss floor 1.461:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import datetime
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from . import io
 from .checkpoint import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME
 from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, Config, with_defaults
 from .data import data_copy_kind, resolve_root
+from .discussion import count
 from .device import autocast, describe_device, get_device, keep_freed_cpu_memory, resolve_precision
 from .errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError, WriteError
 from .evaluation import view_count
@@ -95,12 +97,16 @@ def failed_notebooks_dir(output: Path) -> Path:
     return output / "runs" / "report-failed"
 
 
+def shown_path(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies inside it, so saved outputs name no machine's
+    absolute paths."""
+    return path.relative_to(Path.cwd()) if path.is_absolute() and path.is_relative_to(Path.cwd()) else path
+
+
 def notebook_setup(log: Callable[[str], None] = print) -> NotebookSetup:
     """Read the profile and output folder from the environment, pick the device, and say all of it."""
     smoke = smoke_mode()
-    output = Path(os.environ.get(OUTPUT_ENV) or ".")
-    if output.is_absolute() and output.is_relative_to(Path.cwd()):
-        output = output.relative_to(Path.cwd())  # the run folders it prints then read as they do in a clone
+    output = shown_path(Path(os.environ.get(OUTPUT_ENV) or "."))  # run folders then print as they do in a clone
     setup = NotebookSetup(smoke=smoke, device=get_device(), in_colab="google.colab" in sys.modules,
                           figures_dir=output / "figures", runs_dir=profile_runs_dir(output, smoke))
     if smoke:
@@ -163,34 +169,60 @@ def notebook_config(preset: str, *, smoke: bool, epochs: Optional[int] = None, l
     return from_preset(preset, **overrides)
 
 
-def _run_sentence(metrics: Mapping[str, Any]) -> str:
-    """One run's provenance, from its metrics.json: preset, epochs, split sizes, data copy, device, time, date
-    (for an interrupted run, what :func:`evaluate_run` read from its checkpoint)."""
+def _run_description(metrics: Mapping[str, Any]) -> str:
+    """One run's provenance from its metrics.json, without its time and date: preset, epochs, split sizes, data
+    copy, precision and device (for an interrupted run, what :func:`evaluate_run` read from its checkpoint)."""
     if "interrupted_after" in metrics:
         return (f"preset `{metrics['preset']}`, interrupted after {metrics['interrupted_after']} of "
-                f"{metrics['epochs']} epoch(s): no metrics.json yet, so its checkpoint is all there is")
+                f"{count(metrics['epochs'], 'epoch')}: no metrics.json yet, so its checkpoint is all there is")
     sizes = metrics.get("split_sizes", {})
-    return (f"preset `{metrics.get('preset')}`, {metrics.get('epochs')} epoch(s) on {sizes.get('train', 0):,} training "
-            f"images ({sizes.get('validation', 0):,} validation, {sizes.get('test', 0):,} test) of "
-            f"{data_copy_note(metrics.get('data', 'unknown data'))}, trained on {metrics.get('device')} "
-            f"({metrics.get('precision')}) in {format_duration(metrics.get('train_seconds', 0.0))} on "
+    precision = f" in {metrics['precision']}" if metrics.get("precision") else ""
+    return (f"preset `{metrics.get('preset')}`, {count(metrics.get('epochs', 0), 'epoch')} on "
+            f"{sizes.get('train', 0):,} training images ({sizes.get('validation', 0):,} validation, "
+            f"{sizes.get('test', 0):,} test) of {data_copy_note(metrics.get('data', 'unknown data'))}, trained"
+            f"{precision} on {metrics.get('device')}")
+
+
+def _run_sentence(metrics: Mapping[str, Any]) -> str:
+    """:func:`_run_description` with the run's training time and date."""
+    if "interrupted_after" in metrics:
+        return _run_description(metrics)
+    return (f"{_run_description(metrics)} in {format_duration(metrics.get('train_seconds', 0.0))} on "
             f"{str(metrics.get('date', ''))[:10]}")
 
 
+def _runs_sentences(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One sentence per group of runs that differ only in time and date (05's seeds and rates of one
+    preset), with the range of their training times and their dates."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for metrics in runs:
+        groups.setdefault(_run_description(metrics), []).append(metrics)
+    sentences = []
+    for description, group in groups.items():
+        if len(group) == 1 or any("interrupted_after" in metrics for metrics in group):
+            sentences += [f"Run: {_run_sentence(metrics)}" for metrics in group]
+            continue
+        fastest, slowest = (format_duration(f(m.get("train_seconds", 0.0) for m in group)) for f in (min, max))
+        took = f"{fastest} each" if fastest == slowest else f"{fastest} to {slowest} each"
+        dates = sorted({str(metrics.get("date", ""))[:10] for metrics in group})
+        sentences.append(f"{len(group)} runs, each {description} in {took}, on {', '.join(dates)}")
+    return sentences
+
+
 def banner(setup: NotebookSetup, runs: Sequence[Mapping[str, Any]] = (), what: str = "These outputs"):
-    """A Markdown banner saying where a notebook's outputs came from, built from the runs' own metadata
-    (``metrics.json`` dicts) and the notebook's set-up, so it cannot go stale. Displayed as the notebook's
-    first result."""
+    """A Markdown banner saying when and where a notebook's outputs were produced, built from the runs' own
+    metadata (``metrics.json`` dicts) and the notebook's set-up, so it cannot go stale. Displayed as the
+    notebook's first result."""
     from IPython.display import Markdown
 
     kind = ("**smoke profile**: tiny subsets and one epoch, so the numbers only show that the code works"
             if setup.smoke else "**full profile**: whole splits, each preset's own epochs")
-    lines = [f"> **{what}** were produced on {describe_device(setup.device)}, {kind}."]
+    lines = [f"> **{what}** were produced on {datetime.date.today().isoformat()} on "
+             f"{describe_device(setup.device)}, {kind}."]
     if not runs:
         root, origin = resolve_root(None)
-        lines.append(f"> Data: {data_copy_note(_describe_root(root))} (from {origin}).")
-    for metrics in runs:
-        lines.append(f"> Run: {_run_sentence(metrics)}.")
+        lines.append(f"> Data: {data_copy_note(_describe_root(root))}, found through {origin}.")
+    lines += [f"> {sentence}." for sentence in _runs_sentences(runs)]
     return Markdown("\n>\n".join(lines))
 
 
@@ -207,7 +239,7 @@ def describe_config(config: Config) -> str:
               f"{config.test_limit or 'all'} test images")
     optimizer = (f"muon for the conv filters (at {config.muon_lr_scale:g} x lr), sgd for the rest,"
                  if config.optimizer == "muon" else config.optimizer)
-    return (f"preset {config.preset} (model {config.model}): {config.epochs} epoch(s), {optimizer} "
+    return (f"preset {config.preset} (model {config.model}): {count(config.epochs, 'epoch')}, {optimizer} "
             f"lr {config.lr:g}, batch {config.batch_size}, {config.scheduler} schedule, {config.loss} loss, "
             f"augmentation {config.augmentation}, seed {config.seed}; {limits}")
 
@@ -226,6 +258,59 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
         return "  ".join(v.rjust(w) if right else v.ljust(w) for v, w, right in zip(values, widths, numeric)).rstrip()
 
     return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(values) for values in cells)])
+
+
+def history_table(history: Sequence[Mapping[str, Any]]) -> str:
+    """A run's ``history.csv`` rows as a plain-text table, one line per epoch; ``lr`` is the learning rate
+    when the epoch began."""
+    return format_table([{"epoch": row["epoch"], "train loss": f"{row['train_loss']:.4f}",
+                          "train acc": f"{row['train_acc']:.2%}", "val loss (criterion)": f"{row['val_loss']:.4f}",
+                          "val acc": f"{row['val_acc']:.2%}", "lr at start": f"{row['lr']:.2e}",
+                          "seconds": f"{row['seconds']:.1f}"} for row in history])
+
+
+@dataclass
+class UntrainedForward:
+    """A few training images through an untrained network (02): the uint8 ``images`` [N, 3, 32, 32], their
+    class names, the normalised float32 ``inputs`` and the class ``probabilities`` [N, classes]."""
+
+    model: torch.nn.Module
+    images: torch.Tensor
+    labels: list[str]
+    inputs: torch.Tensor
+    probabilities: torch.Tensor
+
+    def describe_shapes(self, config: Config) -> str:
+        return (f"{config.preset} ({config.model}): images {tuple(self.images.shape)} {self.images.dtype} -> "
+                f"inputs {tuple(self.inputs.shape)} {self.inputs.dtype} -> class probabilities "
+                f"{tuple(self.probabilities.shape)}")
+
+    def describe_confidence(self) -> str:
+        """How far the predictions are from chance: the mean top-class probability and entropy."""
+        classes = self.probabilities.shape[1]
+        confidence = self.probabilities.max(dim=1).values.mean().item()
+        entropy = -(self.probabilities * self.probabilities.log()).sum(dim=1).mean().item()
+        return (f"mean probability of the top class {confidence:.3f} (chance: {1 / classes:.3f}); mean entropy of "
+                f"the prediction {entropy:.3f} nats (chance, all classes equal: log {classes} = "
+                f"{math.log(classes):.3f})")
+
+
+def untrained_forward(config: Config, data, images: int = 8) -> UntrainedForward:
+    """One training image of each of ``images`` classes, normalised as ``config`` trains, through its untrained
+    network (seeded by ``config.seed``). Training images: the test set waits for 04."""
+    from .data import build_transform, make_splits, one_per_class
+    from .models import build_model
+
+    splits = make_splits(data, normalization=config.normalization, seed=config.seed)
+    shown = one_per_class(splits.train.labels, seed=config.seed)[:images]
+    pixels = splits.train.images[shown]
+    inputs = build_transform("none", splits.mean, splits.std)(pixels)  # uint8 -> normalised float32
+    torch.manual_seed(config.seed)
+    model = build_model(config, len(data.classes)).eval()
+    with torch.no_grad():
+        probabilities = model(inputs).softmax(dim=1)
+    return UntrainedForward(model, pixels, [data.classes[i] for i in splits.train.labels[shown]], inputs,
+                            probabilities)
 
 
 def model_summaries(presets: Optional[Sequence[str]] = None) -> dict[str, list[dict]]:
@@ -289,10 +374,10 @@ def config_differences(saved: Mapping[str, Any], config: Config) -> list[str]:
     """``field: saved -> wanted`` for each result-relevant field where a saved config differs. A field the
     saved config lacks (it predates the field) counts as its default, which is what that run did. data_root
     differs only where the two name different folders: ``data/x``, its absolute path and None under
-    ``CIFAR10_ROOT=data/x`` are the same data."""
+    ``CIFAR10_ROOT=data/x`` are the same data. ``download`` never differs: it only says how the data got there."""
     saved = with_defaults(saved)
     return [f"{name}: {saved[name]!r} -> {value!r}" for name, value in config.to_dict().items()
-            if name not in NOT_RESULT_FIELDS and saved[name] != value
+            if name not in NOT_RESULT_FIELDS and name != "download" and saved[name] != value
             and not (name == "data_root" and _data_folder(saved[name]) == _data_folder(value))]
 
 
@@ -361,7 +446,7 @@ def copy_shipped_run(config: Config, out_dir: Path, shipped: Path = SHIPPED_RUN,
             shutil.rmtree(staging, ignore_errors=True)  # gone already when the replace succeeded
     except OSError as err:
         raise WriteError(out_dir, err.strerror or str(err)) from None
-    log(f"using the shipped run {shipped} ({_run_sentence(record.metrics)}); "
+    log(f"using the shipped run {shown_path(shipped)} ({_run_sentence(record.metrics)}); "
         "set use_shipped=False to train it yourself")
     return RunRecord(out_dir, record.history, record.metrics, reused=True)
 
@@ -747,7 +832,8 @@ def full_profile_warning(device: torch.device, notebooks_dir: Path = NOTEBOOKS_D
     seconds = estimate_seconds(plan, [measure(item.config, device) for item in plan])
     runs = "; ".join(f"{item.notebook}: {item.runs} x {item.config.preset} for {item.config.epochs} epochs"
                      for item in plan)
-    also = f" ({reused} finished run(s) with the same settings are reused)" if reused else ""
+    also = (f" ({count(reused, 'finished run')} with the same settings {'is' if reused == 1 else 'are'} reused)"
+            if reused else "")
     return (f"WARNING: no GPU found, so the full report trains on {describe_device(device)}. It trains {runs}{also}, "
             f"which on this machine would take about {format_duration(seconds)} (measured from a few training "
             "steps at the presets' batch sizes). Stop now (Ctrl-C) and use `python -m cifar_utils report --smoke` "

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from .checkpoint import METRICS_NAME
-from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, Config, field_names, with_defaults
+from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, VALIDATION_FRACTION, Config, field_names, with_defaults
 from .data import data_copy_kind
 from .errors import ConfigError, DataError
 from .io import atomic_write
@@ -405,8 +405,18 @@ def hyperparameter_table(preset_name: str) -> list[dict]:
             origin = f"chosen here: {preset.chosen[name]}"
         else:
             origin = "stated by the report"
-        rows.append({"setting": name, "value": str(getattr(config, name)), "source": origin})
+        rows.append({"setting": name, "value": _setting_value(name, getattr(config, name)), "source": origin})
     return rows
+
+
+def _setting_value(name: str, value: Any) -> str:
+    """A setting's value as the hyperparameter table shows it: what None means for the fields where it
+    stands for a number."""
+    if value is None and name == "validation_split":
+        return f"{VALIDATION_FRACTION:.0%} of the training images"
+    if value is None and name == "cosine_t_max":
+        return "the run's epochs"
+    return str(value)
 
 
 # ------------------------------------------------------------------------------------------ markdown

@@ -46,6 +46,7 @@ CONFIG_PARAMETERS = ("preset", "epochs", "batch_size", "seed", "data_root", "tra
 TABLE_NAME = "comparison.csv"
 SUMMARY_NAME = "comparison_summary.csv"
 FAILED = "failed"  # how a failed run's status starts in the table
+REUSED = "reused"  # how a reused run's status starts: "reused: trained <date>", the date its metrics.json gives
 
 
 @dataclass
@@ -252,7 +253,8 @@ def _check_parameters(notebook: Path, base_parameters: Mapping[str, Any]) -> dic
 def sweep_table(runs: Sequence[SweepRun]) -> list[dict]:
     """One row per run, in the runs' order. Keys:
 
-    - ``learning_rate``, ``seed``; ``status``: ``ok``, ``reused`` or ``failed: <why>``; ``epochs`` trained;
+    - ``learning_rate``, ``seed``; ``status``: ``ok`` (trained now), ``reused: trained <date>`` or
+      ``failed: <why>``; ``epochs`` trained;
     - ``evaluated``: which weights the run tested: ``best epoch`` (the config's ``keep_best``: the epoch
       with the highest validation accuracy) or ``last epoch``;
     - ``val_acc``, ``test_acc``: validation and test accuracy of those same weights (``metrics.json``'s
@@ -276,7 +278,7 @@ def sweep_table(runs: Sequence[SweepRun]) -> list[dict]:
         metrics, history = run.record.metrics, run.record.history
         rows.append({
             **row,
-            "status": "reused" if run.reused else "ok",
+            "status": _reused_status(metrics) if run.reused else "ok",
             "epochs": len(history),
             "evaluated": _evaluated(metrics),
             "val_acc": metrics["validation_accuracy"],
@@ -285,6 +287,13 @@ def sweep_table(runs: Sequence[SweepRun]) -> list[dict]:
             "train_seconds": metrics["train_seconds"],
         })
     return rows
+
+
+def _reused_status(metrics: Mapping[str, Any]) -> str:
+    """``reused: trained 2026-12-07``: when the reused run was trained, so a table of reused runs still says
+    that they are real runs and from when."""
+    date = metrics.get("date")
+    return f"{REUSED}: trained {str(date)[:10]}" if date else f"{REUSED}: trained on an unrecorded date"
 
 
 def _evaluated(metrics: Mapping[str, Any]) -> str:
@@ -314,6 +323,19 @@ def summarize_by_learning_rate(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
         entry["train_seconds_mean"] = statistics.fmean(seconds) if seconds else math.nan
         summary.append(entry)
     return summary
+
+
+def readable(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """:func:`sweep_table` or :func:`summarize_by_learning_rate` rows for display: accuracies (and their
+    standard deviations) in percent, seconds to a tenth, "n/a" where a number is missing (one seed: no std)."""
+    def cell(key: str, value: Any) -> Any:
+        if not isinstance(value, float) or key == "learning_rate":
+            return value
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.2%}" if "_acc" in key else f"{value:.1f}" if key.startswith("train_seconds") else value
+
+    return [{key: cell(key, value) for key, value in row.items()} for row in rows]
 
 
 def chosen_learning_rate(summary: Sequence[Mapping[str, Any]]) -> float:

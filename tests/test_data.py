@@ -550,6 +550,17 @@ def test_augmentation_parameters_follow_the_reports():
         augmentation_ops("mixup")
 
 
+def test_each_augmentation_is_described_from_the_settings_it_runs_with(monkeypatch):
+    from cifar_utils import preprocessing
+
+    assert "rotation of up to 15 degrees, shift of up to 10%" in preprocessing.describe_augmentation("affine_jitter")
+    assert "80% to 100% of the area" in preprocessing.describe_augmentation("resized_crop_flip")
+    monkeypatch.setattr(preprocessing, "CROP_PADDING", 6)  # the text follows the constant, never restates it
+    assert "padded by 6 pixels" in preprocessing.describe_augmentation("crop_flip")
+    assert {name for name in preprocessing.AUGMENTATIONS if preprocessing.describe_augmentation(name)} == set(
+        preprocessing.AUGMENTATIONS)
+
+
 # ------------------------------------------------------------------------------------------ sampler
 
 

@@ -245,6 +245,20 @@ def test_ctrl_c_saves_a_checkpoint_says_how_to_resume_and_resuming_finishes(tiny
     assert_same_run(out, reference)
 
 
+def test_ctrl_c_during_an_epochs_partial_last_batch_resumes_at_its_validation(tiny, tmp_path, capsys):
+    # 60 images in batches of 16: the 4th batch holds 12, so a checkpoint after it skips more sampler
+    # indices (4 x 16) than the epoch has; resuming must go on to that epoch's validation, not fail.
+    args = [arg if arg != "64" else "60" for arg in tiny_args(None)]
+    assert cli.main([*args, "--out", str(tmp_path / "reference")]) == 0
+    out = tmp_path / "run"
+    tiny((BATCHES_PER_EPOCH, ctrl_c))  # during the first epoch's last, partial mini-batch
+    cli_error(capsys, [*args, "--out", str(out)], "epoch 1, mini-batch 4", "--resume", status=130)
+    assert (load_checkpoint(out / "checkpoint.pt")["batches"]) == BATCHES_PER_EPOCH
+    tiny()
+    assert cli.main([*args, "--out", str(out), "--resume"]) == 0
+    assert_same_run(out, tmp_path / "reference")
+
+
 def test_a_second_ctrl_c_stops_at_once_without_finishing_the_step(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     handler = signal.getsignal(signal.SIGINT)

@@ -252,7 +252,7 @@ def test_full_profile_warning_leaves_out_the_runs_that_will_be_reused(tmp_path, 
     assert [(item.runs, item.reused) for item in plan] == [(0, 1), (5, 1)]
     text = report.full_profile_warning(torch.device("cpu"), measure=fake_measure, runs_dir=tmp_path)
     assert "05_lr_comparison.ipynb: 5 x cpu" in text and "03_train" not in text
-    assert "(2 finished run(s) with the same settings are reused)" in text
+    assert "(2 finished runs with the same settings are reused)" in text
     only_03 = report.full_profile_warning(torch.device("cpu"), measure=fake_measure, runs_dir=tmp_path,
                                           notebooks=["03_train.ipynb", "04_evaluate.ipynb"])
     assert only_03 is None  # nothing left to train: no warning
@@ -443,7 +443,7 @@ def test_evaluate_run_of_an_interrupted_run_gives_its_banner_from_the_checkpoint
     assert result.metrics == {"preset": "seed003", "epochs": 2, "interrupted_after": 2} and not result.note
     setup = report.NotebookSetup(smoke=True, device=torch.device("cpu"), in_colab=False, figures_dir=tmp_path,
                                  runs_dir=tmp_path)
-    assert "interrupted after 2 of 2 epoch(s)" in report.banner(setup, [result.metrics]).data
+    assert "interrupted after 2 of 2 epochs" in report.banner(setup, [result.metrics]).data
 
 
 def test_a_run_trained_from_cifar10_root_is_not_reused_for_another_data_folder(tmp_path, monkeypatch):
@@ -456,3 +456,11 @@ def test_a_run_trained_from_cifar10_root_is_not_reused_for_another_data_folder(t
     monkeypatch.setenv("CIFAR10_ROOT", str(second))
     with pytest.raises(OutputExistsError, match=f"data_root: '{first}' -> None"):
         report.reusable_run(config, tmp_path / "run")
+
+
+def test_a_run_is_reused_whether_or_not_the_data_was_downloaded(tmp_path):
+    # In Colab 03 passes download=True; the shipped run and a sweep's runs were made without it.
+    config = from_preset("seed003", validation_split=2, epochs=1, batch_size=4, eval_batch_size=4,
+                         data_root=str(_image_folder(tmp_path / "data")))
+    report.train_or_reuse(config, tmp_path / "run", device="cpu", log=lambda _: None)
+    assert report.reusable_run(replace(config, download=True), tmp_path / "run").reused

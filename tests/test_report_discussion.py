@@ -3,6 +3,7 @@ shipped run that 03 reuses."""
 
 from __future__ import annotations
 
+import datetime
 import math
 from dataclasses import replace
 
@@ -88,7 +89,7 @@ def test_evaluation_discussion_names_confusions_and_gate_preferences():
     assert "weakest class is cat (80.0%)" in text and "strongest ship (99.0%)" in text
     assert "cat predicted as dog (15 images)" in text and "dog is taken for cat 12 times" in text
     assert "both ways" in text
-    assert "Block 1: 3x3 70.0%" in text and "Block 2: 3x3 51.0%" in text
+    assert "Block 1 3x3 70.0%, Block 2 3x3 51.0%" in text
     assert "Block 1 gives 3x3 more than 55.0% (an even mix gives each branch 50.0%)" in text
     assert "Overall, the Blocks mix their branches" in text
     assert "unevenly, yet far from one branch per image" in text  # entropy 0.6 of 0.693
@@ -108,7 +109,7 @@ def test_gate_preferences_a_rounded_55_percent_cannot_fall_on_both_sides_of_the_
                             predictions=torch.zeros(2, dtype=torch.long), confusion=torch.tensor([[2, 0], [0, 0]]),
                             probabilities=None, classes=["a", "b"], per_class_accuracy={"a": 1.0, "b": 0.0}, report="")
     text = discussion.discuss_evaluation(evaluation, branches)
-    assert "Block 1: 3x3 54.9%, Block 2: 3x3 55.1%: Block 2 gives 3x3 more than 55.0%" in text
+    assert "Block 1 3x3 54.9%, Block 2 3x3 55.1%. Block 2 gives 3x3 more than 55.0%" in text
 
 
 def test_gate_preferences_without_a_clear_favourite():
@@ -116,7 +117,7 @@ def test_gate_preferences_without_a_clear_favourite():
     evaluation = Evaluation(accuracy=0.5, loss=1.0, labels=torch.zeros(2, dtype=torch.long),
                             predictions=torch.zeros(2, dtype=torch.long), confusion=torch.tensor([[2, 0], [0, 0]]), probabilities=None,
                             classes=["a", "b"], per_class_accuracy={"a": 1.0, "b": 0.0}, report="")
-    assert "no Block gives its favourite branch more than 55.0%" in discussion.discuss_evaluation(evaluation, branches)
+    assert "No Block gives its favourite branch more than 55.0%" in discussion.discuss_evaluation(evaluation, branches)
 
 
 def test_banner_is_built_from_the_run_metadata(monkeypatch, tmp_path):
@@ -127,11 +128,27 @@ def test_banner_is_built_from_the_run_metadata(monkeypatch, tmp_path):
                "data": "image folder /x/cifar10-jpeg", "device": "cuda (NVIDIA H100 80GB HBM3)", "precision": "bf16",
                "train_seconds": 75.0, "date": "2026-11-22T19:00:00"}
     text = report.banner(setup, [metrics]).data
-    assert "**full profile**" in text and "preset `cpu`, 10 epoch(s) on 45,000 training images" in text
-    assert "JPEG copy" in text and "NVIDIA H100" in text and "2026-11-22" in text and "75 s" in text
+    assert "**full profile**" in text and "preset `cpu`, 10 epochs on 45,000 training images" in text
+    assert "JPEG copy" in text and "trained in bf16 on cuda (NVIDIA H100" in text and "2026-11-22" in text
+    assert "75 s" in text and f"produced on {datetime.date.today().isoformat()} on cpu" in text
 
 
-def test_a_matching_shipped_run_is_copied_instead_of_trained(tmp_path):
+def test_a_banner_sums_up_runs_that_differ_only_in_time_and_date(tmp_path):
+    setup = report.NotebookSetup(smoke=False, device=torch.device("cpu"), in_colab=False, figures_dir=tmp_path,
+                                 runs_dir=tmp_path)
+    run = {"preset": "cpu", "epochs": 1, "split_sizes": {"train": 9, "validation": 1, "test": 5},
+           "data": "image folder /x/cifar10-jpeg", "device": "cpu (2 threads)", "train_seconds": 400.0,
+           "date": "2026-12-07T10:00:00"}
+    runs = [run, {**run, "train_seconds": 480.0, "date": "2026-12-06T09:00:00"}, {**run, "epochs": 2}]
+    text = report.banner(setup, runs).data
+    assert ("> 2 runs, each preset `cpu`, 1 epoch on 9 training images (1 validation, 5 test) of the offline JPEG "
+            "copy of CIFAR-10 (not the official data set), trained on cpu (2 threads) in 7 minutes to 8 minutes "
+            "each, on 2026-12-06, 2026-12-07.") in text
+    assert "> Run: preset `cpu`, 2 epochs on 9 training images" in text  # other settings: its own line
+
+
+def test_a_matching_shipped_run_is_copied_instead_of_trained(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     shipped = tmp_path / "shipped"
     trained = report.train_or_reuse(tiny_config(), shipped, device="cpu", log=lambda _: None)
     lines = []
@@ -139,7 +156,7 @@ def test_a_matching_shipped_run_is_copied_instead_of_trained(tmp_path):
                                   shipped=shipped, log=lines.append)
     assert got is not None and got.reused and got.metrics == trained.metrics
     assert sorted(p.name for p in (tmp_path / "runs" / "03").iterdir()) == sorted(report.SHIPPED_FILES)
-    assert "using the shipped run" in lines[0]
+    assert lines[0].startswith("using the shipped run shipped (")  # relative: no machine's absolute path
     # other settings, or a folder that already holds something: never copied
     assert report.copy_shipped_run(tiny_config(lr=0.05), tmp_path / "runs" / "other", shipped=shipped) is None
     assert report.copy_shipped_run(tiny_config(), tmp_path / "runs" / "03", shipped=shipped) is None
@@ -164,17 +181,29 @@ def lr_row(lr, val, val_std, test=0.8, runs=2):
             "test_acc_mean": test, "test_acc_std": 0.001, "train_seconds_mean": 10.0}
 
 
+def test_a_run_summary_reads_every_number_from_the_metrics():
+    metrics = {"preset": "cpu", "epochs": 1, "split_sizes": {"train": 45000, "validation": 5000, "test": 1},
+               "train_seconds": 409.4, "device": "cpu (2 threads)", "test_accuracy": 0.8849,
+               "validation_accuracy": 0.889, "config": {"tta": "flip"}}
+    text = discussion.summarize_run(metrics, "the offline JPEG copy")
+    assert text == ("The cpu preset, trained for 1 epoch on 45,000 images in 409 s on cpu (2 threads), reached "
+                    "88.49% test accuracy on 1 test image and 88.90% final validation accuracy, both with test-time "
+                    "augmentation (flip); measured on the offline JPEG copy.")
+    unvalidated = discussion.summarize_run({**metrics, "validation_accuracy": None}, "x", smoke=True)
+    assert "on 1 test image, with test-time augmentation (flip); measured on x. This is a smoke run" in unvalidated
+
+
 def test_lr_discussion_weighs_the_lead_against_seed_noise():
     clear = [lr_row(0.1, 0.80, 0.002), lr_row(0.2, 0.86, 0.003), lr_row(0.4, 0.83, 0.002)]
     text = discussion.discuss_lr_comparison(clear, 0.2)
-    assert "lr 0.2 reaches 86.00% ± 0.30% validation" in text and "over 2 seed(s)" in text
+    assert "lr 0.2 reaches 86.00% ± 0.30% validation" in text and "over 2 seeds" in text
     assert "lead over lr 0.4 is 3.00 points" in text and "ranking is real" in text
     assert "inside the range tried" in text
     close = [lr_row(0.1, 0.851, 0.004), lr_row(0.2, 0.853, 0.005)]
     text = discussion.discuss_lr_comparison(close, 0.2)
     assert "not clearly different" in text
-    assert ("On where the best rate lies: lr 0.1 is within twice the seed-to-seed spread of lr 0.2, so a smaller rate "
-            "might do as well or better; no larger rate was tried, so a larger rate might do as well or better.") in text
+    assert ("On where the best rate lies: lr 0.1 is not clearly worse, so a smaller rate might do as well or better; "
+            "no larger rate was tried, so a larger rate might do as well or better.") in text
 
 
 def test_lr_discussion_brackets_the_best_rate_only_when_both_neighbours_did_clearly_worse():
@@ -182,12 +211,14 @@ def test_lr_discussion_brackets_the_best_rate_only_when_both_neighbours_did_clea
     summary = [lr_row(0.125, 0.8763, 0.0072), lr_row(0.25, 0.8896, 0.0025), lr_row(0.5, 0.8860, 0.0008)]
     text = discussion.discuss_lr_comparison(summary, 0.25)
     assert "inside the range tried" not in text
+    # lr 0.5, the runner-up, had its margin in the sentence before: named, not repeated
     assert ("On where the best rate lies: lr 0.125 is within twice the seed-to-seed spread of lr 0.25, so a smaller "
-            "rate might do as well or better; lr 0.5 is within twice the seed-to-seed spread of lr 0.25, so a larger "
-            "rate might do as well or better.") in text
+            "rate might do as well or better; lr 0.5 is not clearly worse, so a larger rate might do as well or "
+            "better.") in text
+    assert "seed-to-seed standard deviation (0.25 points)" in text
     summary[0] = lr_row(0.125, 0.8763, 0.0060)  # a lead of 1.33 points over twice 0.60%: clearly worse
     text = discussion.discuss_lr_comparison(summary, 0.25)
-    assert "On where the best rate lies: lr 0.5 is within" in text and "lr 0.125 is within" not in text
+    assert "On where the best rate lies: lr 0.5 is not clearly worse" in text and "lr 0.125 is within" not in text
     one_seed = [lr_row(0.1, 0.80, math.nan, runs=1), lr_row(0.2, 0.81, math.nan, runs=1), lr_row(0.4, 0.805, math.nan, runs=1)]
     text = discussion.discuss_lr_comparison(one_seed, 0.2)
     assert "both did worse than lr 0.2, so the best rate lies inside the range tried" in text  # no noise to weigh
@@ -260,8 +291,10 @@ def test_lr_discussion_reads_the_curves_when_given_the_histories():
     }
     summary = [lr_row(0.125, 0.86, math.nan, runs=1), lr_row(0.25, 0.88, 0.0), lr_row(0.5, 0.87, 0.0)]
     text = discussion.discuss_lr_comparison(summary, 0.25, histories=histories)
-    assert "lr 0.5 trails lr 0.25 by up to 10.0 points of mean validation accuracy (epoch 2: 71.0% against 81.0%)" in text
-    assert "ends 2.0 points behind; lr 0.5 trails" in text and "and ends 1.0 points behind." in text
-    assert "lr 0.125 trails lr 0.25 by up to 2.0 points" in text  # epoch 3; it led at epochs 1 and 2
+    assert "Along the way (the per-epoch curves, without test-time augmentation), lr 0.125" in text
+    assert ("lr 0.5 trails lr 0.25 by up to 10.00 points of mean validation accuracy (epoch 2: 71.00% against "
+            "81.00%)") in text
+    assert "ends 2.00 points behind; lr 0.5 trails" in text and "and ends 1.00 points behind." in text
+    assert "lr 0.125 trails lr 0.25 by up to 2.00 points" in text  # epoch 3; it led at epochs 1 and 2
     assert "rose from one epoch to the next for lr 0.5 at epoch 2:" in text
     assert "Along the way" not in discussion.discuss_lr_comparison(summary, 0.25)  # no histories, no curve sentences

@@ -40,7 +40,8 @@ def fake_execute(calls: list, keep_best: bool = False, fail_lr: float | None = N
         acc = fake_accuracies(parameters["lr"], parameters["seed"])
         out = Path(parameters["out_dir"])
         io.save_json({"config": config, "validation_accuracy": acc["validation_accuracy"],
-                      "test_accuracy": acc["test_accuracy"], "train_seconds": 12.5}, out / "metrics.json")
+                      "test_accuracy": acc["test_accuracy"], "train_seconds": 12.5, "date": "2026-01-02T03:04:05"},
+                     out / "metrics.json")
         # The curve peaks at epoch 1 and ends lower: only keep_best tests the peak's weights.
         history = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": acc["curve_peak"],
                     "lr": parameters["lr"], "seconds": 6.0},
@@ -148,6 +149,7 @@ def test_one_run_folder_per_learning_rate_and_seed(tmp_path, monkeypatch):
     calls.clear()
     again = quiet_sweep([0.1, 0.01], {"preset": "seed004"}, tmp_path, seeds=[0, 3])
     assert calls == [] and all(run.reused for run in again)
+    assert {row["status"] for row in sweep.sweep_table(again)} == {"reused: trained 2026-01-02"}  # its date
     # A new seed trains only that seed.
     more = quiet_sweep([0.1, 0.01], {"preset": "seed004"}, tmp_path, seeds=[0, 3, 4])
     assert [(call["lr"], call["seed"]) for call in calls] == [(0.1, 4), (0.01, 4)]
@@ -250,3 +252,12 @@ def test_a_rate_that_failed_on_some_seeds_is_not_chosen_for_the_seeds_it_survive
     assert sweep.chosen_learning_rate(sweep.summarize_by_learning_rate(rows)) == 0.1
     only_partial = [row(0.5, 0, 0.82, 0.8), row(0.5, 1, math.nan, math.nan, status="failed: diverged")]
     assert sweep.chosen_learning_rate(sweep.summarize_by_learning_rate(only_partial)) == 0.5
+
+
+def test_readable_rows_show_accuracies_in_percent():
+    rows = [row(0.5, 0, 0.8866, 0.8843, seconds=400.04), row(0.5, 1, math.nan, math.nan, status="failed: x")]
+    shown = sweep.readable(rows)
+    assert shown[0] == {**rows[0], "val_acc": "88.66%", "test_acc": "88.43%", "train_seconds": "400.0"}
+    assert (shown[1]["val_acc"], shown[1]["learning_rate"]) == ("n/a", 0.5)
+    (summary,) = sweep.readable(sweep.summarize_by_learning_rate(rows[:1]))
+    assert (summary["val_acc_mean"], summary["val_acc_std"], summary["runs"]) == ("88.66%", "n/a", 1)
