@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/block_mix.py --data-root data/cifar10-jpeg          # every preset, ~10 min on 2 cores
+    python benchmarks/block_mix.py --data-root data/cifar10-jpeg --images 2048   # every preset, as the README table
     python benchmarks/block_mix.py --data-root ... --presets cpu --repeats 1 --images 512   # a quick check
     python benchmarks/block_mix.py --readme benchmarks/results/block-mix-<date>.json       # rewrite the README table
 
@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cpu import README, REPO, cpu_model, train_images_per_second
+from cpu import README, REPO, cpu_model, data_fields, recorded_data, train_images_per_second
 
 from cifar_utils import io
 from cifar_utils.blocks import Block
@@ -43,6 +43,7 @@ from cifar_utils.data import load_dataset, resolve_root
 from cifar_utils.device import describe_device, get_device, keep_freed_cpu_memory
 from cifar_utils.errors import run_script
 from cifar_utils.presets import PRESETS
+from cifar_utils.report import data_label
 from cifar_utils.results import mean_std, plus_minus, replace_section
 
 # Presets whose networks are built of Blocks (seed003 is a ResNet, and fast_best is too big for a CPU run).
@@ -81,7 +82,7 @@ def measure(preset: str, way: str, data, data_root: str, images: int, device: to
 def render(result: dict) -> str:
     """The README's table for a results file."""
     lines = [f"Measured {result['date']} on {result['cpu_model']} ({result['device']}), torch "
-             f"{result['torch_version']}, {result['images']:,} training images of the offline JPEG copy per "
+             f"{result['torch_version']}, {result['images']:,} training images of the {data_label(recorded_data(result))} per "
              f"epoch, {result['repeats']} epochs per way and preset, alternating. Command: `{result['command']}`; "
              f"results: `{result['file']}`.", "",
              "| preset | training images/s, outputs scaled (before) | inputs scaled (now) | speed-up |",
@@ -140,8 +141,7 @@ def main() -> None:
         "device": describe_device(device), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
         "python_version": platform.python_version(), "images": args.images, "repeats": args.repeats,
-        "note": "measured on the offline JPEG copy of CIFAR-10, not the official data set",
-        "runs": runs, "summary": summary,
+        **data_fields(data.description), "runs": runs, "summary": summary,
     }
     io.save_json(result, out)
     print(render(result) + f"wrote {out}")

@@ -62,6 +62,7 @@ from cifar_utils.losses import build_criterion
 from cifar_utils.models import build_model, count_parameters
 from cifar_utils.optim import build_optimizer
 from cifar_utils.presets import from_preset
+from cifar_utils.report import data_copy_note, data_label
 
 PRESET = "cpu"
 BAR_ACCURACY, BAR_SECONDS = 0.90, 600.0  # issue 10: mean test accuracy >= 90% in <= 10 minutes
@@ -70,6 +71,18 @@ REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 # Written with the README table from the same files, so the two never disagree.
 FIGURE = REPO / "figures" / "cpu_accuracy_time.png"
+# Results files before 2026-12-07 named their data only in their note, and all were measured on the JPEG copy.
+UNRECORDED_DATA = "image folder data/cifar10-jpeg"
+
+
+def data_fields(description: str) -> dict:
+    """A results file's record of its data: the loader's description and a note naming the copy."""
+    return {"data": description, "note": f"measured on {data_copy_note(description)}"}
+
+
+def recorded_data(result: dict) -> str:
+    """The data description a results file records (:data:`UNRECORDED_DATA` for the older files)."""
+    return result.get("data") or UNRECORDED_DATA
 
 
 def cpu_model() -> str:
@@ -235,7 +248,7 @@ def plot_accuracy_time(results: list[dict], save_to: Optional[Path] = None):
     ax.set_ylim(top=top)
     ax.set(xlabel="wall time per run, command start to exit (minutes)", ylabel="test accuracy (%), mean ± std",
            title=f"cpu preset on {results[0]['cpu_model']}, {results[0]['device']}, {run_precision(results[0])}: "
-                 "JPEG copy of CIFAR-10")
+                 f"{data_label(recorded_data(results[0]))}")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
@@ -249,7 +262,8 @@ def render_table(results: list[dict]) -> str:
     variants), then the first file's throughput and FLOP figures."""
     lines = [f"- `{r['file']}`: measured {r['date']} on {r['cpu_model']} ({r['device']}), torch {r['torch_version']}, "
              f"command `{r['command']}`." for r in results]
-    lines += ["", "All on the offline JPEG copy of CIFAR-10 (not the official data).", ""]
+    copies = sorted({data_copy_note(recorded_data(r)) for r in results})
+    lines += ["", f"All on {copies[0]}." if len(copies) == 1 else f"On {'; '.join(copies)} (each file says which).", ""]
     with_runs = [r for r in results if r["summary"].get("test_accuracy")]
     if with_runs:
         lines += ["| `cpu` preset, settings | epochs | seeds | test accuracy | validation accuracy "
@@ -341,8 +355,7 @@ def main() -> None:
         "device": describe_device(device), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
         "cpu_native_bf16": cpu_has_native_bf16(), "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
         "python_version": platform.python_version(), "malloc_reuses_freed_memory": malloc_reuse,
-        "note": "measured on the offline JPEG copy of CIFAR-10, not the official data set",
-        "overrides": args.overrides, "preset_config": preset_config.to_dict(), "runs": [], "throughput": [],
+        **data_fields(data.description), "overrides": args.overrides, "preset_config": preset_config.to_dict(), "runs": [], "throughput": [],
         "flops": None, "summary": {},
     }
 

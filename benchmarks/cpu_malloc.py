@@ -26,12 +26,13 @@ from pathlib import Path
 
 import torch
 
-from cpu import PRESET, README, REPO, cpu_model, train_images_per_second
+from cpu import PRESET, README, REPO, cpu_model, data_fields, recorded_data, train_images_per_second
 
 from cifar_utils import io
-from cifar_utils.data import resolve_root
+from cifar_utils.data import load_dataset, resolve_root
 from cifar_utils.device import describe_device, get_device
 from cifar_utils.errors import run_script
+from cifar_utils.report import data_label
 from cifar_utils.results import mean_std, plus_minus
 
 SETTINGS = ("default", "reuse")  # glibc's own malloc behaviour, then keep_freed_cpu_memory()
@@ -39,8 +40,7 @@ SETTINGS = ("default", "reuse")  # glibc's own malloc behaviour, then keep_freed
 
 def child(setting: str, data_root: str, images: int) -> None:
     """Measure in this (fresh) process and print the result as one JSON line."""
-    from cifar_utils.data import load_dataset
-    from cifar_utils.device import get_device, keep_freed_cpu_memory
+    from cifar_utils.device import keep_freed_cpu_memory
 
     applied = keep_freed_cpu_memory() if setting == "reuse" else False
     device = get_device("cpu")
@@ -62,7 +62,7 @@ def render(result: dict) -> str:
     default, reuse, speedup = s["images_per_second"]["default"], s["images_per_second"]["reuse"], s["speedup"]
     return (f"Measured {result['date']} on {result['cpu_model']} ({result['torch_threads']} threads), torch "
             f"{result['torch_version']}, glibc {result['glibc']}: one `{result['preset']}` training epoch on "
-            f"{result['images']:,} images of the offline JPEG copy ran at {plus_minus(default, '.0f')} "
+            f"{result['images']:,} images of the {data_label(recorded_data(result))} ran at {plus_minus(default, '.0f')} "
             f"images/s with glibc's default malloc and {plus_minus(reuse, '.0f')} with freed memory "
             f"kept, {plus_minus(speedup, '.2f', unit='x')} over {speedup['n']} pairs of fresh processes. "
             f"Command: `{result['command']}`; results: `{result['file']}`.\n")
@@ -104,8 +104,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__, "python_version": platform.python_version(),
         "glibc": platform.libc_ver()[1], "preset": PRESET, "images": args.images,
-        "note": "measured on the offline JPEG copy of CIFAR-10, not the official data set",
-        "runs": runs,
+        **data_fields(load_dataset(args.data_root).description), "runs": runs,
         "summary": {"images_per_second": {s: mean_std(v) for s, v in speeds.items()},
                     "speedup": mean_std(ratios)},
     }

@@ -53,9 +53,10 @@ for path in (REPO, REPO / "benchmarks"):  # run as a script from anywhere, witho
 
 import speed  # noqa: E402  (benchmarks/speed.py)
 from cifar_utils import build_model, from_preset, load_dataset, make_splits  # noqa: E402
-from cifar_utils.errors import CifarUtilsError, ConfigError  # noqa: E402
-from cifar_utils.data import held_out_images  # noqa: E402
-from cifar_utils.device import describe_device  # noqa: E402
+from cifar_utils import io  # noqa: E402
+from cifar_utils.errors import CifarUtilsError, ConfigError, WriteError  # noqa: E402
+from cifar_utils.data import held_out_images, training_batches  # noqa: E402
+from cifar_utils.device import describe_device, get_device  # noqa: E402
 
 PHASES = ("check", "profile", "speed", "tune", "seeds", "best", "report")
 # What gpu_prepare.sh puts there: a folder of its own, so that an extracted copy in data/ here never travels.
@@ -66,10 +67,10 @@ SEED_PRESETS = ["seed000", "seed004", "seed001", "seed002", "seed003"]
 TUNE_GRID = {"epochs": [10, 12], "lr": [0.8, 1.0, 1.2], "ema_decay": [0.99, 0.995]}
 PROBE_IMAGES = 5000  # training images of the probes that measure seconds per epoch (their second epoch)
 
-# --dry-run: a few steps on tiny data; the fast presets also get a short warm-up and EMA horizon, or their
-# averaged weights would still be the initial ones.
+# --dry-run: a few steps on tiny data; the fast presets also get a warm-up short enough for those steps to
+# get past it.
 TINY = dict(train_limit=64, validation_limit=32, test_limit=32, batch_size=32, eval_batch_size=32, validation_split=32)
-TINY_FAST = dict(TINY, warmup_epochs=0.5, ema_decay=0.5)
+TINY_FAST = dict(TINY, warmup_epochs=0.5)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,7 +121,8 @@ def package_versions() -> dict:
 
 
 class Record:
-    """The phase's results file: header, settings, runs; rewritten atomically on every :meth:`save`."""
+    """The phase's results file: header, settings, runs; rewritten atomically on every :meth:`save`. It never
+    replaces a file it did not write: a second run of a phase on the same day needs another ``--out``."""
 
     def __init__(self, args: argparse.Namespace, device: torch.device, argv: list[str]) -> None:
         now = datetime.datetime.now()
@@ -137,12 +139,23 @@ class Record:
             "python_version": platform.python_version(), "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "settings": {}, "runs": [],
         }
+        if self.path.exists():
+            raise ConfigError(f"{self.path} already holds results of this phase from today; give another --out "
+                              "or move that file away (nothing was run)")
+        self.written = False
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            io.save_json(self.data, self.path)
+        except OSError as err:
+            raise WriteError(self.path, err.strerror or str(err)) from None
+        self.written = True
+
+    def discard_if_empty(self) -> None:
+        """Remove the file when a phase stopped on bad input before any run: no stub is left behind."""
+        if self.written and not self.data["runs"]:
+            self.path.unlink(missing_ok=True)
 
     def add_run(self, run: dict) -> None:
         self.data["runs"].append(run)
@@ -173,10 +186,8 @@ class Phase:
     def __init__(self, args: argparse.Namespace, argv: list[str]) -> None:
         self.args = args
         self.started = time.monotonic()
-        self.device = torch.device(args.device)
+        self.device = get_device(args.device)  # one clear error for a bad name or a missing GPU
         if self.device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ConfigError("--device cuda but torch sees no CUDA GPU; use --device cpu --dry-run off a GPU")
             torch.backends.cudnn.benchmark = True  # as speed.py and the engine do
         self.out = Path(args.out)
         self.record = Record(args, self.device, argv)
@@ -326,7 +337,8 @@ def phase_profile(phase: Phase) -> None:
             measured_run(phase, preset, {**base, "epochs": 1}, Path(scratch) / f"{preset}-warmup")
             with profile(activities=activities) as prof:
                 run = measured_run(phase, preset, {**base, "epochs": 1}, Path(scratch) / preset)
-            batches = math.ceil(run["split_sizes"]["train"] / from_preset(preset).batch_size)
+            config = from_preset(preset, **base)  # the run's own batch and drop_last, not the preset's
+            batches = training_batches(run["split_sizes"]["train"], config.batch_size, config.drop_last)
             run.update(name=f"{preset}_epoch_profile", batches=batches,
                        ms_per_batch=1e3 * run["epoch_seconds"][0] / batches)
             for sort in ("self_cpu_time_total", "self_cuda_time_total" if len(activities) > 1 else None):
@@ -572,8 +584,7 @@ def stage(source: Path, target: Path) -> None:
 
 COLUMNS = [("run", lambda r: (r.get("preset") or r.get("name") or r.get("notebook"))
             + (" (faithful)" if r.get("faithful") else "")),
-           ("settings", lambda r: ", ".join(f"{k}={v}" for k, v in r.get("overrides", {}).items()
-                                             if k not in TINY_FAST) or "-"),
+           ("settings", None),  # the run's overrides less the phase's shared ones: see markdown_table
            ("epochs", lambda r: f"{r['epochs']}/{r['full_epochs']}" if "full_epochs" in r else r.get("epochs")),
            ("validation", lambda r: r.get("validation_accuracy")), ("test", lambda r: r.get("test_accuracy")),
            ("seconds", lambda r: r.get("train_seconds") or r.get("seconds")),
@@ -592,10 +603,14 @@ def markdown_table(path: str) -> str:
              f"CUDA {record['cuda_version'] or 'none'}){'; dry run, not meaningful' if record['dry_run'] else ''}.",
              f"Command: `{record['command']}`", "",
              "| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    # The phase's shared overrides (tune records them; the others' were the dry run's sizes) are not settings
+    # a row differs in, so they are left out of its settings.
+    shared = record.get("settings", {}).get("base_overrides", TINY_FAST)
     for run in record["runs"]:
         cells = []
         for name, get in COLUMNS:
-            value = get(run)
+            value = get(run) if get else ", ".join(f"{k}={v}" for k, v in run.get("overrides", {}).items()
+                                                   if k not in shared) or "-"
             is_share = name in ("validation", "test") and isinstance(value, float)
             cells.append(f"{value:.2%}" if is_share else f"{value:.2f}" if isinstance(value, float)
                          else "-" if value is None else str(value))
@@ -609,6 +624,7 @@ def markdown_table(path: str) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    phase = None
     try:
         if args.table:
             print(markdown_table(args.table))
@@ -626,6 +642,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.phase != "speed":
             phase.finish()
     except CifarUtilsError as err:
+        if phase is not None:
+            phase.record.discard_if_empty()
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -28,6 +28,7 @@ from cifar_utils.errors import run_script
 from cifar_utils.experiment import train
 from cifar_utils.models import build_model, count_parameters
 from cifar_utils.presets import PRESETS, from_preset
+from cifar_utils.report import data_copy_note
 
 
 def main() -> None:
@@ -65,8 +66,7 @@ def main() -> None:
         "torch_version": torch.__version__, "python_version": platform.python_version(),
         "settings": {"train_limit": args.train_limit, "validation_limit": args.validation_limit,
                      "test_limit": args.test_limit, "epochs": 1},
-        "note": "measured on the offline JPEG copy of CIFAR-10, not the official data set",
-        "runs": runs,
+        "note": f"measured on {data_copy_note(runs[0]['data'])}" if runs else None, "runs": runs,
     }, out)
     print(f"wrote {out}")
 

@@ -568,6 +568,12 @@ def drops_last_batch(asked: bool, images: int, batch: int) -> bool:
     return (asked and images >= batch) or (images % batch == 1 and images > 1)
 
 
+def training_batches(images: int, batch: int, drop_last: bool) -> int:
+    """Mini-batches in a training epoch of ``images`` in batches of ``batch`` (:func:`drops_last_batch`)."""
+    full, remainder = divmod(images, batch)
+    return full + (remainder > 0 and not drops_last_batch(drop_last, images, batch))
+
+
 def pad_to_multiple(order: torch.Tensor, multiple: int) -> torch.Tensor:
     """``order`` padded with its own start to a length divisible by ``multiple``, as ``DistributedSampler``
     pads, so that every rank gets as many positions (repeated whole when it is shorter than the padding)."""

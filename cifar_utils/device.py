@@ -20,13 +20,19 @@ from .errors import ConfigError
 
 def get_device(preferred: Optional[str] = None) -> torch.device:
     """``preferred`` if given (clear error if unavailable), else cuda, then mps, then cpu."""
-    if preferred:
+    if preferred is not None:
         try:
             device = torch.device(preferred)
         except RuntimeError:
-            raise ConfigError(f"device {preferred!r} is not a device name; use cpu, cuda, cuda:1 or mps") from None
+            device = None
+        if device is None or device.type not in ("cpu", "cuda", "mps"):
+            raise ConfigError(f"device {preferred!r} is not a device this kit trains on; use cpu, cuda, cuda:1 or mps")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {preferred!r} was asked for, but no CUDA GPU is available; use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            gpus = torch.cuda.device_count()
+            raise ConfigError(f"device {preferred!r} was asked for, but torch sees {gpus} GPU{'' if gpus == 1 else 's'}, "
+                              "numbered from 0; use --device cuda:0")
         if device.type == "mps" and not torch.backends.mps.is_available():
             raise ConfigError(f"device {preferred!r} was asked for, but MPS is not available; use --device cpu")
         return device

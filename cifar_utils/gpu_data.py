@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import progressive_schedule
-from .data import ImageSet, drops_last_batch, pad_to_multiple
+from .data import ImageSet, pad_to_multiple, training_batches
 from .errors import ConfigError
 from . import preprocessing as spec
 from .preprocessing import AUGMENTATIONS, CROP_PADDING, FLIPPING_AUGMENTATIONS, IMAGE_SIZE, Normalize
@@ -329,8 +329,7 @@ class GpuTrainLoader(_DeviceImages):
 
     @property
     def batches_per_epoch(self) -> int:
-        full, remainder = divmod(self.positions_per_rank, self.batch_size)
-        return full + (remainder > 0 and not drops_last_batch(self.drop_last, self.positions_per_rank, self.batch_size))
+        return training_batches(self.positions_per_rank, self.batch_size, self.drop_last)
 
     def draw_epoch(self, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Epoch ``epoch``'s padded order (int64 [P]) and per-position augmentation parameters ([P] each)."""

@@ -544,8 +544,13 @@ def test_get_device_honours_and_checks_a_preference(monkeypatch):
     assert get_device("cpu") == torch.device("cpu")
     with pytest.raises(ConfigError, match="no CUDA GPU"):
         get_device("cuda")
-    with pytest.raises(ConfigError, match="not a device name"):
-        get_device("gpu0")
+    for name in ("gpu0", "xpu", "meta", ""):  # not a name, or a device type the kit cannot train on
+        with pytest.raises(ConfigError, match="not a device this kit trains on"):
+            get_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="torch sees 1 GPU"):
+        get_device("cuda:1")
 
 
 def test_set_seed_makes_every_generator_reproducible():

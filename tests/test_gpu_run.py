@@ -68,6 +68,20 @@ def test_tune(noise_root, tmp_path, capsys):
     assert "| fast | epochs=1, lr=0.5 |" in table and "dry run" in table
 
 
+def test_a_results_file_is_never_replaced_and_bad_input_leaves_no_stub(noise_root, tmp_path, capsys):
+    record = dry_run("tune", tmp_path, noise_root)
+    [path] = tmp_path.glob("*.json")
+    argv = ["tune", "--out", str(tmp_path), "--device", "cpu", "--dry-run", "--data-root", str(noise_root)]
+    assert gpu_run.main([*argv, "--grid", "lr=abc"]) == 2
+    assert "already holds results" in capsys.readouterr().err
+    assert json.loads(path.read_text()) == record  # the finished results are still there
+    elsewhere = tmp_path / "other"
+    assert gpu_run.main(["seeds", "--out", str(elsewhere), *argv[3:], "--part", "3/2"]) == 2
+    assert "error:" in capsys.readouterr().err and not list(elsewhere.glob("*.json"))
+    assert gpu_run.main([*argv[:2], str(elsewhere), "--device", "bogus", "--dry-run"]) == 2
+    assert "not a device this kit trains on" in capsys.readouterr().err
+
+
 def test_seeds_one_part(noise_root, tmp_path):
     # Part 5 of 5 is seed003 alone, the cheapest preset on a CPU; the split into parts is checked below.
     record = dry_run("seeds", tmp_path, noise_root, "--part", "5/5")
