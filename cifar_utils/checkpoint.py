@@ -38,6 +38,7 @@ HISTORY_NAME = "history.csv"  # one row per epoch
 REQUIRED_KEYS = ("model", "epoch", "config", "history")
 # How torch's legacy (pre-1.6, non-zip) format begins: a pickled magic number. cifar_utils never writes it.
 LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+ZIP_MAGIC = b"PK\x03\x04"  # how every checkpoint begins, a truncated one too: torch saves a zip archive
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -48,14 +49,20 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely; a missing, truncated or foreign file raises :class:`CheckpointError`."""
     path = Path(path)
+    if path.is_dir():
+        inside = f"; pass {path / CHECKPOINT_NAME}" if (path / CHECKPOINT_NAME).is_file() else ""
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{inside}")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train first (python -m cifar_utils train ...) "
                               "or pass the path of an existing checkpoint.pt")
     with open(path, "rb") as f:
-        legacy = f.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC
-    if legacy:
+        start = f.read(len(LEGACY_TORCH_MAGIC))
+    if start == LEGACY_TORCH_MAGIC:
         raise CheckpointError(f"{path} is not a cifar_utils checkpoint: it is a torch file in the legacy "
                               "(non-zip) format, which cifar_utils never writes. Pass the checkpoint.pt of a run.")
+    if start[:len(ZIP_MAGIC)] != ZIP_MAGIC[:len(start)]:  # a run's metrics.json, say: not a damaged checkpoint
+        raise CheckpointError(f"{path} is not a checkpoint (torch checkpoints are zip archives). Pass the "
+                              f"{CHECKPOINT_NAME} of a run.")
     try:
         state = io.load_torch(path, map_location=map_location)
     except pickle.UnpicklingError as err:
@@ -69,6 +76,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path} is not a cifar_utils checkpoint (missing {', '.join(missing)})")
+    if state.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer cifar_utils (checkpoint format "
+                              f"{state['format_version']}, this one reads up to {FORMAT_VERSION}); upgrade the kit")
     return state
 
 

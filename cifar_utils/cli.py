@@ -111,7 +111,7 @@ def parse_settings(items: list[str]) -> dict:
     """Config values from ``--set FIELD=VALUE`` items, each parsed to its field's type."""
     settings = {}
     for item in items:
-        if "=" not in item:
+        if "=" not in item or not item.split("=", 1)[0].strip():
             raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         settings[key.strip()] = parse_value(key.strip(), value.strip())
@@ -129,10 +129,21 @@ def config_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def refuse_empty_flags(args: argparse.Namespace) -> None:
+    """An empty flag value (``--out "$DIR"`` with DIR unset) is an error, never the flag's default."""
+    empty = [name for name, value in vars(args).items() if value == "" and name != "argv"]
+    if empty:
+        raise ConfigError(f"--{empty[0].replace('_', '-')} was given an empty value; give one, or leave the flag out "
+                          "for its default")
+
+
 def run(args: argparse.Namespace) -> int:
+    refuse_empty_flags(args)
     if args.command == "train":
         from .experiment import train
 
+        if args.resume and args.overwrite:
+            raise ConfigError("--resume continues the run in --out and --overwrite replaces it: choose one")
         config = from_preset(args.preset, faithful=args.faithful, **config_overrides(args))
         train(config, args.out, device=args.device, resume=args.resume, overwrite=args.overwrite,
               progress=not args.no_progress)
@@ -164,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
         if missing:  # a mistyped folder would silently drop its runs from the table
             raise ConfigError(f"--runs {' '.join(missing)}: no such folder; name folders that hold run folders "
                               "(the committed runs are in checkpoints)")
+        if not Path(args.results_dir).is_dir():  # nor may a missing one drop every benchmark row
+            raise ConfigError(f"--results-dir {args.results_dir}: no such folder; run from the repository root or "
+                              "name the folder of benchmark results files (benchmarks/results)")
         rows = collect_results(args.runs or ["runs"], args.results_dir, everything=args.everything)
         print(markdown_table(rows))
         if args.readme:

@@ -285,7 +285,9 @@ def parse_value(name: str, text: str) -> Any:
         raise ConfigError(f"unknown config field: {name}. Valid fields: {', '.join(field_names())}")
     kind = _field_types()[name]
     allowed = _allowed_types(kind)
-    if type(None) in allowed and text.lower() in ("none", "null", ""):
+    if not text:  # an unset shell variable, say: never a silent "none", which means the whole data set
+        raise ConfigError(f"{name} was given an empty value; give a value, or 'none' where the field allows it")
+    if type(None) in allowed and text.lower() in ("none", "null"):
         return None
     try:
         if bool in allowed:

@@ -31,8 +31,8 @@ def get_device(preferred: Optional[str] = None) -> torch.device:
             raise ConfigError(f"device {preferred!r} was asked for, but no CUDA GPU is available; use --device cpu")
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
             gpus = torch.cuda.device_count()
-            raise ConfigError(f"device {preferred!r} was asked for, but torch sees {gpus} GPU{'' if gpus == 1 else 's'}, "
-                              "numbered from 0; use --device cuda:0")
+            raise ConfigError(f"device {preferred!r} was asked for, but torch sees {gpus} "
+                              f"GPU{'' if gpus == 1 else 's'}, numbered from 0; use --device cuda:0")
         if device.type == "mps" and not torch.backends.mps.is_available():
             raise ConfigError(f"device {preferred!r} was asked for, but MPS is not available; use --device cpu")
         return device

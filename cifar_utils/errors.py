@@ -64,9 +64,12 @@ class OutOfMemoryError(CifarUtilsError):
 def run_script(main) -> None:
     """Run a script's ``main()`` so that bad input (a :class:`CifarUtilsError`: a results file that exists, a
     wrong data root or value) ends it as it ends the command line: one ``error:`` line on stderr and exit
-    status 2, not a traceback."""
+    status 2, not a traceback; Ctrl-C ends it with ``interrupted`` and status 130."""
     try:
         main()
     except CifarUtilsError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -32,7 +32,7 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from .checkpoint import METRICS_NAME
 from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, VALIDATION_FRACTION, Config, field_names, with_defaults
@@ -115,7 +115,17 @@ def read_run_folders(runs_root: str | os.PathLike | Sequence[str | os.PathLike])
     for key in sorted(paths):
         metrics = _load_json(key)
         unique.setdefault(_result_identity(metrics), (paths[key], metrics))
-    return [_from_metrics(path, metrics) for path, metrics in unique.values()]
+    return [_readable(path, lambda: _from_metrics(path, metrics)) for path, metrics in unique.values()]
+
+
+def _readable(path: Path, read: Callable[[], Any]) -> Any:
+    """``read()`` of one file, with a file whose fields are not what a run or benchmark records (another
+    tool's metrics.json, say) reported by name instead of a traceback."""
+    try:
+        return read()
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{path} does not hold the results this table reads ({type(err).__name__}: {err}); move "
+                        "it out of the folders searched or fix it") from None
 
 
 def _result_identity(metrics: Any) -> str:
@@ -132,7 +142,8 @@ def read_benchmark_files(results_dir: str | os.PathLike, *, everything: bool = T
     folder = Path(results_dir)
     if not folder.is_dir():
         return []
-    return [m for path in sorted(folder.glob("*.json")) for m in _from_benchmark(path, everything)]
+    return [m for path in sorted(folder.glob("*.json"))
+            for m in _readable(path, lambda: _from_benchmark(path, everything))]
 
 
 def _from_metrics(path: Path, metrics: dict) -> Measurement:
@@ -203,6 +214,10 @@ def _speed_groups(node: Any) -> Iterator[Mapping]:
 
 def _measurement(preset: str, run: Mapping, recorded: Mapping, *, device: Optional[str], precision: Optional[str],
                  data: Optional[str], timing_note: str, source: Path, batch: str) -> Measurement:
+    for name in ("validation_accuracy", "test_accuracy", "train_seconds", "epochs"):
+        value = run.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"its {name} is {value!r}, not a number")
     recipe = _recipe(preset)
     config = {**recipe, **recorded}
     epochs = run.get("epochs", recorded.get("epochs"))  # preset_epoch.py records them only in the config
@@ -268,7 +283,8 @@ def data_copy(description: Optional[str]) -> str:
 
 def _device(device: Optional[str], precision: Optional[str]) -> str:
     name = device or NOT_RECORDED
-    inner = re.fullmatch(r"cuda \((.+)\)", name)  # "cuda (NAME)" from describe_device; gpu_run.py wrote "NAME" until 2026-12-07
+    # "cuda (NAME)" from describe_device; gpu_run.py wrote "NAME" until 2026-12-07
+    inner = re.fullmatch(r"cuda \((.+)\)", name)
     name = inner.group(1) if inner else name
     return f"{name}, {precision}" if precision else name
 

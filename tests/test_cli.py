@@ -130,6 +130,13 @@ def test_train_without_data_prints_one_readable_error(tmp_path, monkeypatch, cap
     (["train", "--preset", "seed003", "--set", "epocs=1"], "epochs"),
     (["train", "--preset", "seed003", "--set", "epochs"], "FIELD=VALUE"),
     (["train", "--preset", "seed003", "--epochs", "0"], "epochs"),
+    (["train", "--preset", "seed003", "--set", "=3"], "FIELD=VALUE"),
+    # an unset shell variable: an error, not "none" (the whole data set) or the flag's default
+    (["train", "--preset", "seed003", "--set", "test_limit="], "test_limit was given an empty value"),
+    (["train", "--preset", "seed003", "--out", ""], "--out was given an empty value"),
+    (["train", "--preset", "seed003", "--out", "x", "--resume", "--overwrite"], "choose one"),
+    (["train", "--preset", "seed003", "--device", "xpu"], "not a device this kit trains on"),
+    (["results", "--runs", ".", "--results-dir", "nowhere"], "--results-dir nowhere: no such folder"),
 ])
 def test_bad_input_gives_one_error_line_and_status_2(argv, expected, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -152,6 +159,8 @@ def test_field_flags_parse_as_set_does():
     (["train", "--preset", "cpu", "--epochs", "abc"], "argument --epochs: epochs='abc' is not a valid int"),
     (["train", "--preset", "cpu", "--epochs", "none"], "argument --epochs: epochs='none' is not a valid int"),
     (["trian"], "invalid choice: 'trian'"),
+    (["train", "--preset", "cpu", "--train-limit", ""], "argument --train-limit: train_limit was given an empty value"),
+    (["train", "--preset", "cpu", "--data-root", ""], "argument --data-root: data_root was given an empty value"),
 ])
 def test_argparse_usage_errors_are_one_error_line_and_exit_2(capsys, argv, fragment):
     with pytest.raises(SystemExit) as info:

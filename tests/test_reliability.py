@@ -415,8 +415,20 @@ def test_a_truncated_or_corrupt_checkpoint_gives_an_error_naming_the_file(tmp_pa
 def test_resuming_from_a_corrupt_checkpoint_is_a_clear_error(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (out / "checkpoint.pt").write_bytes(b"PK\x03\x04 and then nothing a zip archive holds")
     cli_error(capsys, tiny_args(out, "--resume"), str(out / "checkpoint.pt"), "truncated or corrupt")
+
+
+def test_a_file_or_folder_that_is_no_checkpoint_is_named_without_advice_to_delete_it(tmp_path, capsys):
+    (tmp_path / "metrics.json").write_text("{}")
+    line = cli_error(capsys, ["evaluate", "--checkpoint", str(tmp_path / "metrics.json")], "is not a checkpoint")
+    assert "Delete" not in line
+    save_checkpoint({"model": {}, "epoch": 1, "config": {}, "history": []}, tmp_path / "checkpoint.pt")
+    cli_error(capsys, ["evaluate", "--checkpoint", str(tmp_path)], "is a folder", str(tmp_path / "checkpoint.pt"))
+    newer = tmp_path / "newer.pt"
+    io.save_torch({"model": {}, "epoch": 1, "config": {}, "history": [], "format_version": 99}, newer)
+    with pytest.raises(CheckpointError, match="newer cifar_utils"):
+        load_checkpoint(newer)
 
 
 def test_an_earlier_run_is_never_silently_overwritten(tiny, tmp_path, capsys):

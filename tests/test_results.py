@@ -173,6 +173,23 @@ def test_missing_folders_hold_no_runs_and_a_corrupt_file_is_one_clear_error(tmp_
         collect_results(tmp_path / "no-runs", tmp_path)
 
 
+@pytest.mark.parametrize("folder, name, text", [
+    ("runs", "metrics.json", "[]"),
+    ("runs", "metrics.json", '{"config": "x"}'),
+    ("runs", "metrics.json", '{"preset": "cpu", "test_accuracy": "high"}'),
+    ("runs", "metrics.json", '{"preset": "cpu", "epochs": "ten"}'),
+    ("results", "x.json", '{"preset_config": "cpu", "runs": [{"test_accuracy": 0.5}]}'),
+    ("results", "x.json", '{"results": {"settings": {"preset": "cpu"}, "runs": [1]}}'),
+])
+def test_a_file_that_is_not_a_run_or_benchmark_record_is_named_in_one_error(tmp_path, folder, name, text):
+    # The run folders are searched recursively, so another tool's metrics.json can turn up among them.
+    path = tmp_path / folder / "some-tool" / name if folder == "runs" else tmp_path / folder / name
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    with pytest.raises(DataError, match=f"{path} does not hold the results this table reads"):
+        collect_results(tmp_path / "runs", tmp_path / "results")
+
+
 def test_the_hyperparameter_table_says_where_each_value_comes_from():
     rows = {row["setting"]: row for row in hyperparameter_table("seed002")}
     assert rows["augmentation"]["value"] == "affine_jitter"

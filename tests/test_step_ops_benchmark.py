@@ -49,3 +49,16 @@ def test_a_results_path_that_exists_is_refused_unless_overwrite(tmp_path, capsys
         run_script(lambda: io.new_results_path(path, overwrite=False))
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "results.json exists" in err
+
+
+def test_ctrl_c_ends_a_script_with_one_line_and_status_130(capsys):
+    import pytest
+
+    from cifar_utils.errors import run_script
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as info:
+        run_script(interrupted)
+    assert info.value.code == 130 and capsys.readouterr().err == "interrupted\n"
