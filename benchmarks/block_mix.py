@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -44,7 +43,7 @@ from cifar_utils.device import describe_device, get_device, keep_freed_cpu_memor
 from cifar_utils.errors import run_script
 from cifar_utils.presets import PRESETS
 from cifar_utils.report import data_label
-from cifar_utils.results import mean_std, plus_minus, replace_section
+from cifar_utils.results import mean_std, plus_minus, render_results_file, replace_section
 
 # Presets whose networks are built of Blocks (seed003 is a ResNet, and fast_best is too big for a CPU run).
 DEFAULT_PRESETS = ("cpu", "fast", "seed000", "seed001", "seed002", "seed004")
@@ -107,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     args.data_root = str(resolve_root(args.data_root)[0])  # the CLI's rule, so child runs get the same folder
     if args.readme:
-        replace_section(README, "block-mix", render(json.loads(Path(args.readme).read_text())))
+        replace_section(README, "block-mix", render_results_file(args.readme, render))
         return print(f"updated the Block mix table in {README} from {args.readme}")
     presets = [name.strip() for name in args.presets.split(",") if name.strip()]
     unknown = [name for name in presets if name not in PRESETS]

@@ -57,7 +57,7 @@ from cifar_utils.device import (autocast, cpu_has_native_bf16, describe_device, 
 from cifar_utils.engine import train_epoch
 from cifar_utils.errors import run_script
 from cifar_utils.experiment import load_splits, make_loaders
-from cifar_utils.results import differences_from_preset, mean_std, plus_minus, replace_section
+from cifar_utils.results import differences_from_preset, mean_std, plus_minus, render_results_file, replace_section
 from cifar_utils.losses import build_criterion
 from cifar_utils.models import build_model, count_parameters
 from cifar_utils.optim import build_optimizer
@@ -311,7 +311,7 @@ def render_table(results: list[dict]) -> str:
 
 
 def update_readme(results_files: list[Path]) -> None:
-    results = [json.loads(Path(f).read_text()) for f in results_files]
+    results = [render_results_file(f, lambda record: record) for f in results_files]
     replace_section(README, "cpu-benchmark", render_table(results))
     written = [README]
     if same_machine(results):

@@ -33,7 +33,7 @@ from cifar_utils.data import load_dataset, resolve_root
 from cifar_utils.device import describe_device, get_device
 from cifar_utils.errors import run_script
 from cifar_utils.report import data_label
-from cifar_utils.results import mean_std, plus_minus
+from cifar_utils.results import mean_std, plus_minus, render_results_file, replace_section
 
 SETTINGS = ("default", "reuse")  # glibc's own malloc behaviour, then keep_freed_cpu_memory()
 
@@ -82,8 +82,7 @@ def main() -> None:
     if args.child:
         return child(args.child, args.data_root, args.images)
     if args.readme:
-        from cifar_utils.results import replace_section
-        replace_section(README, "cpu-malloc", render(json.loads(Path(args.readme).read_text())))
+        replace_section(README, "cpu-malloc", render_results_file(args.readme, render))
         return print(f"updated the malloc line in {README} from {args.readme}")
 
     date = datetime.date.today().isoformat()

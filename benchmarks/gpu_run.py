@@ -57,6 +57,7 @@ from cifar_utils import io  # noqa: E402
 from cifar_utils.errors import CifarUtilsError, ConfigError, WriteError  # noqa: E402
 from cifar_utils.data import held_out_images, training_batches  # noqa: E402
 from cifar_utils.device import describe_device, get_device  # noqa: E402
+from cifar_utils.results import render_results_file  # noqa: E402
 
 PHASES = ("check", "profile", "speed", "tune", "seeds", "best", "report")
 # What gpu_prepare.sh puts there: a folder of its own, so that an extracted copy in data/ here never travels.
@@ -594,9 +595,10 @@ COLUMNS = [("run", lambda r: (r.get("preset") or r.get("name") or r.get("noteboo
 
 def markdown_table(path: str) -> str:
     """A gpu_run results file (speed's are speed.py's, printed by its own --table) as a Markdown table."""
-    if not Path(path).is_file():
-        raise ConfigError(f"no results file at {path}")
-    record = json.loads(Path(path).read_text())
+    return render_results_file(path, _markdown_table)
+
+
+def _markdown_table(record: dict) -> str:
     if "phase" not in record:
         return speed.markdown_table(record)
     lines = [f"Phase `{record['phase']}`, {record['date'][:10]} on {record['device']} (torch {record['torch_version']}, "

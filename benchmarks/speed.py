@@ -53,7 +53,7 @@ from cifar_utils.experiment import train  # noqa: E402
 from cifar_utils.gpu_data import GpuEvalLoader  # noqa: E402
 from cifar_utils.models import branch_weight_entropy, collect_branch_weights  # noqa: E402
 from cifar_utils.presets import PRESETS, from_preset  # noqa: E402
-from cifar_utils.results import mean_std, plus_minus  # noqa: E402
+from cifar_utils.results import mean_std, plus_minus, render_results_file  # noqa: E402
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
 AIRBENCH_TTA_LEVEL = 2  # airbench94's own setting: mirror and translate
@@ -505,11 +505,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for the results file's command line
     try:
         if args.table:
-            import json
-
-            if not Path(args.table).is_file():
-                raise ConfigError(f"no results file at {args.table}")
-            table = markdown_table(json.loads(Path(args.table).read_text()))
+            table = render_results_file(args.table, markdown_table)
             print(table)
             if args.readme:
                 from cifar_utils.results import replace_section

@@ -121,6 +121,12 @@ def detect_source(root: Path) -> Optional[str]:
     return None
 
 
+def require_data(root: Path, origin: str) -> None:
+    """:class:`DataError`, saying how to fix it, unless ``root`` holds a layout :func:`load_dataset` reads."""
+    if detect_source(root) is None:
+        raise DataError(_not_found_message(root, origin, download=False))
+
+
 def load_dataset(
     root: str | os.PathLike | None = None,
     source: str = "auto",

@@ -41,7 +41,7 @@ import torch
 from . import io
 from .checkpoint import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME
 from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, Config, with_defaults
-from .data import data_copy_kind, resolve_root
+from .data import data_copy_kind, require_data, resolve_root
 from .discussion import count
 from .device import autocast, describe_device, get_device, keep_freed_cpu_memory, resolve_precision
 from .errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError, WriteError
@@ -876,7 +876,11 @@ def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir:
                               "from a clone of the repository")
     device = get_device()
     out = Path(output_dir).resolve() if output_dir else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"--output-dir {output_dir} is a file; name a folder (it is created if missing)")
     root = Path(data_root).expanduser().resolve() if data_root else None
+    if root is not None:  # before any kernel starts, and naming the flag the user gave
+        require_data(root, "--data-root")
     if not smoke and device.type != "cuda":
         with environment(CIFAR10_ROOT=str(root) if root else None):  # the data the notebooks will see
             warning = full_profile_warning(device, notebooks_dir, notebooks=notebooks, use_shipped=use_shipped,

@@ -289,6 +289,18 @@ def _device(device: Optional[str], precision: Optional[str]) -> str:
     return f"{name}, {precision}" if precision else name
 
 
+def render_results_file(path: str | os.PathLike, render: Callable[[dict], Any]) -> Any:
+    """``render`` of one benchmark results file (a script's ``--readme`` or ``--table``), with a missing file,
+    one that is not JSON, or one of another benchmark reported in one error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no results file at {path}; name a .json file in benchmarks/results")
+    record = _load_json(path)
+    if not isinstance(record, dict):
+        raise DataError(f"{path} is not a results file (it holds no JSON object)")
+    return _readable(path, lambda: render(record))
+
+
 def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())

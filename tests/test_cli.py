@@ -251,6 +251,18 @@ def test_report_refuses_an_unknown_notebook_in_one_line(capsys):
     assert err.startswith("error:") and "06_extra.ipynb" in err and "05_lr_comparison.ipynb" in err
 
 
+def test_report_checks_its_data_root_and_output_dir_before_any_notebook_runs(tmp_path, capsys, monkeypatch):
+    import cifar_utils.report as report
+
+    monkeypatch.setattr(report, "execute_notebook", lambda *args, **kwargs: pytest.fail("a notebook started"))
+    assert main(["report", "--smoke", "--data-root", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(from --data-root) does not exist" in err
+    (tmp_path / "a-file").write_text("")
+    assert main(["report", "--smoke", "--output-dir", str(tmp_path / "a-file")]) == 2
+    assert "is a file; name a folder" in capsys.readouterr().err
+
+
 def test_report_runs_only_the_notebooks_named(monkeypatch):
     from cifar_utils import report
 

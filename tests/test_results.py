@@ -190,6 +190,19 @@ def test_a_file_that_is_not_a_run_or_benchmark_record_is_named_in_one_error(tmp_
         collect_results(tmp_path / "runs", tmp_path / "results")
 
 
+def test_a_results_file_to_render_that_is_missing_or_of_another_kind_is_one_clear_error(tmp_path):
+    from cifar_utils.results import render_results_file
+
+    with pytest.raises(ConfigError, match="no results file at"):
+        render_results_file(tmp_path / "nonexist.json", lambda record: record)
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(DataError, match="holds no JSON object"):
+        render_results_file(tmp_path / "list.json", lambda record: record)
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(DataError, match="other.json does not hold the results this table reads"):
+        render_results_file(tmp_path / "other.json", lambda record: record["summary"])
+
+
 def test_the_hyperparameter_table_says_where_each_value_comes_from():
     rows = {row["setting"]: row for row in hyperparameter_table("seed002")}
     assert rows["augmentation"]["value"] == "affine_jitter"
