@@ -38,6 +38,7 @@ from cpu import README, REPO, cpu_model, data_fields, recorded_data, train_image
 
 from cifar_utils import io
 from cifar_utils.blocks import Block
+from cifar_utils.cli import positive
 from cifar_utils.data import load_dataset, resolve_root
 from cifar_utils.device import describe_device, get_device, keep_freed_cpu_memory
 from cifar_utils.errors import run_script
@@ -97,8 +98,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", help="the data folder (default: $CIFAR10_ROOT, then ./data)")
     parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS), help="comma-separated preset names")
-    parser.add_argument("--images", type=int, default=1024, help="training images per timed epoch")
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per way and preset")
+    parser.add_argument("--images", type=positive(int), default=1024, help="training images per timed epoch")
+    parser.add_argument("--repeats", type=positive(int), default=3, help="timed epochs per way and preset")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/block-mix-<date>.json)")
     parser.add_argument("--overwrite", action="store_true")

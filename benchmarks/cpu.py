@@ -50,7 +50,7 @@ import torch
 
 from cifar_utils import io
 from cifar_utils.checkpoint import METRICS_NAME
-from cifar_utils.cli import parse_settings
+from cifar_utils.cli import parse_settings, positive
 from cifar_utils.data import load_dataset, resolve_root
 from cifar_utils.device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
                                  resolve_precision)
@@ -323,8 +323,8 @@ def update_readme(results_files: list[Path]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--data-root", help="the data folder (default: $CIFAR10_ROOT, then ./data)")
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
-    parser.add_argument("--throughput-images", type=int, default=2048, help="training images per timed epoch")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--throughput-images", type=positive(int), default=2048, help="training images per timed epoch")
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/cpu-preset-<date>.json)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--readme", metavar="RESULTS", nargs="+",

@@ -29,6 +29,7 @@ import torch
 from cpu import PRESET, README, REPO, cpu_model, data_fields, recorded_data, train_images_per_second
 
 from cifar_utils import io
+from cifar_utils.cli import positive
 from cifar_utils.data import load_dataset, resolve_root
 from cifar_utils.device import describe_device, get_device
 from cifar_utils.errors import run_script
@@ -71,8 +72,8 @@ def render(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", help="the data folder (default: $CIFAR10_ROOT, then ./data)")
-    parser.add_argument("--images", type=int, default=2048, help="training images per timed epoch")
-    parser.add_argument("--repeats", type=int, default=3, help="measurements per setting")
+    parser.add_argument("--images", type=positive(int), default=2048, help="training images per timed epoch")
+    parser.add_argument("--repeats", type=positive(int), default=3, help="measurements per setting")
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/cpu-malloc-<date>.json)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--readme", metavar="RESULTS", help="only rewrite the README line from this results file")

@@ -54,6 +54,7 @@ for path in (REPO, REPO / "benchmarks"):  # run as a script from anywhere, witho
 import speed  # noqa: E402  (benchmarks/speed.py)
 from cifar_utils import build_model, from_preset, load_dataset, make_splits  # noqa: E402
 from cifar_utils import io  # noqa: E402
+from cifar_utils.cli import positive  # noqa: E402
 from cifar_utils.errors import CifarUtilsError, ConfigError, WriteError  # noqa: E402
 from cifar_utils.data import held_out_images, training_batches  # noqa: E402
 from cifar_utils.device import describe_device, get_device  # noqa: E402
@@ -88,18 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--part", default="1/1", help="seeds: run part K of N of the preset list (e.g. 1/2)")
     parser.add_argument("--faithful", action="store_true",
                         help="seeds: run the presets' faithful variants (from_preset(..., faithful=True))")
-    parser.add_argument("--sharing", type=int, default=1,
+    parser.add_argument("--sharing", type=positive(int), default=1,
                         help="seeds: how many of these processes share the GPU at once (recorded beside the times)")
-    parser.add_argument("--cap-seconds", type=float, default=None,
+    parser.add_argument("--cap-seconds", type=positive(float), default=None,
                         help="seeds: training seconds per preset (default 40); best: in all (default 300)")
     parser.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
                         help="tune: replace the grid (repeatable; any config field)")
-    parser.add_argument("--runs", type=int, default=None, help="speed: runs per variant (default 10)")
+    parser.add_argument("--runs", type=positive(int), default=None, help="speed: runs per variant (default 10)")
     parser.add_argument("--notebooks", default=None, help="report: comma-separated notebooks (default all five)")
     parser.add_argument("--report-dir", default=None,
                         help="report: execute into this folder (default: in place, replacing notebooks/ and figures/ "
                              "of this copy of the repository, as committed; --dry-run needs it)")
-    parser.add_argument("--deadline-minutes", type=float, default=8.5,
+    parser.add_argument("--deadline-minutes", type=positive(float), default=8.5,
                         help="start no new run after this many minutes (the command limit is 10)")
     parser.add_argument("--resume", action="store_true",
                         help="report: 03 and 05 continue runs a cut-short call left unfinished on this machine")

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from cifar_utils import io
+from cifar_utils.cli import positive
 from cifar_utils.device import describe_device, get_device
 from cifar_utils.errors import run_script
 from cifar_utils.experiment import train
@@ -34,10 +35,10 @@ from cifar_utils.report import data_copy_note
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default=None, help="default: $CIFAR10_ROOT, then ./data")
-    parser.add_argument("--presets", nargs="*", default=[p for p in PRESETS if p.startswith("seed")])
-    parser.add_argument("--train-limit", type=int, default=2000)
-    parser.add_argument("--validation-limit", type=int, default=500)
-    parser.add_argument("--test-limit", type=int, default=500)
+    parser.add_argument("--presets", nargs="+", default=[p for p in PRESETS if p.startswith("seed")])
+    parser.add_argument("--train-limit", type=positive(int), default=2000)
+    parser.add_argument("--validation-limit", type=positive(int), default=500)
+    parser.add_argument("--test-limit", type=positive(int), default=500)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/...)")
     parser.add_argument("--overwrite", action="store_true")

@@ -46,6 +46,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere, without installi
     sys.path.insert(0, str(REPO))
 
 from cifar_utils import io  # noqa: E402
+from cifar_utils.cli import positive  # noqa: E402
 from cifar_utils.data import CifarData, load_dataset, make_splits  # noqa: E402
 from cifar_utils.device import describe_device, get_device  # noqa: E402
 from cifar_utils.errors import CifarUtilsError, ConfigError  # noqa: E402
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the CIFAR-10 copy (default: $CIFAR10_ROOT, then ./data)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny subsets and budgets: checks the benchmark end to end in minutes on a CPU")
-    parser.add_argument("--runs", type=int, default=None, help="timed runs per variant (default 5)")
+    parser.add_argument("--runs", type=positive(int), default=None, help="timed runs per variant (default 5)")
     parser.add_argument("--fast-epochs", default=None,
                         help="comma-separated epoch budgets for `fast` (default 8,10,12,14; quick: 1,2)")
     parser.add_argument("--seed002-epochs", type=int, default=None,
@@ -401,7 +402,8 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     mode = QUICK if args.quick else FULL
     runs = args.runs if args.runs is not None else mode["runs"]
     try:
-        fast_epochs = [int(e) for e in (args.fast_epochs or mode["fast_epochs"]).split(",")]
+        given = mode["fast_epochs"] if args.fast_epochs is None else args.fast_epochs  # "" is an error, not the default
+        fast_epochs = [int(e) for e in given.split(",")]
     except ValueError:
         raise ConfigError(f"--fast-epochs expects comma-separated whole numbers such as 8,10,12; "
                           f"got {args.fast_epochs!r}") from None

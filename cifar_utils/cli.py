@@ -41,6 +41,20 @@ def _field_flag(name: str):
     return parse
 
 
+def positive(kind: type):
+    """argparse type for a count or a duration of the benchmark scripts: a ``kind`` (int or float) above 0,
+    so that 0 never runs nothing (or falls back to a default) without a word."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+        return value
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose bad-argument errors read like every other error here: one ``error:`` line that says
     where the options are listed, instead of the whole usage block first. Subcommands inherit it."""

@@ -37,6 +37,18 @@ LOCATION_FIELDS = ("data_root", "download")
 # Settings that change how a run goes (logging, loading, evaluation batches), never what it computes: a
 # resumed run may change them, a finished run is reused whatever they say, the results table ignores them.
 NOT_RESULT_FIELDS = ("print_every", "num_workers", "checkpoint_every_steps", "eval_batch_size")
+# Settings that only some choices of another field read: (that field, those choices). Set away from its
+# default under another choice, such a setting would be silently ignored, so validate() refuses it.
+USED_ONLY_WITH = {
+    "kl_weight": ("loss", ("kl_label_smoothing",)),
+    "momentum": ("optimizer", ("sgd", "muon")), "nesterov": ("optimizer", ("sgd", "muon")),
+    "muon_lr_scale": ("optimizer", ("muon",)), "muon_momentum": ("optimizer", ("muon",)),
+    "cosine_t_max": ("scheduler", ("cosine",)),
+    "plateau_factor": ("scheduler", ("plateau",)), "plateau_patience": ("scheduler", ("plateau",)),
+    "warmup_epochs": ("scheduler", ("warmup_cosine", "warmup_linear")),
+    "warmup_start": ("scheduler", ("warmup_cosine", "warmup_linear")),
+    "min_lr": ("scheduler", ("cosine", "warmup_cosine", "warmup_linear", "plateau")),
+}
 # Augmentation settings only the GPU pipeline has: the torchvision one needs each at its default.
 GPU_ONLY_SETTINGS = ("crop_padding", "crop_fill", "alternating_flip", "cutout", "progressive_start")
 VALIDATION_FRACTION = 0.1  # held out when validation_split is None: 5,000 of CIFAR-10's 50,000 images
@@ -181,9 +193,21 @@ class Config:
         _require(not self.progressive_start or self.model in ANY_SIZE, "progressive_start", self.progressive_start,
                  f"needs a network that takes smaller images ({', '.join(ANY_SIZE)}); model={self.model!r} does not: "
                  "leave progressive_start at 0")
+        _require(self.min_lr < self.lr, "min_lr", self.min_lr, f"must be below lr ({self.lr:g}): it is the floor the "
+                 "schedule decays to")
         self._check_needs_validation()
         self._check_gpu_only_augmentations()
+        self._check_used_settings()
         return self
+
+    def _check_used_settings(self) -> None:
+        """Refuse a setting (:data:`USED_ONLY_WITH`) that the chosen loss, optimizer or scheduler never reads."""
+        defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+        for name, (field, choices) in USED_ONLY_WITH.items():
+            if getattr(self, name) != defaults[name] and getattr(self, field) not in choices:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is only used with {field}="
+                                  f"{' or '.join(map(repr, choices))}, and {field}={getattr(self, field)!r} would "
+                                  f"ignore it: change {field}, or leave {name} at its default {defaults[name]!r}")
 
     def _check_needs_validation(self) -> None:
         """validation_split=0 leaves no validation set: refuse the settings that decide on validation results."""

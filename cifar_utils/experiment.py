@@ -146,6 +146,8 @@ def lock_out_dir(out_dir: Optional[str | Path], preset: str, resume: bool,
             raise CheckpointError("resume needs the run directory to continue: pass --out DIR (out_dir=...)")
         out_dir = distributed.broadcast_from_main(_new_run_dir(preset) if distributed.is_main_process() else None)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():  # every rank sees the same file, so each says so
+        raise OutputExistsError(f"--out {out_dir} is a file, not a run folder; choose a folder (out_dir=...)")
     lock, problem = contextlib.ExitStack(), None
     if distributed.is_main_process():
         try:

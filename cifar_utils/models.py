@@ -196,7 +196,12 @@ def build_model(config_or_name, num_classes: int = 10) -> nn.Module:
     ``MODEL_OPTIONS``) or an architecture name (with the default options)."""
     name = config_or_name if isinstance(config_or_name, str) else config_or_name.model
     if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
+        from .presets import PRESETS  # local import: presets builds on the config, which imports this module
+
+        hint = f" ({name!r} is a preset: build_model(from_preset({name!r})))" if name in PRESETS else ""
+        raise ConfigError(f"unknown architecture {name!r}{hint}; choose one of {', '.join(sorted(ARCHITECTURES))}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"num_classes={num_classes!r}: a classifier needs at least 2 classes")
     options = {} if isinstance(config_or_name, str) else model_options(config_or_name)
     return ARCHITECTURES[name](num_classes, **options)
 

@@ -221,7 +221,7 @@ def from_preset(name: str, *, faithful: bool = False, **overrides: Any) -> Confi
     ``faithful=True`` first applies the preset's ``faithful`` overrides (its report's own recipe where ours
     differs, such as validating on the test set); ``overrides`` still win over them.
     """
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[name]
     if faithful and not preset.faithful:

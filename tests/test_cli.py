@@ -136,10 +136,12 @@ def test_train_without_data_prints_one_readable_error(tmp_path, monkeypatch, cap
     (["train", "--preset", "seed003", "--out", ""], "--out was given an empty value"),
     (["train", "--preset", "seed003", "--out", "x", "--resume", "--overwrite"], "choose one"),
     (["train", "--preset", "seed003", "--device", "xpu"], "not a device this kit trains on"),
+    (["train", "--preset", "seed003", "--out", "a-file"], "--out a-file is a file, not a run folder"),
     (["results", "--runs", ".", "--results-dir", "nowhere"], "--results-dir nowhere: no such folder"),
 ])
 def test_bad_input_gives_one_error_line_and_status_2(argv, expected, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
     assert main(argv) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]

@@ -73,6 +73,26 @@ def test_validation_split_zero_refuses_settings_that_decide_on_validation(overri
     from_preset("seed001", validation_split=100, **overrides)  # fine with a validation split
 
 
+@pytest.mark.parametrize("preset, overrides, message", [
+    ("seed002", dict(nesterov=True), "nesterov=True is only used with optimizer='sgd' or 'muon', and optimizer='adam'"),
+    ("seed002", dict(muon_lr_scale=5.0), "muon_lr_scale=5.0 is only used with optimizer='muon'"),
+    ("seed003", dict(kl_weight=0.5), "kl_weight=0.5 is only used with loss='kl_label_smoothing'"),
+    ("seed003", dict(scheduler="onecycle", warmup_epochs=2.0), "warmup_epochs=2.0 is only used with scheduler="),
+    ("seed002", dict(cosine_t_max=10, scheduler="warmup_cosine"), "cosine_t_max=10 is only used with scheduler='cosine'"),
+    ("seed003", dict(min_lr=1.0, lr=0.001), "min_lr=1.0 is invalid: it must be below lr (0.001)"),
+])
+def test_a_setting_that_the_chosen_loss_optimizer_or_scheduler_ignores_is_refused(preset, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", "\\(").replace(")", "\\)")):
+        from_preset(preset, **overrides)
+
+
+def test_every_preset_sets_only_what_its_loss_optimizer_and_scheduler_use():
+    for name, preset in PRESETS.items():
+        from_preset(name)
+        if preset.faithful:
+            from_preset(name, faithful=True)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(model="resnet32", stem_kernel=2), "stem_kernel=2 is invalid: it must be an odd"),
     (dict(model="resnet32", stem_kernel=0), "stem_kernel=0 is invalid"),

@@ -16,6 +16,7 @@ from cifar_utils.models import (ARCHITECTURES, Backbone, Block, BranchGate, Clas
                                 branch_weight_entropy, build_model, collect_branch_weights, count_parameters,
                                 kaiming_init, summarize)
 from cifar_utils.config import Config
+from cifar_utils.errors import ConfigError
 from cifar_utils.presets import PRESETS, from_preset
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -228,6 +229,12 @@ def test_build_model_honours_num_classes_and_rejects_unknown_names(name):
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
     with pytest.raises(ValueError, match="resnet32"):
         build_model("resnet33")
+    with pytest.raises(ConfigError, match=r"'cpu' is a preset: build_model\(from_preset\('cpu'\)\)"):
+        build_model("cpu")
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        build_model(name, num_classes=0)
+    with pytest.raises(ConfigError, match="unknown preset \\['cpu'\\]"):
+        from_preset(["cpu"])
 
 
 def test_stem_kernel_sets_the_resnet_stem_and_keeps_its_output_size():
