@@ -379,6 +379,8 @@ def test_the_cpu_estimate_sees_the_data_root_the_notebooks_will_see(tmp_path, mo
     monkeypatch.setattr(report, "full_profile_warning", lambda *args, **kwargs: seen.append(os.environ.get("CIFAR10_ROOT")))
     monkeypatch.setattr(report, "execute_notebook", lambda *args, **kwargs: None)
     monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path / "other"))
+    for split in ("train", "test"):  # an image folder's layout: run_report checks it before anything runs
+        (tmp_path / "data" / split).mkdir(parents=True)
     report.run_report(data_root=str(tmp_path / "data"), output_dir=str(tmp_path), notebooks=("01_data.ipynb",),
                       log=lambda line: None)
     assert seen == [str(tmp_path / "data")] and os.environ["CIFAR10_ROOT"] == str(tmp_path / "other")
@@ -388,6 +390,7 @@ def test_report_names_a_data_root_inside_the_repository_relative_to_it(tmp_path,
     seen = []
     monkeypatch.setattr(report, "execute_notebook",
                         lambda *args, **kwargs: seen.append(os.environ["CIFAR10_ROOT"]))
+    monkeypatch.setattr(report, "require_data", lambda root, origin: None)  # about names: no data needed
     inside = report.NOTEBOOKS_DIR.parent / "data" / "cifar10-jpeg"
     for root in (inside, tmp_path / "cifar10-jpeg"):
         report.run_report(smoke=True, data_root=str(root), output_dir=str(tmp_path), notebooks=("01_data.ipynb",),
