@@ -5,8 +5,9 @@
 
 Phases, each made to fit one command of at most 9 minutes:
 
-    check   device and versions, the wheels' imports, one ``fast`` training step under
-            torch.cuda.set_sync_debug_mode("error"), a profiler table of one ``fast`` and one airbench94 step
+    check   device and versions, the wheels' imports, ``fast``'s real training steps (engine.train_epoch,
+            its loader and optimizer) under torch.cuda.set_sync_debug_mode("error"), a profiler table of one
+            bare ``fast`` and one airbench94 step
     profile one epoch of the real training loop (data, step, EMA, validation) of each --preset on
             PROBE_IMAGES images, after a warm-up epoch: the profiler's tables by host and by device time
     speed   benchmarks/speed.py: airbench94 against ``fast``, 10 runs each, in this one process
@@ -57,7 +58,11 @@ from cifar_utils import io  # noqa: E402
 from cifar_utils.cli import positive  # noqa: E402
 from cifar_utils.errors import CifarUtilsError, ConfigError, WriteError  # noqa: E402
 from cifar_utils.data import held_out_images, training_batches  # noqa: E402
-from cifar_utils.device import describe_device, get_device  # noqa: E402
+from cifar_utils.device import describe_device, get_device, resolve_precision  # noqa: E402
+from cifar_utils.engine import train_epoch  # noqa: E402
+from cifar_utils.experiment import load_splits, make_loaders  # noqa: E402
+from cifar_utils.losses import build_criterion  # noqa: E402
+from cifar_utils.optim import build_optimizer, build_scheduler, scheduler_interval  # noqa: E402
 from cifar_utils.results import render_results_file  # noqa: E402
 
 PHASES = ("check", "profile", "speed", "tune", "seeds", "best", "report")
@@ -234,8 +239,55 @@ def data_root(given: Optional[str]) -> Path:
     return root
 
 
+SYNC_CHECK_BATCHES = 4  # the real training epoch of the sync check: its first batch warms up, the rest are checked
+
+
+def sync_check(phase: Phase, preset: str) -> dict:
+    """Whether ``preset``'s real training step synchronises the host: a short epoch of ``engine.train_epoch``
+    with the preset's own loader (augmentation included), loss, optimizer, per-step schedule and precision,
+    under ``torch.cuda.set_sync_debug_mode("error")`` from the second optimizer step to the last (the first
+    warms up: cuDNN's autotuning may synchronise; the epoch's final read-back is meant to). Off CUDA the
+    same epoch runs, unchecked, so a dry run tests everything but the mode."""
+    batch = TINY["batch_size"] if phase.args.dry_run else from_preset(preset).batch_size
+    config = from_preset(preset, **{**(TINY if phase.args.dry_run else {}), "train_limit": SYNC_CHECK_BATCHES * batch})
+    splits = load_splits(config, phase.dataset())
+    model = build_model(config, len(splits.classes))
+    if hasattr(model, "init_from_data"):  # the frozen whitening stem
+        model.init_from_data(splits.train.images, splits.mean, splits.std)
+    model = model.to(phase.device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, config)
+    loader = make_loaders(splits, config, phase.device).train
+    steps = len(loader)
+    scheduler = build_scheduler(optimizer, config, steps) if scheduler_interval(config) == "step" else None
+    cuda = phase.device.type == "cuda"
+
+    def checked(state) -> None:  # after each optimizer step
+        if cuda and state.batches == 1:
+            torch.cuda.synchronize(phase.device)
+            torch.cuda.set_sync_debug_mode("error")
+        if cuda and state.batches == steps:
+            torch.cuda.set_sync_debug_mode("default")
+
+    try:
+        train_epoch(model, loader, build_criterion(config), optimizer, phase.device, config.accumulation_steps,
+                    precision=resolve_precision(config.precision, phase.device), scheduler=scheduler,
+                    channels_last=config.channels_last, on_step=checked, read_back_every=steps + 1)
+    except RuntimeError as err:
+        return {"result": "synchronising operation found", "error": str(err),
+                "where": traceback.format_exc(limit=-4)}
+    finally:
+        if cuda:
+            torch.cuda.set_sync_debug_mode("default")
+    if not cuda:
+        return {"result": f"skipped: sync debug mode is CUDA-only ({phase.device.type}); the {steps}-step epoch ran"}
+    return {"result": f"no synchronising operation in training steps 2 to {steps} of engine.train_epoch"}
+
+
 def train_step_parts(phase: Phase, preset: str):
-    """A ``preset`` network ready to train on ``device``, with its optimizer and one batch of real images."""
+    """A bare ``preset`` training step's parts for the profile, set up as airbench94's is (plain SGD, one
+    normalised batch), so that the two profiles compare like with like: network, optimizer, one batch."""
     config = from_preset(preset, **(TINY if phase.args.dry_run else {}))
     splits = make_splits(phase.dataset(), config.validation_split, normalization=config.normalization)
     model = build_model(config, len(splits.classes))
@@ -290,23 +342,9 @@ def phase_check(phase: Phase) -> None:
                               "multiprocessors": props.multi_processor_count,
                               "capability": f"{props.major}.{props.minor}"}
     record.save()
+    record.add_run({"name": "fast_sync_check", **sync_check(phase, "fast")})
     model, optimizer, images, labels, config = train_step_parts(phase, "fast")
     step = make_step(model, optimizer, images, labels, device, config.label_smoothing)
-    step()  # warm-up: cuDNN's autotuning may synchronise, and that is no fault of the step
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            step()
-            sync = {"result": "no synchronising operation in one training step"}
-        except RuntimeError as err:
-            sync = {"result": "synchronising operation found", "error": str(err),
-                    "where": traceback.format_exc(limit=-4)}
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    else:
-        sync = {"result": f"skipped: sync debug mode is CUDA-only ({device.type})"}
-    record.add_run({"name": "fast_sync_check", **sync})
     record.add_run({"name": "fast_step_profile", **profile_step(step, device)})
     if device.type == "cuda" and not record.data["packages"]["airbench"].startswith("unavailable"):
         from airbench import lib_airbench94

@@ -41,7 +41,9 @@ def dry_run(phase: str, out: Path, root: Path, *extra: str, capsys=None) -> dict
 def test_check(noise_root, tmp_path, capsys):
     record = dry_run("check", tmp_path, noise_root)
     runs = {run["name"]: run for run in record["runs"]}
-    assert runs["fast_sync_check"]["result"].startswith("skipped")
+    # the real epoch ran (loader, loss, optimizer, schedule), only CUDA's sync debug mode was left out
+    assert runs["fast_sync_check"]["result"] == (f"skipped: sync debug mode is CUDA-only (cpu); the "
+                                                 f"{gpu_run.SYNC_CHECK_BATCHES}-step epoch ran")
     assert "convolution" in runs["fast_step_profile"]["table"]
     assert runs["airbench94_step_profile"]["skipped"] == "needs CUDA"
     assert set(record["packages"]) == set(gpu_run.PACKAGES)

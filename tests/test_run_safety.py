@@ -121,7 +121,10 @@ def test_a_run_folder_that_cannot_be_written_fails_before_loading_data(tiny, tmp
     blocker.write_text("a file where the run folder should be")
     out = blocker if where == "a file" else blocker / "run"
     monkeypatch.setattr(experiment, "load_splits", lambda *a, **k: pytest.fail("loaded data"))
-    cli_error(capsys, tiny_args(out), f"could not write {out} (", "choose another --out")
+    if where == "a file":  # named for what it is, not as a disk or permission problem
+        cli_error(capsys, tiny_args(out), f"--out {out} is a file, not a run folder")
+    else:
+        cli_error(capsys, tiny_args(out), f"could not write {out} (", "choose another --out")
 
 
 # ----------------------------------------------------------------------------------------- overwrite
