@@ -59,7 +59,7 @@ class ExponentialMovingAverage:
         self.updates += 1
 
     def state_dict(self) -> dict:
-        return {"module": self.module.state_dict(), "decay": self.decay, "updates": self.updates}
+        return {"module": self.module.state_dict(), "updates": self.updates}  # the decay is the config's
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])

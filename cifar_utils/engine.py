@@ -101,7 +101,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 def train_epoch(model: nn.Module, dataloader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                 device: torch.device, accumulation_steps: int = 1, *, precision: str = "fp32",
                 scaler: Optional[torch.amp.GradScaler] = None, grad_clip: Optional[float] = None,
-                scheduler=None, ema=None, channels_last: bool = False, epoch: int = 1,
+                scheduler=None, averager=None, channels_last: bool = False, epoch: int = 1,
                 start: Optional[EpochProgress] = None,
                 on_step: Optional[Callable[[EpochProgress], None]] = None,
                 progress: bool = False, read_back_every: int = 1) -> tuple[float, float]:
@@ -109,7 +109,7 @@ def train_epoch(model: nn.Module, dataloader, criterion: nn.Module, optimizer: t
 
     The optimizer steps every ``accumulation_steps`` mini-batches, and once more for a shorter remainder
     at the end of the epoch; each mini-batch's loss is divided by the size of its group, so a step sees
-    the mean gradient. ``scheduler`` (per-step schedules only) and ``ema`` are stepped after every
+    the mean gradient. ``scheduler`` (per-step schedules only) and ``averager`` are stepped after every
     optimizer step, then ``on_step`` is called with the running totals. ``start`` resumes an epoch
     part-way: the loader must already skip the ``start.batches`` mini-batches done.
 
@@ -148,8 +148,8 @@ def train_epoch(model: nn.Module, dataloader, criterion: nn.Module, optimizer: t
                 _optimizer_step(model, optimizer, scaler, grad_clip)
                 if scheduler is not None:
                     scheduler.step()
-                if ema is not None:
-                    ema.update(unwrap(model))
+                if averager is not None:
+                    averager.update(unwrap(model))
             bar.update(1)
             if steps_now and on_step is not None:
                 on_step(state)
@@ -216,23 +216,24 @@ class _InterruptFlag:
 
 def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, train_loader, val_loader,
         device: torch.device, config, *, scheduler=None, scaler: Optional[torch.amp.GradScaler] = None,
-        ema=None, precision: str = "fp32", checkpoint_dir: Optional[str | Path] = None, resume: bool = False,
+        averager=None, precision: str = "fp32", checkpoint_dir: Optional[str | Path] = None, resume: bool = False,
         progress: bool = True, log: Callable[[str], None] = print,
         extra_state: Optional[dict] = None, on_save: Optional[Callable[[Path], None]] = None) -> list[dict]:
     """Train for ``config.epochs`` epochs and return the history, one dict per epoch.
 
     Each history row holds ``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``lr``
-    (at the start of the epoch) and ``seconds``. The model evaluated each epoch is ``ema.module`` when
-    ``ema`` is given (an :class:`~cifar_utils.ema.ExponentialMovingAverage`'s average, or the live model
-    that a :class:`~cifar_utils.ema.Lookahead` pulls back to its average); with ``val_loader`` None (no validation split) nothing is evaluated and ``val_loss``
-    and ``val_acc`` are NaN, so every row keeps the same columns. ``extra_state`` (classes, normalisation)
+    (at the start of the epoch) and ``seconds``. The model evaluated each epoch is ``averager.module`` when
+    ``averager``, the weight average, is given (an :class:`~cifar_utils.ema.ExponentialMovingAverage`'s
+    average, or the live model that a :class:`~cifar_utils.ema.Lookahead` pulls back to its average; either
+    one is saved under the checkpoint's "ema" key); with ``val_loader`` None (no validation split) nothing
+    is evaluated and ``val_loss`` and ``val_acc`` are NaN, so every row keeps the same columns. ``extra_state`` (classes, normalisation)
     is stored in every checkpoint, and a resumed checkpoint must match it; ``on_save`` is called with each
     checkpoint's path once written. Weights that became NaN or infinite raise :class:`TrainingDivergedError`
     instead of being checkpointed.
     """
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     interval = scheduler_interval(config)
-    eval_model = ema.module if ema is not None else model
+    eval_model = averager.module if averager is not None else model
     history: list[dict] = []
     start_epoch, best_val_acc, partial = 0, -1.0, EpochProgress()
 
@@ -245,7 +246,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
         try:
             unwrap(model).load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            for obj, key in ((scheduler, "scheduler"), (scaler, "scaler"), (ema, "ema")):
+            for obj, key in ((scheduler, "scheduler"), (scaler, "scaler"), (averager, "ema")):
                 if obj is not None and state.get(key) is not None:
                     obj.load_state_dict(state[key])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:  # torch's size and group mismatches
@@ -271,7 +272,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
             "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "ema": ema.state_dict() if ema is not None else None,
+            "ema": averager.state_dict() if averager is not None else None,
             "epoch": epoch_done, "batches": current.batches, "epoch_progress": asdict(current),
             "config": config.to_dict(), "history": list(history), "best_val_acc": best_val_acc,
             "rng": rng_state(), **(extra_state or {}),
@@ -314,7 +315,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                 train_loss, train_acc = train_epoch(
                     model, train_loader, criterion, optimizer, device, config.accumulation_steps,
                     precision=precision, scaler=scaler, grad_clip=config.grad_clip,
-                    scheduler=scheduler if interval == "step" else None, ema=ema,
+                    scheduler=scheduler if interval == "step" else None, averager=averager,
                     channels_last=config.channels_last, epoch=epoch + 1, start=current, on_step=on_step,
                     progress=progress and distributed.is_main_process(),
                     read_back_every=1 if device.type == "cpu" else ACCELERATOR_READ_BACK_EVERY)

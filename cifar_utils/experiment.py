@@ -264,11 +264,11 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     steps_per_epoch = -(-len(loaders.train) // config.accumulation_steps)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
-    ema = None
+    averager = None
     if config.ema_decay is not None:
-        ema = ExponentialMovingAverage(unwrap(model), config.ema_decay)
+        averager = ExponentialMovingAverage(unwrap(model), config.ema_decay)
     elif config.lookahead_decay is not None:
-        ema = Lookahead(unwrap(model), steps_per_epoch * config.epochs, config.lookahead_decay)
+        averager = Lookahead(unwrap(model), steps_per_epoch * config.epochs, config.lookahead_decay)
     compile_seconds = 0.0
     if config.compile:
         sides = sorted(set(getattr(loaders.train, "epoch_sides", ())) | {IMAGE_SIZE})  # progressive stages too
@@ -293,8 +293,9 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
 
     try:
         history = fit(model, criterion, optimizer, loaders.train, loaders.validation, dev, config,
-                      scheduler=scheduler, scaler=scaler, ema=ema, precision=precision, checkpoint_dir=out,
-                      resume=resume, progress=progress, log=say, extra_state=extra, on_save=replace_earlier)
+                      scheduler=scheduler, scaler=scaler, averager=averager, precision=precision,
+                      checkpoint_dir=out, resume=resume, progress=progress, log=say, extra_state=extra,
+                      on_save=replace_earlier)
     except TrainingDivergedError as err:
         last = saved[-1] if saved else out / CHECKPOINT_NAME if resume else None
         kept = (f"the last good checkpoint was kept: {last}" if last else
@@ -303,7 +304,7 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
         raise TrainingDivergedError(err.epoch, err.batch, err.loss, err.quantity, kept) from None
 
     distributed.barrier()  # rank 0 has written the last checkpoints before any rank reads them
-    eval_model = ema.module if ema is not None else unwrap(model)
+    eval_model = averager.module if averager is not None else unwrap(model)
     tta = f", test-time augmentation {config.tta}" if config.tta != "none" else ""
     validating = loaders.validation is not None
     validation = f" and {len(splits.validation)} validation" if validating else ""
@@ -313,8 +314,8 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     try:
         if config.keep_best and (out / BEST_CHECKPOINT_NAME).exists():
             best = load_checkpoint(out / BEST_CHECKPOINT_NAME, map_location=dev)
-            if ema is not None and best.get("ema") is not None:
-                ema.load_state_dict(best["ema"])
+            if averager is not None and best.get("ema") is not None:
+                averager.load_state_dict(best["ema"])
             else:
                 eval_model.load_state_dict(best["model"])
             say(f"evaluating the best-validation checkpoint (epoch {best['epoch']})")

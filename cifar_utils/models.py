@@ -209,8 +209,9 @@ def build_model(config_or_name, num_classes: int = 10) -> nn.Module:
 # --------------------------------------------------------------------------------- introspection
 
 
-def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (a frozen whitening stem's filters are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def branch_gates(model: nn.Module) -> list[BranchGate]:

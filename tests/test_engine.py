@@ -239,7 +239,7 @@ def test_fit_evaluates_the_ema_model(synthetic):
     config, loaders, model, optimizer, scheduler = small_setup(synthetic, epochs=1, ema_decay=0.9)
     ema = ExponentialMovingAverage(model, 0.9)
     history = fit(model, nn.CrossEntropyLoss(), optimizer, loaders.train, loaders.validation, CPU, config,
-                  scheduler=scheduler, ema=ema, progress=False, log=lambda _: None)
+                  scheduler=scheduler, averager=ema, progress=False, log=lambda _: None)
     ema_loss, _ = validate_epoch(ema.module, loaders.validation, nn.CrossEntropyLoss(), CPU)
     live_loss, _ = validate_epoch(model, loaders.validation, nn.CrossEntropyLoss(), CPU)
     assert history[0]["val_loss"] == pytest.approx(ema_loss, rel=1e-9)
@@ -254,7 +254,7 @@ def test_ema_is_an_exponential_average_of_the_weights_after_each_step():
     optimizer.register_step_post_hook(lambda *_: snapshots.append([p.detach().clone() for p in model.parameters()]))
     ema = ExponentialMovingAverage(model, 0.8)
     expected = [p.detach().clone() for p in model.parameters()]  # the average starts at the initial weights
-    train_epoch(model, tiny_batches(5), nn.CrossEntropyLoss(), optimizer, CPU, ema=ema)
+    train_epoch(model, tiny_batches(5), nn.CrossEntropyLoss(), optimizer, CPU, averager=ema)
     assert len(snapshots) == 5 and ema.updates == 5
     for t, snap in enumerate(snapshots):
         d = min(0.8, t / (t + 1))  # the warm-up (a plain mean): 0, 1/2, 2/3, 3/4, then 0.8
@@ -662,7 +662,7 @@ def test_lookahead_pulls_the_weights_back_to_their_average_every_few_steps():
     lookahead = Lookahead(model, total_steps=12, decay=0.9, every=5)
     average = [p.detach().clone() for p in model.parameters()]
     for step in range(1, 13):
-        train_epoch(model, tiny_batches(1, seed=step), nn.CrossEntropyLoss(), optimizer, CPU, ema=lookahead)
+        train_epoch(model, tiny_batches(1, seed=step), nn.CrossEntropyLoss(), optimizer, CPU, averager=lookahead)
         if step % 5 == 0:
             d = 0.9 ** 5 * (step / 12) ** 3
             average = [d * a + (1 - d) * w for a, w in zip(average, stepped[-1])]
@@ -695,7 +695,7 @@ def test_fit_with_lookahead_ends_on_the_average_and_evaluates_the_live_model(syn
     config, loaders, model, optimizer, scheduler = small_setup(synthetic, epochs=2, lookahead_decay=0.9)
     lookahead = Lookahead(model, total_steps=8, decay=0.9)  # 200 images / batch 50 = 4 steps per epoch
     history = fit(model, nn.CrossEntropyLoss(), optimizer, loaders.train, loaders.validation, CPU, config,
-                  scheduler=scheduler, ema=lookahead, progress=False, log=lambda _: None)
+                  scheduler=scheduler, averager=lookahead, progress=False, log=lambda _: None)
     live_loss, _ = validate_epoch(model, loaders.validation, nn.CrossEntropyLoss(), CPU)
     assert history[-1]["val_loss"] == pytest.approx(live_loss, rel=1e-9)
     for ours, theirs in zip(Lookahead._tensors(model), lookahead.average):
