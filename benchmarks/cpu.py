@@ -56,11 +56,9 @@ from cifar_utils.device import (autocast, cpu_has_native_bf16, describe_device, 
                                  resolve_precision)
 from cifar_utils.engine import train_epoch
 from cifar_utils.errors import run_script
-from cifar_utils.experiment import load_splits, make_loaders
+from cifar_utils.experiment import build_network, build_training_parts, load_splits, make_loaders
 from cifar_utils.results import differences_from_preset, mean_std, plus_minus, render_results_file, replace_section
-from cifar_utils.losses import build_criterion
 from cifar_utils.models import build_model, count_parameters
-from cifar_utils.optim import build_optimizer
 from cifar_utils.presets import from_preset
 from cifar_utils.report import data_copy_note, data_label
 
@@ -118,15 +116,11 @@ def train_images_per_second(preset: str, data, data_root: str, images: int, devi
     # At full size throughout (no progressive resizing): the GFLOP/s compare against a 32 px step's FLOPs.
     config = from_preset(preset, data_root=data_root, train_limit=images, **{**overrides, "progressive_start": 0})
     splits = load_splits(config, data)
-    model = build_model(config, len(splits.classes))
-    if hasattr(model, "init_from_data"):
-        model.init_from_data(splits.train.images, splits.mean, splits.std)
-    model = model.to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    criterion, optimizer = build_criterion(config), build_optimizer(model, config)
+    model = build_network(config, splits, device)
     precision = resolve_precision(config.precision, device)
     loader = make_loaders(splits, config, device).train
+    parts = build_training_parts(model, config, len(loader), device, precision)
+    criterion, optimizer = parts.criterion, parts.optimizer  # images per second only: no schedule needed
     kwargs = dict(precision=precision, channels_last=config.channels_last)
     warm_up = [next(iter(loader))]  # one batch: allocator and kernel selection
     train_epoch(model, warm_up, criterion, optimizer, device, **kwargs)

@@ -60,9 +60,8 @@ from cifar_utils.errors import CifarUtilsError, ConfigError, WriteError  # noqa:
 from cifar_utils.data import held_out_images, training_batches  # noqa: E402
 from cifar_utils.device import describe_device, get_device, resolve_precision  # noqa: E402
 from cifar_utils.engine import train_epoch  # noqa: E402
-from cifar_utils.experiment import load_splits, make_loaders  # noqa: E402
-from cifar_utils.losses import build_criterion  # noqa: E402
-from cifar_utils.optim import build_optimizer, build_scheduler, scheduler_interval  # noqa: E402
+from cifar_utils.experiment import build_network, build_training_parts, load_splits, make_loaders  # noqa: E402
+from cifar_utils.optim import scheduler_interval  # noqa: E402
 from cifar_utils.results import render_results_file  # noqa: E402
 
 PHASES = ("check", "profile", "speed", "tune", "seeds", "best", "report")
@@ -244,36 +243,34 @@ SYNC_CHECK_BATCHES = 4  # the real training epoch of the sync check: its first b
 
 def sync_check(phase: Phase, preset: str) -> dict:
     """Whether ``preset``'s real training step synchronises the host: a short epoch of ``engine.train_epoch``
-    with the preset's own loader (augmentation included), loss, optimizer, per-step schedule and precision,
-    under ``torch.cuda.set_sync_debug_mode("error")`` from the second optimizer step to the last (the first
-    warms up: cuDNN's autotuning may synchronise; the epoch's final read-back is meant to). Off CUDA the
-    same epoch runs, unchecked, so a dry run tests everything but the mode."""
+    with the parts training builds (``experiment.build_network`` and ``build_training_parts``: loss,
+    optimizer, per-step schedule, fp16 scaler, weight average) and the preset's own loader (augmentation
+    included), under ``torch.cuda.set_sync_debug_mode("error")`` from the second optimizer step to the last
+    (the first warms up: cuDNN's autotuning may synchronise; the epoch's final read-back is meant to). Off
+    CUDA the same epoch runs, unchecked, so a dry run tests everything but the mode."""
     batch = TINY["batch_size"] if phase.args.dry_run else from_preset(preset).batch_size
     config = from_preset(preset, **{**(TINY if phase.args.dry_run else {}), "train_limit": SYNC_CHECK_BATCHES * batch})
     splits = load_splits(config, phase.dataset())
-    model = build_model(config, len(splits.classes))
-    if hasattr(model, "init_from_data"):  # the frozen whitening stem
-        model.init_from_data(splits.train.images, splits.mean, splits.std)
-    model = model.to(phase.device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, config)
+    model = build_network(config, splits, phase.device)
     loader = make_loaders(splits, config, phase.device).train
-    steps = len(loader)
-    scheduler = build_scheduler(optimizer, config, steps) if scheduler_interval(config) == "step" else None
-    cuda = phase.device.type == "cuda"
+    precision = resolve_precision(config.precision, phase.device)
+    parts = build_training_parts(model, config, len(loader), phase.device, precision)
+    steps = -(-len(loader) // config.accumulation_steps)  # optimizer steps
+    cuda, done = phase.device.type == "cuda", [0]
 
     def checked(state) -> None:  # after each optimizer step
-        if cuda and state.batches == 1:
+        done[0] += 1
+        if cuda and done[0] == 1:
             torch.cuda.synchronize(phase.device)
             torch.cuda.set_sync_debug_mode("error")
-        if cuda and state.batches == steps:
+        if cuda and done[0] == steps:
             torch.cuda.set_sync_debug_mode("default")
 
     try:
-        train_epoch(model, loader, build_criterion(config), optimizer, phase.device, config.accumulation_steps,
-                    precision=resolve_precision(config.precision, phase.device), scheduler=scheduler,
-                    channels_last=config.channels_last, on_step=checked, read_back_every=steps + 1)
+        train_epoch(model, loader, parts.criterion, parts.optimizer, phase.device, config.accumulation_steps,
+                    precision=precision, scaler=parts.scaler, grad_clip=config.grad_clip, averager=parts.averager,
+                    scheduler=parts.scheduler if scheduler_interval(config) == "step" else None,
+                    channels_last=config.channels_last, on_step=checked, read_back_every=len(loader) + 1)
     except RuntimeError as err:
         return {"result": "synchronising operation found", "error": str(err),
                 "where": traceback.format_exc(limit=-4)}

@@ -18,7 +18,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -224,6 +224,44 @@ def _train(config: Config, out_dir, dev: torch.device, resume: bool, overwrite: 
         raise
 
 
+def build_network(config: Config, splits: Splits, device: torch.device) -> nn.Module:
+    """``config``'s network for ``splits`` on ``device`` (seeded by the caller): a layer fitted to the data (the
+    fast networks' frozen whitening stem) fitted to the training split, in channels_last where asked."""
+    model = build_model(config, len(splits.classes))
+    if hasattr(model, "init_from_data"):
+        model.init_from_data(splits.train.images, splits.mean, splits.std)
+    model = model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+@dataclass
+class TrainingParts:
+    """What trains a network besides its data: see :func:`build_training_parts`."""
+
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch LR scheduler, or None
+    scaler: Optional[torch.amp.GradScaler]  # fp16 only
+    averager: Any  # the weight average (ExponentialMovingAverage or Lookahead), or None
+
+
+def build_training_parts(model: nn.Module, config: Config, batches_per_epoch: int, device: torch.device,
+                         precision: str) -> TrainingParts:
+    """The loss, optimizer, schedule (sized in optimizer steps), fp16 gradient scaler and weight average that
+    ``config`` trains ``model`` with, for epochs of ``batches_per_epoch`` mini-batches."""
+    optimizer = build_optimizer(model, config)
+    steps_per_epoch = -(-batches_per_epoch // config.accumulation_steps)
+    averager = None
+    if config.ema_decay is not None:
+        averager = ExponentialMovingAverage(unwrap(model), config.ema_decay)
+    elif config.lookahead_decay is not None:
+        averager = Lookahead(unwrap(model), steps_per_epoch * config.epochs, config.lookahead_decay)
+    return TrainingParts(build_criterion(config), optimizer, build_scheduler(optimizer, config, steps_per_epoch),
+                         torch.amp.GradScaler(device.type) if precision == "fp16" else None, averager)
+
+
 def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, resume: bool, progress: bool,
               log: Callable[[str], None], data: Optional[CifarData], started: float) -> RunResult:
     main = distributed.is_main_process()
@@ -247,28 +285,16 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
         loader = loaders.train
         say(f"progressive resizing: {describe_progressive(loader.epoch_sides, config.epochs, loader.image_size)}")
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = build_model(config, len(splits.classes))
-    if hasattr(model, "init_from_data"):  # e.g. a frozen whitening stem fitted to training patches
-        model.init_from_data(splits.train.images, splits.mean, splits.std)
-    model = model.to(dev)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = build_network(config, splits, dev)
     if config.sync_batchnorm and not distributed.is_initialized():
         say("note: sync_batchnorm only matters under torchrun; this single process uses plain BatchNorm")
     if distributed.is_initialized():
         if config.sync_batchnorm:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    criterion = build_criterion(config)
-    optimizer = build_optimizer(model, config)
-    steps_per_epoch = -(-len(loaders.train) // config.accumulation_steps)
-    scheduler = build_scheduler(optimizer, config, steps_per_epoch)
-    scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
-    averager = None
-    if config.ema_decay is not None:
-        averager = ExponentialMovingAverage(unwrap(model), config.ema_decay)
-    elif config.lookahead_decay is not None:
-        averager = Lookahead(unwrap(model), steps_per_epoch * config.epochs, config.lookahead_decay)
+    parts = build_training_parts(model, config, len(loaders.train), dev, precision)
+    criterion, optimizer, scheduler, scaler, averager = (parts.criterion, parts.optimizer, parts.scheduler,
+                                                         parts.scaler, parts.averager)
     compile_seconds = 0.0
     if config.compile:
         sides = sorted(set(getattr(loaders.train, "epoch_sides", ())) | {IMAGE_SIZE})  # progressive stages too

@@ -132,14 +132,14 @@ def test_the_flop_count_is_of_the_training_step_alone(monkeypatch):
 
 def test_throughput_trains_at_full_size_even_with_progressive_resizing(synthetic, monkeypatch):
     sides = []
-    build = cpu.build_model
+    build = cpu.build_network
 
     def recording_model(*args, **kwargs):
         model = build(*args, **kwargs)
         model.register_forward_pre_hook(lambda _module, inputs: sides.append(inputs[0].shape[-1]))
         return model
 
-    monkeypatch.setattr(cpu, "build_model", recording_model)
+    monkeypatch.setattr(cpu, "build_network", recording_model)
     measured = cpu.train_images_per_second("cpu", synthetic, "unused", 512, torch.device("cpu"),
                                            progressive_start=16)
     assert measured["images"] == 512 and sides and set(sides) == {32}
