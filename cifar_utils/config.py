@@ -37,8 +37,8 @@ LOCATION_FIELDS = ("data_root", "download")
 # Settings that change how a run goes (logging, loading, evaluation batches), never what it computes: a
 # resumed run may change them, a finished run is reused whatever they say, the results table ignores them.
 NOT_RESULT_FIELDS = ("print_every", "num_workers", "checkpoint_every_steps", "eval_batch_size")
-# Settings that only some choices of another field read: (that field, those choices). Set away from its
-# default under another choice, such a setting would be silently ignored, so validate() refuses it.
+# Settings that only some choices of another field read: (that field, those choices). Given (away from the
+# preset's value) under another choice, such a setting would be silently ignored, so validate() refuses it.
 USED_ONLY_WITH = {
     "kl_weight": ("loss", ("kl_label_smoothing",)),
     "momentum": ("optimizer", ("sgd", "muon")), "nesterov": ("optimizer", ("sgd", "muon")),
@@ -193,21 +193,29 @@ class Config:
         _require(not self.progressive_start or self.model in ANY_SIZE, "progressive_start", self.progressive_start,
                  f"needs a network that takes smaller images ({', '.join(ANY_SIZE)}); model={self.model!r} does not: "
                  "leave progressive_start at 0")
-        _require(self.min_lr < self.lr, "min_lr", self.min_lr, f"must be below lr ({self.lr:g}): it is the floor the "
-                 "schedule decays to")
+        self._check_used_settings()
+        _require("min_lr" in ignored_settings(self) or self.min_lr < self.lr, "min_lr", self.min_lr,
+                 f"must be below lr ({self.lr:g}): it is the floor the schedule decays to")
         self._check_needs_validation()
         self._check_gpu_only_augmentations()
-        self._check_used_settings()
         return self
 
     def _check_used_settings(self) -> None:
-        """Refuse a setting (:data:`USED_ONLY_WITH`) that the chosen loss, optimizer or scheduler never reads."""
-        defaults = {f.name: f.default for f in dataclasses.fields(Config)}
-        for name, (field, choices) in USED_ONLY_WITH.items():
-            if getattr(self, name) != defaults[name] and getattr(self, field) not in choices:
-                raise ConfigError(f"{name}={getattr(self, name)!r} is only used with {field}="
-                                  f"{' or '.join(map(repr, choices))}, and {field}={getattr(self, field)!r} would "
-                                  f"ignore it: change {field}, or leave {name} at its default {defaults[name]!r}")
+        """Refuse the settings (:data:`USED_ONLY_WITH`) given away from the preset's values that the chosen loss,
+        optimizer or scheduler never reads. The preset's own values stay where a switch leaves them unread
+        (``fast`` with ``scheduler=cosine`` keeps its warm-up settings, unused), so a switch needs no resets."""
+        baseline = preset_values(self.preset)
+        given = [name for name in ignored_settings(self) if getattr(self, name) != baseline[name]]
+        if given:
+            why = "; ".join(f"{name} only with {field}={' or '.join(map(repr, choices))}"
+                            for name, (field, choices) in USED_ONLY_WITH.items() if name in given)
+            chosen = ", ".join(sorted({f"{USED_ONLY_WITH[name][0]}={getattr(self, USED_ONLY_WITH[name][0])!r}"
+                                       for name in given}))
+            raise ConfigError(f"{', '.join(f'{name}={getattr(self, name)!r}' for name in given)} would be ignored: "
+                              f"{chosen} never reads {'it' if len(given) == 1 else 'them'} (this kit reads {why}). "
+                              f"Change that choice, or set {'it' if len(given) == 1 else 'them'} back to "
+                              f"{'the default' if baseline == field_defaults() else 'the preset'}'s value: "
+                              + " ".join(f"--set {name}={cli_value(baseline[name])}" for name in given))
 
     def _check_needs_validation(self) -> None:
         """validation_split=0 leaves no validation set: refuse the settings that decide on validation results."""
@@ -226,7 +234,7 @@ class Config:
     def _check_gpu_only_augmentations(self) -> None:
         """The torchvision pipeline has none of the GPU pipeline's extra augmentation settings."""
         if self.pipeline != "gpu":
-            defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+            defaults = field_defaults()
             used = [(name, getattr(self, name), defaults[name]) for name in GPU_ONLY_SETTINGS
                     if getattr(self, name) != defaults[name]]
             if used:
@@ -235,8 +243,7 @@ class Config:
                 preset = PRESETS.get(self.preset)
                 from_preset = [name for name, _, _ in used if preset is not None and name in preset.overrides]
                 names = ", ".join(f"{name}={value!r}" for name, value, _ in used)
-                resets = " ".join(f"--set {name}={str(default).lower() if isinstance(default, bool) else default}"
-                                  for name, _, default in used)
+                resets = " ".join(f"--set {name}={cli_value(default)}" for name, _, default in used)
                 origin = f" (preset {self.preset!r} sets {', '.join(from_preset)})" if from_preset else ""
                 raise ConfigError(f"{names} {'needs' if len(used) == 1 else 'need'} pipeline='gpu', the "
                                   f"only one that has {'it' if len(used) == 1 else 'them'}{origin}: add --pipeline gpu, or for "
@@ -285,6 +292,36 @@ def upgrade_saved(saved: dict[str, Any]) -> dict[str, Any]:
         if values.get("optimizer") == "muon" and values.get("lr"):
             values.setdefault("muon_lr_scale", rate / values["lr"])
     return values
+
+
+def preset_values(preset: str) -> dict[str, Any]:
+    """Every field's value before a user's overrides: preset ``preset``'s (its recipe, not its faithful
+    variant), else :class:`Config`'s defaults."""
+    from .presets import PRESETS  # local import: presets builds on this module
+
+    return {**field_defaults(), **(PRESETS[preset].overrides if preset in PRESETS else {})}
+
+
+def field_defaults() -> dict[str, Any]:
+    """Every :class:`Config` field's default, by name."""
+    return {f.name: f.default for f in dataclasses.fields(Config)}
+
+
+def ignored_settings(config: Config) -> list[str]:
+    """The :data:`USED_ONLY_WITH` settings that ``config``'s loss, optimizer and scheduler never read."""
+    return [name for name, (field, choices) in USED_ONLY_WITH.items() if getattr(config, field) not in choices]
+
+
+def without_ignored(config: Config) -> Config:
+    """``config`` with its :func:`ignored_settings` at the preset's values: two runs that differ only there
+    computed the same thing (a run saved before such settings were refused may carry one)."""
+    baseline = preset_values(config.preset)
+    return dataclasses.replace(config, **{name: baseline[name] for name in ignored_settings(config)})
+
+
+def cli_value(value: Any) -> str:
+    """``value`` as ``--set FIELD=VALUE`` writes it: none, true, false, or the value."""
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def replace(config: Config, **overrides: Any) -> Config:

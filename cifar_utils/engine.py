@@ -29,7 +29,7 @@ from tqdm import tqdm
 from . import distributed
 from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, checkpoint_config, load_checkpoint, restore_rng_state,
                          rng_state, save_checkpoint)
-from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS
+from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, without_ignored
 from .device import autocast
 from .errors import CheckpointError, OutOfMemoryError, TrainingDivergedError, TrainingInterrupted
 from .optim import PER_STEP_SCHEDULERS, scheduler_interval
@@ -226,8 +226,9 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
     ``averager``, the weight average, is given (an :class:`~cifar_utils.ema.ExponentialMovingAverage`'s
     average, or the live model that a :class:`~cifar_utils.ema.Lookahead` pulls back to its average; either
     one is saved under the checkpoint's "ema" key); with ``val_loader`` None (no validation split) nothing
-    is evaluated and ``val_loss`` and ``val_acc`` are NaN, so every row keeps the same columns. ``extra_state`` (classes, normalisation)
-    is stored in every checkpoint, and a resumed checkpoint must match it; ``on_save`` is called with each
+    is evaluated and ``val_loss`` and ``val_acc`` are NaN, so every row keeps the same columns.
+    ``extra_state`` (classes, normalisation) is stored in every checkpoint, and a resumed checkpoint must
+    match it; ``on_save`` is called with each
     checkpoint's path once written. Weights that became NaN or infinite raise :class:`TrainingDivergedError`
     instead of being checkpointed.
     """
@@ -387,8 +388,9 @@ RESUME_MAY_CHANGE = (*LOCATION_FIELDS, *NOT_RESULT_FIELDS, "epochs")
 
 
 def _check_same_setup(state: dict, config, path: Path, extra_state: dict) -> None:
-    saved = checkpoint_config(state, path).to_dict()
-    wanted = config.to_dict()
+    # Settings neither run reads never make a difference (a run saved before they were refused may hold one).
+    saved = without_ignored(checkpoint_config(state, path)).to_dict()
+    wanted = without_ignored(config).to_dict()
     may_change = set(RESUME_MAY_CHANGE)
     sized_by_the_run = (config.scheduler in PER_STEP_SCHEDULERS or config.lookahead_decay is not None
                         or (config.scheduler == "cosine" and not config.cosine_t_max) or config.progressive_start)

@@ -26,7 +26,7 @@ from torch import nn
 from . import distributed, io
 from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME, checkpoint_config,
                          load_checkpoint)
-from .config import Config, replace
+from .config import Config, replace, without_ignored
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, drops_last_batch, load_dataset,
                    make_dataloader, make_splits, resolve_root)
 from .device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
@@ -518,6 +518,8 @@ def evaluate_checkpoint(path: str | Path, data_root: Optional[str] = None, devic
         raise ConfigError(f"{path} was trained with precision=fp16, which needs a CUDA GPU; to evaluate it on "
                           f"{trained.device.type}, add --precision fp32 (precision='fp32')")
     overrides = {"data_root": data_root, "eval_batch_size": batch_size, "precision": precision}
-    config = replace(trained.config, **{k: v for k, v in overrides.items() if v is not None}).validate()
+    # A setting the run never read (saved before such settings were refused) is no reason to refuse its evaluation.
+    given = {k: v for k, v in overrides.items() if v is not None}
+    config = replace(without_ignored(trained.config), **given).validate()
     origin = f"the data_root recorded in {path}" if data_root is None else None
     return evaluate_model(trained, load_splits(config, data, origin), config), config

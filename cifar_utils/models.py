@@ -7,7 +7,6 @@ architecture in ``ARCHITECTURES`` by name.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from typing import Any, Callable, Mapping, Sequence
 
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fast_models
-from .config import Config
+from .config import Config, field_defaults
 from .errors import ConfigError
 from .preprocessing import IMAGE_SIZE
 from .blocks import ACTIVATIONS, GATES, Backbone, Block, BranchGate, Classifier, LayerSpec, Net, make_activation
@@ -169,7 +168,7 @@ MODEL_OPTIONS = ("stem_kernel", "head_softmax", "head_pool", "identity_init")
 
 
 def _option_defaults() -> dict[str, Any]:
-    return {f.name: f.default for f in dataclasses.fields(Config) if f.name in MODEL_OPTIONS}
+    return {name: value for name, value in field_defaults().items() if name in MODEL_OPTIONS}
 
 
 def chosen_model_options(fields: Mapping[str, Any]) -> dict[str, Any]:

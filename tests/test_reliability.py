@@ -419,6 +419,19 @@ def test_resuming_from_a_corrupt_checkpoint_is_a_clear_error(tiny, tmp_path, cap
     cli_error(capsys, tiny_args(out, "--resume"), str(out / "checkpoint.pt"), "truncated or corrupt")
 
 
+def test_a_run_saved_with_a_setting_it_never_read_is_still_evaluated_and_resumed(tiny, tmp_path, capsys):
+    # Saved before such settings were refused: kl_weight under plain cross-entropy changed nothing.
+    out = tmp_path / "run"
+    assert cli.main(tiny_args(out, "--epochs", "1")) == 0
+    path = out / "checkpoint.pt"
+    state = load_checkpoint(path)
+    state["config"]["kl_weight"] = 0.5
+    save_checkpoint(state, path)
+    assert cli.main(["evaluate", "--checkpoint", str(path)]) == 0
+    capsys.readouterr()
+    assert cli.main(tiny_args(out, "--epochs", "2", "--resume")) == 0  # the same run, continued
+
+
 def test_a_file_or_folder_that_is_no_checkpoint_is_named_without_advice_to_delete_it(tmp_path, capsys):
     (tmp_path / "metrics.json").write_text("{}")
     line = cli_error(capsys, ["evaluate", "--checkpoint", str(tmp_path / "metrics.json")], "is not a checkpoint")
