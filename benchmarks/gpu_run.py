@@ -367,13 +367,14 @@ def phase_profile(phase: Phase) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     args = phase.args
-    base = TINY if args.dry_run else {"train_limit": PROBE_IMAGES, "validation_split": 5000}
+    base = {**(TINY if args.dry_run else {"train_limit": PROBE_IMAGES, "validation_split": 5000}), "epochs": 1}
+    phase.record.data["settings"] = {"presets": args.preset.split(","), "base_overrides": base}
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if phase.device.type == "cuda" else [])
     with tempfile.TemporaryDirectory() as scratch:
         for preset in args.preset.split(","):
-            measured_run(phase, preset, {**base, "epochs": 1}, Path(scratch) / f"{preset}-warmup")
+            measured_run(phase, preset, base, Path(scratch) / f"{preset}-warmup")
             with profile(activities=activities) as prof:
-                run = measured_run(phase, preset, {**base, "epochs": 1}, Path(scratch) / preset)
+                run = measured_run(phase, preset, base, Path(scratch) / preset)
             config = from_preset(preset, **base)  # the run's own batch and drop_last, not the preset's
             batches = training_batches(run["split_sizes"]["train"], config.batch_size, config.drop_last)
             run.update(name=f"{preset}_epoch_profile", batches=batches,
@@ -641,14 +642,18 @@ def _markdown_table(record: dict) -> str:
              f"CUDA {record['cuda_version'] or 'none'}){'; dry run, not meaningful' if record['dry_run'] else ''}.",
              f"Command: `{record['command']}`", "",
              "| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    # The phase's shared overrides (tune records them; the others' were the dry run's sizes) are not settings
-    # a row differs in, so they are left out of its settings.
-    shared = record.get("settings", {}).get("base_overrides", TINY_FAST)
+    # The phase's shared overrides (tune and profile record them) are not settings a row differs in, so they
+    # are left out of its settings; files that do not record them leave out the dry run's sizes (TINY_FAST).
+    shared = record.get("settings", {}).get("base_overrides")
+
+    def differs(key: str, value: Any) -> bool:
+        return key not in TINY_FAST if shared is None else key not in shared or shared[key] != value
+
     for run in record["runs"]:
         cells = []
         for name, get in COLUMNS:
             value = get(run) if get else ", ".join(f"{k}={v}" for k, v in run.get("overrides", {}).items()
-                                                   if k not in shared) or "-"
+                                                   if differs(k, v)) or "-"
             is_share = name in ("validation", "test") and isinstance(value, float)
             cells.append(f"{value:.2%}" if is_share else f"{value:.2f}" if isinstance(value, float)
                          else "-" if value is None else str(value))
@@ -684,6 +689,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             phase.record.discard_if_empty()
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the results file, saved after every run, says complete: false
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

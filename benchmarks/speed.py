@@ -520,6 +520,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except CifarUtilsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the results file, rewritten after every run, says complete: false
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -60,7 +60,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if start == LEGACY_TORCH_MAGIC:
         raise CheckpointError(f"{path} is not a cifar_utils checkpoint: it is a torch file in the legacy "
                               "(non-zip) format, which cifar_utils never writes. Pass the checkpoint.pt of a run.")
-    if start[:len(ZIP_MAGIC)] != ZIP_MAGIC[:len(start)]:  # a run's metrics.json, say: not a damaged checkpoint
+    # Another kind of file (a run's metrics.json, say) is named as such; a damaged .pt as corrupt, below.
+    if path.suffix != ".pt" and start[:len(ZIP_MAGIC)] != ZIP_MAGIC[:len(start)]:
         raise CheckpointError(f"{path} is not a checkpoint (torch checkpoints are zip archives). Pass the "
                               f"{CHECKPOINT_NAME} of a run.")
     try:

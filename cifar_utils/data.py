@@ -122,9 +122,10 @@ def detect_source(root: Path) -> Optional[str]:
 
 
 def require_data(root: Path, origin: str) -> None:
-    """:class:`DataError`, saying how to fix it, unless ``root`` holds a layout :func:`load_dataset` reads."""
+    """:class:`DataError`, saying how to fix it, unless ``root`` holds a layout :func:`load_dataset` reads
+    (for commands without --download, such as report, whose message does not offer it)."""
     if detect_source(root) is None:
-        raise DataError(_not_found_message(root, origin, download=False))
+        raise DataError(_not_found_message(root, origin, offer_download=False))
 
 
 def load_dataset(
@@ -155,10 +156,10 @@ def load_dataset(
         return load_image_folder(path, skip_bad_files=skip_bad_files)
     if source == "cifar10" and (found == "cifar10" or download):
         return load_torchvision_cifar10(path, download=download)
-    raise DataError(_not_found_message(path, origin, download, found if asked == "cifar10" else None))
+    raise DataError(_not_found_message(path, origin, not download, found if asked == "cifar10" else None))
 
 
-def _not_found_message(path: Path, origin: str, download: bool, found: Optional[str] = None) -> str:
+def _not_found_message(path: Path, origin: str, offer_download: bool, found: Optional[str] = None) -> str:
     """Why no data was found; ``found`` is the layout detected where ``dataset="cifar10"`` asked for another."""
     if found == "folder":
         return (f"dataset='cifar10' reads torchvision's CIFAR-10 batches ({TORCHVISION_FOLDER}/), but {path} (from "
@@ -176,7 +177,7 @@ def _not_found_message(path: Path, origin: str, download: bool, found: Optional[
                 f"({TORCHVISION_FOLDER}/) nor an image folder (train/<class>/ and test/<class>/)")
     fix = ("pass --data-root DIR (data_root=DIR in Python and the notebooks, or set CIFAR10_ROOT) to a folder with train/<class>/*.jpg and "
            "test/<class>/*.jpg, or to one holding cifar-10-batches-py/")
-    if not download:
+    if offer_download:
         fix += ", or add --download (download=True) to fetch the official CIFAR-10 with torchvision"
     return f"no CIFAR-10 data found: {what}. Fix: {fix}."
 

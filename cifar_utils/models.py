@@ -8,6 +8,7 @@ architecture in ``ARCHITECTURES`` by name.
 from __future__ import annotations
 
 import inspect
+import operator
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -199,8 +200,12 @@ def build_model(config_or_name, num_classes: int = 10) -> nn.Module:
 
         hint = f" ({name!r} is a preset: build_model(from_preset({name!r})))" if name in PRESETS else ""
         raise ConfigError(f"unknown architecture {name!r}{hint}; choose one of {', '.join(sorted(ARCHITECTURES))}")
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigError(f"num_classes={num_classes!r}: a classifier needs at least 2 classes")
+    try:
+        num_classes = operator.index(num_classes)  # an int, numpy's or torch's too
+    except TypeError:
+        raise ConfigError(f"num_classes={num_classes!r} is not a whole number of classes") from None
+    if num_classes < 2:
+        raise ConfigError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
     options = {} if isinstance(config_or_name, str) else model_options(config_or_name)
     return ARCHITECTURES[name](num_classes, **options)
 

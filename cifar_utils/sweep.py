@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from . import io
 from .checkpoint import CHECKPOINT_NAME, METRICS_NAME
+from .device import get_device
 from .errors import CifarUtilsError, ConfigError, OutputExistsError
 from .report import (NOTEBOOKS_DIR, NotebookFailed, RunRecord, execute_notebook, notebook_config,
                      notebook_parameters, read_run, reusable_run, smoke_mode)
@@ -182,17 +183,16 @@ def _run_one(notebook: Path, lr: float, seed: int, device: Optional[str], run_di
 
 
 def _check_devices(devices: Sequence[Optional[str]]) -> list[Optional[str]]:
-    """A list of device names; a single string (papermill's ``-p`` passes one) is refused, not split."""
-    import torch
-
+    """A list of device names, each one :func:`~cifar_utils.device.get_device` accepts here, checked before any
+    run starts; a single string (papermill's ``-p`` passes one) is refused, not split."""
     if isinstance(devices, (str, bytes)) or not isinstance(devices, Sequence):
         raise ConfigError(f"devices={devices!r} must be a list such as ['cuda:0', 'cuda:1'] "
                           "(with papermill: -y 'devices: [\"cuda:0\", \"cuda:1\"]')")
     for device in devices:
         try:
-            torch.device(device) if device is not None else None
-        except (RuntimeError, TypeError):
-            raise ConfigError(f"{device!r} in devices is not a device name; use cpu, cuda, cuda:1 or mps") from None
+            get_device(device) if device is not None else None
+        except (ConfigError, TypeError) as err:
+            raise ConfigError(f"devices: {err}") from None
     return list(devices)
 
 

@@ -143,3 +143,14 @@ def test_throughput_trains_at_full_size_even_with_progressive_resizing(synthetic
     measured = cpu.train_images_per_second("cpu", synthetic, "unused", 512, torch.device("cpu"),
                                            progressive_start=16)
     assert measured["images"] == 512 and sides and set(sides) == {32}
+
+
+def test_readme_from_another_benchmarks_file_is_one_error_naming_it(tmp_path):
+    import subprocess
+    import sys
+
+    other = cpu.REPO / "benchmarks" / "results" / "block-mix-2026-11-23.json"
+    done = subprocess.run([sys.executable, str(cpu.REPO / "benchmarks" / "cpu.py"), "--readme", str(other)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"error: {other} does not hold the results this table reads")
