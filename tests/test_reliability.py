@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,11 @@ def ctrl_c(model, logits):
 
 def ctrl_c_twice(model, logits):
     _sigint()
+    # Two signals pending at once reach Python's handler as one: wait until the run's handler has taken the
+    # first (it then hands Ctrl-C back), as a person's second Ctrl-C comes after the first was seen.
+    deadline = time.monotonic() + 5
+    while getattr(signal.getsignal(signal.SIGINT), "__name__", "") == "_handle" and time.monotonic() < deadline:
+        time.sleep(0.001)
     _sigint()
     return logits
 
