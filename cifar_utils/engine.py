@@ -198,11 +198,12 @@ class _InterruptFlag:
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self._previous, self._installed = None, False
 
     def __enter__(self) -> "_InterruptFlag":
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
         return self
 
     def _handle(self, signum, frame) -> None:
@@ -210,8 +211,10 @@ class _InterruptFlag:
         signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        if self._installed:
+            # None: the handler before was set outside Python and cannot be put back; Python's own stands in,
+            # never this flag's, which would swallow every later Ctrl-C.
+            signal.signal(signal.SIGINT, signal.default_int_handler if self._previous is None else self._previous)
 
 
 def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, train_loader, val_loader,
