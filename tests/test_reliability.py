@@ -274,7 +274,8 @@ def test_ctrl_c_during_an_epochs_partial_last_batch_resumes_at_its_validation(ti
 
 def test_a_second_ctrl_c_stops_at_once_without_finishing_the_step(tiny, tmp_path, capsys):
     out = tmp_path / "run"
-    # As in a terminal, Python's own handler first (in the full suite something earlier left another one).
+    # As in a terminal, Python's own handler first: a suite started in the background (cmd &) from a
+    # non-interactive shell inherits SIGINT ignored, which the run would hand back after the first Ctrl-C.
     handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         tiny((2, ctrl_c_twice))  # two real SIGINTs during the second mini-batch's forward pass
