@@ -255,7 +255,7 @@ def sync_check(phase: Phase, preset: str) -> dict:
     loader = make_loaders(splits, config, phase.device).train
     precision = resolve_precision(config.precision, phase.device)
     parts = build_training_parts(model, config, len(loader), phase.device, precision)
-    steps = -(-len(loader) // config.accumulation_steps)  # optimizer steps
+    steps = parts.steps_per_epoch
     cuda, done = phase.device.type == "cuda", [0]
 
     def checked(state) -> None:  # after each optimizer step

@@ -245,6 +245,7 @@ class TrainingParts:
     scheduler: Any  # a torch LR scheduler, or None
     scaler: Optional[torch.amp.GradScaler]  # fp16 only
     averager: Any  # the weight average (ExponentialMovingAverage or Lookahead), or None
+    steps_per_epoch: int  # optimizer steps per epoch (mini-batches / accumulation_steps, rounded up)
 
 
 def build_training_parts(model: nn.Module, config: Config, batches_per_epoch: int, device: torch.device,
@@ -259,7 +260,8 @@ def build_training_parts(model: nn.Module, config: Config, batches_per_epoch: in
     elif config.lookahead_decay is not None:
         averager = Lookahead(unwrap(model), steps_per_epoch * config.epochs, config.lookahead_decay)
     return TrainingParts(build_criterion(config), optimizer, build_scheduler(optimizer, config, steps_per_epoch),
-                         torch.amp.GradScaler(device.type) if precision == "fp16" else None, averager)
+                         torch.amp.GradScaler(device.type) if precision == "fp16" else None, averager,
+                         steps_per_epoch)
 
 
 def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, resume: bool, progress: bool,

@@ -295,14 +295,14 @@ class UntrainedForward:
                 f"{math.log(classes):.3f})")
 
 
-def untrained_forward(config: Config, data, images: int = 8) -> UntrainedForward:
-    """One training image of each of ``images`` classes, normalised as ``config`` trains, through its untrained
-    network (seeded by ``config.seed``). Training images: the test set waits for 04."""
+def untrained_forward(config: Config, data, classes: int = 8) -> UntrainedForward:
+    """One training image of each of the first ``classes`` classes, normalised as ``config`` trains, through
+    its untrained network (seeded by ``config.seed``). Training images: the test set waits for 04."""
     from .data import build_transform, make_splits, one_per_class
     from .models import build_model
 
     splits = make_splits(data, normalization=config.normalization, seed=config.seed)
-    shown = one_per_class(splits.train.labels, seed=config.seed)[:images]
+    shown = one_per_class(splits.train.labels, seed=config.seed)[:classes]
     pixels = splits.train.images[shown]
     inputs = build_transform("none", splits.mean, splits.std)(pixels)  # uint8 -> normalised float32
     torch.manual_seed(config.seed)
