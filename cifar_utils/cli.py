@@ -207,7 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run(args)
     except TrainingInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
-        return 130
+        return err.exit_status
     except CifarUtilsError as err:
         rank = env_info().rank
         # A bad setting fails identically on every torchrun rank: rank 0 alone says so.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import signal
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from . import io
 from . import preprocessing as spec
 from .config import DATASETS, NORMALIZATIONS, VALIDATION_FRACTION
-from .errors import ConfigError, DataError, WriteError
+from .errors import STOP_SIGNALS, ConfigError, DataError, WriteError
 from .preprocessing import FIXED_MEAN, FIXED_STD, IMAGE_SIZE
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -629,6 +630,14 @@ def default_num_workers(device: torch.device) -> int:
     return min(8, os.cpu_count() or 1)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Worker processes ignore Ctrl-C and SIGTERM, which a terminal or Slurm sends to every process of the job:
+    the training process handles them, and finishing its current step needs the batches of live workers.
+    They still exit with it (torch's workers stop when their parent is gone)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def make_dataloader(imageset: ImageSet, transform, batch_size: int, device: torch.device,
                     sampler: Optional[Sampler] = None, num_workers: Optional[int] = None,
                     generator: Optional[torch.Generator] = None, drop_last: bool = False) -> DataLoader:
@@ -641,5 +650,5 @@ def make_dataloader(imageset: ImageSet, transform, batch_size: int, device: torc
     workers = default_num_workers(device) if num_workers is None else num_workers
     return DataLoader(TensorImageDataset(imageset, transform), batch_size=batch_size, sampler=sampler,
                       shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
-                      persistent_workers=workers > 0, drop_last=drop_last,
+                      persistent_workers=workers > 0, drop_last=drop_last, worker_init_fn=_ignore_stop_signals,
                       generator=generator or torch.Generator().manual_seed(0))

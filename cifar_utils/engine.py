@@ -31,7 +31,7 @@ from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, checkpoint_confi
                          rng_state, save_checkpoint)
 from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, without_ignored
 from .device import autocast
-from .errors import CheckpointError, OutOfMemoryError, TrainingDivergedError, TrainingInterrupted
+from .errors import STOP_SIGNALS, CheckpointError, OutOfMemoryError, TrainingDivergedError, TrainingInterrupted
 from .optim import PER_STEP_SCHEDULERS, scheduler_interval
 
 # Mini-batches between reads of the running loss on a GPU: reading it waits for the device to finish,
@@ -194,27 +194,33 @@ def validate_epoch(model: nn.Module, dataloader, criterion: nn.Module, device: t
 
 
 class _InterruptFlag:
-    """Turns the first Ctrl-C into a request to stop at the next optimizer step; a second one stops at once."""
+    """Turns the first Ctrl-C or SIGTERM into a request to stop at the next optimizer step; a second one of the
+    same kind acts as it did before the run (Ctrl-C raises KeyboardInterrupt at once, SIGTERM ends the process)."""
 
     def __init__(self):
-        self.requested = False
-        self._previous, self._installed = None, False
+        self.requested: Optional[signal.Signals] = None  # the signal that asked to stop
+        self._previous: dict[signal.Signals, object] = {}
 
     def __enter__(self) -> "_InterruptFlag":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+        self.requested = self.requested or signal.Signals(signum)
+        signal.signal(signum, _handler_to_restore(signum, self._previous[signum]))
 
     def __exit__(self, *exc) -> None:
-        if self._installed:
-            # None: the handler before was set outside Python and cannot be put back; Python's own stands in,
-            # never this flag's, which would swallow every later Ctrl-C.
-            signal.signal(signal.SIGINT, signal.default_int_handler if self._previous is None else self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, _handler_to_restore(signum, previous))
+
+
+def _handler_to_restore(signum: int, previous):
+    # None: the handler before was set outside Python and cannot be put back; Python's own default stands in,
+    # never the flag's, which would swallow every later signal.
+    if previous is not None:
+        return previous
+    return signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
 
 
 def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, train_loader, val_loader,
@@ -313,7 +319,8 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                     save(CHECKPOINT_NAME, epoch, running)
                     running.seconds = running_seconds
                 if interrupt.requested:
-                    raise TrainingInterrupted(_interrupt_message(checkpoint_dir, epoch + 1, running.batches))
+                    raise TrainingInterrupted(_interrupt_message(checkpoint_dir, epoch + 1, running.batches,
+                                                                 interrupt.requested), signum=interrupt.requested)
 
             try:
                 train_loss, train_acc = train_epoch(
@@ -348,9 +355,9 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
             if distributed.is_main_process() and ((epoch + 1) % config.print_every == 0 or epoch + 1 == config.epochs):
                 log(format_history_row(history[-1], config.epochs))
             if interrupt.requested:
-                if epoch + 1 == config.epochs:
-                    raise TrainingInterrupted(_interrupt_message(checkpoint_dir, None, 0))
-                raise TrainingInterrupted(_interrupt_message(checkpoint_dir, epoch + 2, 0))
+                resume_at = None if epoch + 1 == config.epochs else epoch + 2
+                raise TrainingInterrupted(_interrupt_message(checkpoint_dir, resume_at, 0, interrupt.requested),
+                                         signum=interrupt.requested)
     return history
 
 
@@ -410,14 +417,16 @@ def _check_same_setup(state: dict, config, path: Path, extra_state: dict) -> Non
                               "Resume with the settings it was trained with, or start a new run in another --out")
 
 
-def _interrupt_message(checkpoint_dir: Optional[Path], epoch: Optional[int], batch: int) -> str:
+def _interrupt_message(checkpoint_dir: Optional[Path], epoch: Optional[int], batch: int,
+                       signum: int = signal.SIGINT) -> str:
     """What an interrupted run says; ``epoch`` is the 1-based epoch to resume at, None once the last is done."""
+    how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
     if checkpoint_dir is None:
-        return "training interrupted (no checkpoint directory was given, so nothing was saved)"
+        return f"training {how} (no checkpoint directory was given, so nothing was saved)"
     if epoch is None:
-        return (f"interrupted after the last epoch; the trained model is saved in {checkpoint_dir}. The same "
+        return (f"{how} after the last epoch; the trained model is saved in {checkpoint_dir}. The same "
                 "command plus --resume (or resume=True in a notebook) skips training and runs the final evaluation.")
-    return (f"training interrupted; a checkpoint was saved in {checkpoint_dir} at epoch {epoch}, "
+    return (f"training {how}; a checkpoint was saved in {checkpoint_dir} at epoch {epoch}, "
             f"mini-batch {batch}. Resume with the same command plus --resume (or resume=True in a notebook).")
 
 

@@ -5,6 +5,7 @@ Every mistake a user can make (a wrong path, a bad preset, a corrupt checkpoint)
 these into one line on stderr and exit status 2; notebooks show them as a single clear exception.
 """
 
+import signal
 import sys
 
 
@@ -53,8 +54,22 @@ class TrainingDivergedError(CifarUtilsError):
         )
 
 
+# What stops a training run gracefully, at its next optimizer step and with a checkpoint: Ctrl-C, and the
+# polite kill of `timeout`, Slurm, Docker or a preempted cloud machine.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class TrainingInterrupted(CifarUtilsError):
-    """Training stopped by Ctrl-C after a checkpoint was saved."""
+    """Training stopped by Ctrl-C or SIGTERM (``signum``) after a checkpoint was saved."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signal.Signals(signum)
+
+    @property
+    def exit_status(self) -> int:
+        """The status a shell gives a process the signal ended: 130 for Ctrl-C, 143 for SIGTERM."""
+        return 128 + self.signum
 
 
 class OutOfMemoryError(CifarUtilsError):
@@ -64,9 +79,13 @@ class OutOfMemoryError(CifarUtilsError):
 def run_script(main) -> None:
     """Run a script's ``main()`` so that bad input (a :class:`CifarUtilsError`: a results file that exists, a
     wrong data root or value) ends it as it ends the command line: one ``error:`` line on stderr and exit
-    status 2, not a traceback; Ctrl-C ends it with ``interrupted`` and status 130."""
+    status 2, not a traceback; Ctrl-C ends it with ``interrupted`` and status 130 (a training run stopped by
+    SIGTERM after saving its checkpoint: 143)."""
     try:
         main()
+    except TrainingInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        raise SystemExit(err.exit_status) from None
     except CifarUtilsError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

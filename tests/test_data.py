@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import urllib.error
 from pathlib import Path
 
@@ -635,6 +636,20 @@ def test_dataloader_batches_and_workers(synthetic):
     x, y = batches[0]
     assert x.shape == (64, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert torch.equal(torch.cat([y for _, y in batches]), synthetic.test.labels)  # in order
+
+
+def test_dataloader_workers_outlive_the_sigterm_that_stops_the_run(synthetic):
+    # Slurm and a terminal signal every process of the job; the training process finishes its step with
+    # batches from its workers, so they must not die of the signal first.
+    loader = make_dataloader(synthetic.test, build_transform("none", FIXED_MEAN, FIXED_STD), 8, torch.device("cpu"),
+                             num_workers=1)
+    batches = iter(loader)
+    next(batches)
+    worker = loader._iterator._workers[0]
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        os.kill(worker.pid, signum)
+    assert sum(len(y) for _, y in batches) == len(synthetic.test) - 8
+    assert worker.is_alive()
 
 
 def test_per_split_batch_sizes(synthetic):

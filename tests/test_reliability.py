@@ -160,7 +160,7 @@ def cli_error(capsys, args: list[str], *fragments: str, status: int = 2) -> str:
     err = capsys.readouterr().err
     assert code == status, err
     assert "Traceback" not in err
-    prefix = "interrupted:" if status == 130 else "error:"
+    prefix = "interrupted:" if status in (130, 143) else "error:"
     lines = [line for line in err.splitlines() if line.startswith(prefix)]
     assert len(lines) == 1, err
     for fragment in fragments:
@@ -285,6 +285,35 @@ def test_a_second_ctrl_c_stops_at_once_without_finishing_the_step(tiny, tmp_path
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the run gave Ctrl-C back
     finally:
         signal.signal(signal.SIGINT, handler)
+
+
+class Terminated(Exception):
+    """What SIGTERM does in these tests while no run handles it (by default it would end the test process)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+def sigterm(model, logits):
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+    return logits
+
+
+def test_sigterm_saves_a_checkpoint_like_ctrl_c_and_resuming_finishes(tiny, tmp_path, capsys, reference):
+    out = tmp_path / "run"
+    handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        tiny((2, sigterm))  # a real SIGTERM (timeout, Slurm, a preempted machine) during the second mini-batch
+        line = cli_error(capsys, tiny_args(out), "stopped by SIGTERM", "epoch 1, mini-batch 2", "--resume", status=143)
+        assert line.startswith("interrupted:")
+        assert signal.getsignal(signal.SIGTERM) is _raise_terminated  # the run gave SIGTERM back
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert (load_checkpoint(out / "checkpoint.pt")["batches"]) == 2
+    tiny()
+    assert cli.main(tiny_args(out, "--resume")) == 0
+    assert_same_run(out, reference)
 
 
 def test_ctrl_c_during_the_last_validation_says_training_is_done_and_resuming_only_evaluates(
