@@ -62,3 +62,19 @@ def test_ctrl_c_ends_a_script_with_one_line_and_status_130(capsys):
     with pytest.raises(SystemExit) as info:
         run_script(interrupted)
     assert info.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_a_training_stopped_by_sigterm_ends_a_script_as_interrupted_with_status_143(capsys):
+    import signal
+
+    import pytest
+
+    from cifar_utils.errors import TrainingInterrupted, run_script
+
+    def stopped():
+        raise TrainingInterrupted("training stopped by SIGTERM; a checkpoint was saved", signum=signal.SIGTERM)
+
+    with pytest.raises(SystemExit) as info:
+        run_script(stopped)
+    assert info.value.code == 143
+    assert capsys.readouterr().err == "interrupted: training stopped by SIGTERM; a checkpoint was saved\n"
