@@ -223,6 +223,9 @@ def from_preset(name: str, *, faithful: bool = False, **overrides: Any) -> Confi
     """
     if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    if overrides.get("preset", name) != name:  # it would label the recipe of one preset with another's name
+        raise ConfigError(f"preset={overrides['preset']!r} cannot rename preset {name!r}: choose the preset itself "
+                          f"(--preset {overrides['preset']}, or from_preset({overrides['preset']!r}))")
     preset = PRESETS[name]
     if faithful and not preset.faithful:
         raise ConfigError(f"preset {name!r} has no faithful variant; "

@@ -625,6 +625,10 @@ def test_unknown_preset_and_unknown_field_are_clear_errors(tmp_path, capsys):
         from_preset("seed999")
     with pytest.raises(ConfigError, match="colour"):
         from_preset("seed003", colour="red")
+    # A preset's recipe under another preset's name would mislabel the run in every table.
+    cli_error(capsys, ["train", "--preset", "cpu", "--set", "preset=seed000", *args], "cannot rename preset 'cpu'",
+              "--preset seed000")
+    assert from_preset("cpu", preset="cpu").preset == "cpu"
 
 
 def test_sync_batchnorm_on_the_cpu_is_one_clear_error_before_anything_is_written(tmp_path, capsys):
