@@ -40,7 +40,7 @@ import torch
 
 from . import io
 from .checkpoint import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME
-from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, Config, with_defaults
+from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, Config, ignored_settings, with_defaults
 from .data import data_copy_kind, require_data, resolve_root
 from .discussion import count
 from .device import autocast, describe_device, get_device, keep_freed_cpu_memory, resolve_precision
@@ -374,10 +374,12 @@ def config_differences(saved: Mapping[str, Any], config: Config) -> list[str]:
     """``field: saved -> wanted`` for each result-relevant field where a saved config differs. A field the
     saved config lacks (it predates the field) counts as its default, which is what that run did. data_root
     differs only where the two name different folders: ``data/x``, its absolute path and None under
-    ``CIFAR10_ROOT=data/x`` are the same data. ``download`` never differs: it only says how the data got there."""
-    saved = with_defaults(saved)
+    ``CIFAR10_ROOT=data/x`` are the same data. ``download`` never differs: it only says how the data got there.
+    Nor does a setting that neither run reads (:func:`~cifar_utils.config.ignored_settings`): a run saved before
+    such settings were refused may hold one, and where only one run reads it, what decides that differs."""
+    saved, unread = with_defaults(saved), set(ignored_settings(config))
     return [f"{name}: {saved[name]!r} -> {value!r}" for name, value in config.to_dict().items()
-            if name not in NOT_RESULT_FIELDS and name != "download" and saved[name] != value
+            if name not in NOT_RESULT_FIELDS and name != "download" and name not in unread and saved[name] != value
             and not (name == "data_root" and _data_folder(saved[name]) == _data_folder(value))]
 
 
