@@ -405,6 +405,20 @@ def held_out_images(n: int, validation_split: Optional[int]) -> int:
     return max(1, round(n * VALIDATION_FRACTION)) if validation_split is None else validation_split
 
 
+# CIFAR-10's training and test images: what a run on the full data trains and scores on.
+CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
+
+
+def split_sizes(config) -> tuple[int, int, int]:
+    """The (train, validation, test) images of a run of ``config`` on the whole of CIFAR-10, as
+    :func:`make_splits` draws them."""
+    train = CIFAR10_SIZES["train"]
+    validation = held_out_images(train, config.validation_split)
+    sizes = (train - validation, validation, CIFAR10_SIZES["test"])
+    limits = (config.train_limit, config.validation_limit, config.test_limit)
+    return tuple(size if limit is None else min(size, limit) for size, limit in zip(sizes, limits))
+
+
 def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: int = 0,
                 train_limit: Optional[int] = None, validation_limit: Optional[int] = None,
                 test_limit: Optional[int] = None, normalization: str = "fixed") -> Splits:

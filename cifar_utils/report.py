@@ -41,7 +41,7 @@ import torch
 from . import io
 from .checkpoint import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME
 from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, Config, ignored_settings, with_defaults
-from .data import data_copy_kind, require_data, resolve_root
+from .data import data_copy_kind, require_data, resolve_root, split_sizes
 from .discussion import count
 from .device import autocast, describe_device, get_device, keep_freed_cpu_memory, resolve_precision
 from .errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError, WriteError
@@ -805,16 +805,15 @@ def seconds_per_image(config: Config, device: torch.device, steps: int = 2) -> t
     return train_seconds, eval_seconds
 
 
-def estimate_seconds(plan: Sequence[PlannedTraining], per_image: Sequence[tuple[float, float]],
-                     train_images: int = 45_000, validation_images: int = 5_000, test_images: int = 10_000) -> float:
-    """Seconds the planned trainings take, given (train, eval) seconds per image for each item of ``plan``:
-    every epoch trains on ``train_images`` and validates (one view); the end evaluates validation and test
-    once more with the config's test-time augmentation."""
+def estimate_seconds(plan: Sequence[PlannedTraining], per_image: Sequence[tuple[float, float]]) -> float:
+    """Seconds the planned trainings take on the whole of CIFAR-10, given (train, eval) seconds per image for
+    each item of ``plan``: every epoch trains on the training split and validates on the validation split
+    (one view); the end evaluates validation and test once more with the config's test-time augmentation."""
     total = 0.0
     for item, (train_s, eval_s) in zip(plan, per_image, strict=True):
-        trained = min(train_images, item.config.train_limit or train_images)
-        per_run = (item.config.epochs * (trained * train_s + validation_images * eval_s)
-                   + (validation_images + test_images) * eval_s * view_count(item.config.tta))
+        train, validation, test = split_sizes(item.config)
+        per_run = (item.config.epochs * (train * train_s + validation * eval_s)
+                   + (validation + test) * eval_s * view_count(item.config.tta))
         total += item.runs * per_run
     return total
 

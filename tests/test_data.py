@@ -463,6 +463,16 @@ def test_stratified_counts_round_to_the_exact_total():
         assert ((counts - sizes * total / sizes.sum()).abs() < 1).all() and (counts <= sizes).all()
 
 
+def test_split_sizes_match_the_splits_make_splits_draws():
+    full = data.synthetic_dataset(*data.CIFAR10_SIZES.values(), seed=0)
+    for config in (Config(), Config(validation_split=0), Config(validation_split=2_000, train_limit=1_000),
+                   Config(validation_limit=300, test_limit=700)):
+        splits = make_splits(full, config.validation_split, train_limit=config.train_limit,
+                             validation_limit=config.validation_limit, test_limit=config.test_limit)
+        assert data.split_sizes(config) == (len(splits.train), len(splits.validation), len(splits.test))
+    assert data.split_sizes(Config()) == (45_000, 5_000, 10_000)
+
+
 def test_validation_split_zero_trains_on_every_training_image():
     d = numbered_data()
     s = make_splits(d, validation_split=0, seed=1, validation_limit=10)
