@@ -17,11 +17,13 @@ exit with status 2; Ctrl-C during training saves a checkpoint and exits with sta
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import PRECISIONS, field_names, parse_value
+from .config import PRECISIONS, cli_value, field_defaults, field_help, parse_value
 from .distributed import env_info
 from .errors import CifarUtilsError, ConfigError, TrainingInterrupted
 from .presets import PRESETS, faithful_presets, from_preset
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"run the report's own recipe where the preset differs ({', '.join(faithful_presets())})")
     for name in FIELD_FLAGS:  # absent unless given, so that "--grad-clip none" can set None
         train.add_argument("--" + name.replace("_", "-"), dest=name, type=_field_flag(name), default=argparse.SUPPRESS,
-                           help=f"override config.{name}")
+                           help=f"config.{name}: {field_help()[name]}".replace("%", "%%"))
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                        help="override any config field (repeatable); see `presets --fields`")
     train.add_argument("--download", action="store_true", help="download the official CIFAR-10 if missing")
@@ -93,8 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--precision", default=None, choices=PRECISIONS,
                           help="autocast precision (default: the run's; fp16 needs a CUDA GPU)")
 
-    presets = commands.add_parser("presets", help="list the presets (or --fields: the config fields)")
-    presets.add_argument("--fields", action="store_true")
+    presets = commands.add_parser("presets", help="list the presets, show one's recipe, or list the config fields")
+    presets.add_argument("name", nargs="?", default=None,
+                         help="a preset: its settings, each with where it comes from (the report, or chosen here and why)")
+    presets.add_argument("--fields", action="store_true",
+                         help="every config field with what it does and its default (with NAME: the preset's value)")
 
     report = commands.add_parser("report", help="run notebooks 01-05 through papermill")
     report.add_argument("--smoke", action="store_true", help="tiny profile: a few hundred images, one epoch")
@@ -171,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name:<12} {acc:.2%}")
     elif args.command == "presets":
         if args.fields:
-            print("\n".join(field_names()))
+            print_fields(args.name)
+        elif args.name is not None:
+            print_preset(args.name)
         else:
             for name, preset in PRESETS.items():
                 # A long source (the cpu and fast presets cite their issue) goes on a line of its own.
@@ -200,11 +207,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_fields(preset: Optional[str] = None) -> None:
+    """Every config field, its value (the default, or ``preset``'s) as ``--set`` takes it, and what it does."""
+    values = from_preset(preset).to_dict() if preset is not None else field_defaults()
+    for name, value in values.items():
+        print(f"{name:<24} {cli_value(value):<14} {field_help()[name]}")
+
+
+def print_preset(name: str) -> None:
+    """Preset ``name``: what it is, where its recipe comes from, and each setting it makes, with its source."""
+    from .results import hyperparameter_table  # local import: results loads plotting and the models
+
+    rows = hyperparameter_table(name)  # ConfigError for an unknown name
+    preset = PRESETS[name]
+    print(f"{name}: {preset.description}\nsource: {preset.source}\nreported: {preset.reported}\n")
+    width = max(len(row["setting"]) for row in rows)
+    value_width = min(24, max(len(row["value"]) for row in rows))
+    for row in rows:
+        print(f"{row['setting']:<{width}}  {row['value']:<{value_width}}  {row['source']}")
+    if preset.faithful:
+        print(f"\n--faithful, the report's own recipe: "
+              f"{', '.join(f'{key}={cli_value(value)}' for key, value in preset.faithful.items())}")
+    print(f"\nevery setting, with what it does: python -m cifar_utils presets {name} --fields")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # quoted as the source of generated tables
     try:
-        return run(args)
+        status = run(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught below, not in Python's flush at exit
+        return status
     except TrainingInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         return err.exit_status
@@ -217,3 +250,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # printed into a pipe whose reader stopped early (| head): no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush would fail again
+        return 128 + signal.SIGPIPE  # what the shell reports for a writer the closed pipe stopped

@@ -13,7 +13,11 @@ overrides on top of these defaults.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import io
 import math
+import tokenize
 import types
 import typing
 from dataclasses import dataclass
@@ -270,6 +274,22 @@ def progressive_schedule(config: Config, full: int = IMAGE_SIZE) -> list[int]:
 
 def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(Config)]
+
+
+@functools.cache
+def field_help() -> dict[str, str]:
+    """What each :class:`Config` field does: the comment beside its definition, read from the source, so that
+    the command line's help and ``presets --fields`` say what the code says."""
+    names, found = set(field_names()), {}
+    line_start: Optional[tokenize.TokenInfo] = None
+    for token in tokenize.generate_tokens(io.StringIO(inspect.getsource(Config)).readline):
+        if token.type in (tokenize.NEWLINE, tokenize.NL):
+            line_start = None
+        elif line_start is None and token.type not in (tokenize.INDENT, tokenize.DEDENT):
+            line_start = token
+        elif token.type == tokenize.COMMENT and line_start.type == tokenize.NAME and line_start.string in names:
+            found[line_start.string] = token.string.lstrip("#").strip()
+    return found
 
 
 def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:

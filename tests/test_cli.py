@@ -94,8 +94,43 @@ def test_presets_lists_every_preset(capsys):
         entry = " ".join(next(line for line in entries if line.split()[0] == name).split())
         assert " ".join(preset.source.split()) in entry and " ".join(preset.description.split()) in entry
     assert main(["presets", "--fields"]) == 0
-    fields = capsys.readouterr().out.split()
-    assert fields[:len(field_names())] == field_names()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == field_names()
+    assert lines[field_names().index("epochs")].split() == ["epochs", "30", "passes", "over", "the", "training", "split"]
+
+
+def test_presets_name_shows_each_setting_with_its_source_and_fields_show_its_values(capsys):
+    assert main(["presets", "seed004"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"seed004: {PRESETS['seed004'].description}")
+    assert "stated by the report" in out and "chosen here: the report names no scheduler" in out
+    assert "--faithful, the report's own recipe: validation_split=0, head_softmax=true" in out
+    assert main(["presets", "cpu", "--fields"]) == 0
+    lines = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert (lines["model"], lines["epochs"], lines["data_root"]) == ("cpu_net", "10", "none")
+    assert main(["presets", "seed999"]) == 2
+    assert "unknown preset 'seed999'" in capsys.readouterr().err
+
+
+def test_every_config_field_says_what_it_does_in_the_help(capsys):
+    from cifar_utils.config import field_help
+
+    assert set(field_help()) == set(field_names()) and all(field_help().values())
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--epochs EPOCHS config.epochs: passes over the training split" in text
+    assert "None: 10% of them" in text  # a percent sign in a comment is printed, not taken for a format
+
+
+def test_output_into_a_pipe_that_closes_early_ends_without_a_traceback():
+    # As `python -m cifar_utils presets --fields | head -1`: the reader is gone before the command writes.
+    process = subprocess.Popen([sys.executable, "-m", "cifar_utils", "presets", "--fields"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 141, err
+    assert err == ""
 
 
 def test_python_dash_m_entry_point():
