@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     presets.add_argument("--fields", action="store_true",
                          help="every config field with what it does and its default (with NAME: the preset's value)")
 
+    plot = commands.add_parser("plot", help="draw the training curves of a run, or compare several runs, as a PNG")
+    plot.add_argument("runs", nargs="+", metavar="RUN",
+                      help="run folders (train's --out): finished, or still training (its last checkpoint)")
+    plot.add_argument("--out", default=None, help="the PNG to write (default for one run: RUN/curves.png)")
+    plot.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
     report = commands.add_parser("report", help="run notebooks 01-05 through papermill")
     report.add_argument("--smoke", action="store_true", help="tiny profile: a few hundred images, one epoch")
     report.add_argument("--data-root", default=None)
@@ -184,6 +190,10 @@ def run(args: argparse.Namespace) -> int:
                 # A long source (the cpu and fast presets cite their issue) goes on a line of its own.
                 source = preset.source if len(preset.source) <= 11 else f"{preset.source}\n" + " " * (10 + 1 + 11)
                 print(f"{name:<10} {source:<11} {preset.description}")
+    elif args.command == "plot":
+        from .report import plot_run_folders
+
+        print(f"wrote {plot_run_folders(args.runs, args.out, overwrite=args.overwrite)}")
     elif args.command == "report":
         from .report import NOTEBOOKS, run_report
 

@@ -365,6 +365,67 @@ def read_run(out_dir: str | os.PathLike) -> RunRecord:
     return RunRecord(out_dir, history, metrics)
 
 
+def run_history(run_dir: str | os.PathLike) -> tuple[list[dict], str]:
+    """The per-epoch history of the run in ``run_dir`` and a title saying what it is: a finished run's from
+    history.csv, an unfinished one's from its checkpoint (written after every epoch, so a run can be plotted
+    while it trains)."""
+    from .checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    if (run_dir / METRICS_NAME).is_file():
+        record = read_run(run_dir)
+        metrics = record.metrics
+        return record.history, (f"{run_dir.name}: {metrics.get('preset')}, {count(len(record.history), 'epoch')}, "
+                                f"test accuracy {metrics['test_accuracy']:.2%} on the "
+                                f"{data_label(metrics.get('data', 'unknown data'))}")
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        raise CheckpointError(f"{run_dir} holds no run: no {METRICS_NAME} (a finished run) nor {CHECKPOINT_NAME} (one "
+                              "that has trained an epoch); name the folder given to train's --out")
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    if not state["history"]:
+        raise CheckpointError(f"{run_dir} has not finished its first epoch yet: nothing to plot")
+    return list(state["history"]), (f"{run_dir.name}: {state['config'].get('preset')}, {state['epoch']} of "
+                                    f"{count(state['config'].get('epochs'), 'epoch')} so far (unfinished)")
+
+
+def plot_run_folders(run_dirs: Sequence[str | os.PathLike], out: Optional[str | os.PathLike] = None,
+                     overwrite: bool = False) -> Path:
+    """Draw the training curves of one run (default file: ``<run>/curves.png``) or compare several on one
+    figure (``out`` needed), and return the PNG's path; an existing file is replaced only with ``overwrite``."""
+    from . import plots
+
+    if not run_dirs:
+        raise ConfigError("name at least one run folder to plot")
+    if out is None and len(run_dirs) > 1:
+        raise ConfigError(f"{len(run_dirs)} runs go into one figure: name its file with --out, e.g. --out compare.png")
+    path = Path(out) if out is not None else Path(run_dirs[0]) / "curves.png"
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"--out {path}: the figure is written as PNG; give a file name ending in .png")
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a folder; give the PNG's file name, e.g. {path / 'curves.png'}")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it, or choose another --out")
+    runs = [run_history(run_dir) for run_dir in run_dirs]
+    if len(runs) == 1:
+        history, title = runs[0]
+        plots.plot_history(history, title=title, save_to=path)
+    else:
+        labels = _distinct_names([Path(run_dir) for run_dir in run_dirs])
+        plots.plot_runs({label: history for label, (history, _) in zip(labels, runs)},
+                        title="\n".join(title for _, title in runs) if len(runs) <= 3 else None, save_to=path)
+    return path
+
+
+def _distinct_names(paths: Sequence[Path]) -> list[str]:
+    """The shortest trailing parts of ``paths`` that tell them apart (``lr_0.5/seed_0``, not the whole path)."""
+    parts = [path.resolve().parts for path in paths]
+    for depth in range(1, max(map(len, parts)) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    raise ConfigError(f"a run folder is named twice: {' '.join(map(str, paths))}")
+
+
 def _data_folder(root: Optional[str]) -> Path:
     """The folder a data_root names here and now (None: $CIFAR10_ROOT, then ./data)."""
     return resolve_root(root)[0].resolve()

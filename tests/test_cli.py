@@ -7,8 +7,10 @@ import csv
 import io
 import json
 import math
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -310,3 +312,39 @@ def test_report_runs_only_the_notebooks_named(monkeypatch):
     assert calls[0]["use_shipped"]
     assert main(["report", "--smoke", "--no-shipped"]) == 0
     assert not calls[1]["use_shipped"]
+
+
+def test_plot_draws_a_runs_curves_and_never_replaces_a_figure_unasked(trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run[1], run)
+    assert main(["plot", str(run)]) == 0
+    assert capsys.readouterr().out == f"wrote {run / 'curves.png'}\n"
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["plot", str(run)]) == 2
+    assert "curves.png exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["plot", str(run), "--overwrite"]) == 0
+
+
+def test_plot_compares_runs_and_reads_an_unfinished_run_from_its_checkpoint(trained_run, tmp_path, capsys):
+    from cifar_utils import report
+
+    for seed in (0, 1):
+        shutil.copytree(trained_run[1], tmp_path / f"lr_0.1/seed_{seed}")
+    unfinished = tmp_path / "lr_0.1/seed_1"
+    (unfinished / "metrics.json").unlink()
+    (unfinished / "history.csv").unlink()
+    history, title = report.run_history(unfinished)
+    assert len(history) == 1 and title == "seed_1: seed003, 1 of 1 epoch so far (unfinished)"
+    assert report.run_history(tmp_path / "lr_0.1/seed_0")[1].startswith("seed_0: seed003, 1 epoch, test accuracy ")
+    runs = [str(tmp_path / "lr_0.1/seed_0"), str(unfinished)]
+    assert main(["plot", *runs]) == 2
+    assert "name its file with --out" in capsys.readouterr().err
+    assert main(["plot", *runs, "--out", str(tmp_path / "compare.pdf")]) == 2
+    assert "ending in .png" in capsys.readouterr().err
+    assert main(["plot", *runs, "--out", str(tmp_path / "compare.png")]) == 0
+    assert (tmp_path / "compare.png").is_file()
+    assert report._distinct_names([Path("a/lr_0.1/seed_0"), Path("a/lr_0.2/seed_0")]) == ["lr_0.1/seed_0", "lr_0.2/seed_0"]
+    assert main(["plot", runs[0], runs[0], "--out", str(tmp_path / "twice.png")]) == 2
+    assert "named twice" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "holds no run" in capsys.readouterr().err
