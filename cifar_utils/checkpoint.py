@@ -35,6 +35,7 @@ CHECKPOINT_NAME = "checkpoint.pt"  # the latest state, to resume from
 BEST_CHECKPOINT_NAME = "checkpoint_best.pt"  # the best-validation weights (keep_best)
 METRICS_NAME = "metrics.json"  # written once the run is finished and tested
 HISTORY_NAME = "history.csv"  # one row per epoch
+CURVES_NAME = "training_curves.png"  # the curves `plot` draws of a run (and 03 of each sweep run)
 REQUIRED_KEYS = ("model", "epoch", "config", "history")
 # How torch's legacy (pre-1.6, non-zip) format begins: a pickled magic number. cifar_utils never writes it.
 LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"

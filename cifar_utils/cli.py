@@ -1,4 +1,4 @@
-"""Command line: ``python -m cifar_utils {train,evaluate,presets,report,results} ...``.
+"""Command line: ``python -m cifar_utils {train,evaluate,presets,plot,report,results} ...``.
 
 Examples::
 
@@ -6,23 +6,26 @@ Examples::
     python -m cifar_utils train --preset seed003 --out runs/r32 --resume
     python -m cifar_utils train --preset seed002 --set grad_clip=1.0 --set tta=flip
     python -m cifar_utils evaluate --checkpoint runs/r32/checkpoint.pt
-    python -m cifar_utils presets
+    python -m cifar_utils presets                 # every preset; `presets seed004`: one's recipe and its sources
+    python -m cifar_utils presets --fields        # every setting, its default and what it does
     python -m cifar_utils train --preset seed002 --faithful    # the report's own recipe where ours differs
+    python -m cifar_utils plot runs/r32           # its training curves, in runs/r32/training_curves.png
     python -m cifar_utils results --runs checkpoints --readme README.md   # the README's tables
 
 Mistakes (a wrong path, an unknown preset or field, an invalid value) print one ``error:`` line and
-exit with status 2; Ctrl-C during training saves a checkpoint and exits with status 130.
+exit with status 2; Ctrl-C during training saves a checkpoint and exits with status 130, SIGTERM with 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .checkpoint import CURVES_NAME
 from .config import PRECISIONS, cli_value, field_defaults, field_help, parse_value
 from .distributed import env_info
 from .errors import CifarUtilsError, ConfigError, TrainingInterrupted
@@ -65,6 +68,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (`{self.prog} --help` lists the options)\n")
 
 
+# Commands that only print: piped into `head`, they stop quietly when the reader does.
+LISTING_COMMANDS = ("presets", "results")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m cifar_utils", description=__doc__.split("\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"config.{name}: {field_help()[name]}".replace("%", "%%"))
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                        help="override any config field (repeatable); see `presets --fields`")
-    train.add_argument("--download", action="store_true", help="download the official CIFAR-10 if missing")
-    train.add_argument("--skip-bad-files", action="store_true", help="skip unreadable images with a warning")
+    train.add_argument("--download", action="store_true", help=field_help()["download"])
+    train.add_argument("--skip-bad-files", action="store_true", help=field_help()["skip_bad_files"])
     train.add_argument("--out", default=None, help="run directory (default: runs/<preset>-<time>)")
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: best available)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -104,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot = commands.add_parser("plot", help="draw the training curves of a run, or compare several runs, as a PNG")
     plot.add_argument("runs", nargs="+", metavar="RUN",
                       help="run folders (train's --out): finished, or still training (its last checkpoint)")
-    plot.add_argument("--out", default=None, help="the PNG to write (default for one run: RUN/curves.png)")
+    plot.add_argument("--out", default=None, help=f"the PNG to write (default for one run: RUN/{CURVES_NAME})")
     plot.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
     report = commands.add_parser("report", help="run notebooks 01-05 through papermill")
@@ -260,6 +267,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # printed into a pipe whose reader stopped early (| head): no traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush would fail again
-        return 128 + signal.SIGPIPE  # what the shell reports for a writer the closed pipe stopped
+    except BrokenPipeError:
+        if args.command not in LISTING_COMMANDS:  # a training whose log pipe broke (tee died) must not end silently
+            raise
+        # A listing piped into a reader that stopped early (| head) is not an error.
+        with contextlib.suppress(OSError, ValueError):  # stdout may be no file (a notebook)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush would fail again
+        return 141  # what a shell reports for a writer a closed pipe stopped (128 + SIGPIPE)

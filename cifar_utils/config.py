@@ -12,6 +12,7 @@ overrides on top of these defaults.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import inspect
@@ -61,14 +62,14 @@ VALIDATION_FRACTION = 0.1  # held out when validation_split is None: 5,000 of CI
 @dataclass
 class Config:
     # --- model
-    preset: str = "custom"  # name of the preset these values came from (informational)
+    preset: str = "custom"  # the preset these values start from (from_preset sets it; --set cannot rename it)
     model: str = "seed002_net"  # architecture name; see cifar_utils.models.ARCHITECTURES
     stem_kernel: int = 3  # CIFAR ResNets: kernel size of the first convolution (report 003's is 1)
     head_softmax: bool = False  # seed004_net: end in a Softmax, so the loss sees probabilities as report 004 did (slower; see seed004_net)
     head_pool: str = "avg"  # cpu_net, fast_net, fast_best_net: the head's global pooling, "avg" or "max" (airbench94's)
     identity_init: bool = False  # cpu_net, fast_net, fast_best_net: each Block's 3x3 branch starts as the identity (airbench94's dirac init)
     # --- data
-    data_root: Optional[str] = None  # None: $CIFAR10_ROOT, then ./data
+    data_root: Optional[str] = None  # folder of the data (torchvision's CIFAR-10 or an image folder); none: $CIFAR10_ROOT, then ./data
     dataset: str = "auto"  # auto-detect, or force: cifar10 | folder | synthetic
     download: bool = False  # let torchvision download the official CIFAR-10 if it is missing
     skip_bad_files: bool = False  # skip unreadable images in an image folder, with a warning, instead of stopping
@@ -280,16 +281,12 @@ def field_names() -> list[str]:
 def field_help() -> dict[str, str]:
     """What each :class:`Config` field does: the comment beside its definition, read from the source, so that
     the command line's help and ``presets --fields`` say what the code says."""
-    names, found = set(field_names()), {}
-    line_start: Optional[tokenize.TokenInfo] = None
-    for token in tokenize.generate_tokens(io.StringIO(inspect.getsource(Config)).readline):
-        if token.type in (tokenize.NEWLINE, tokenize.NL):
-            line_start = None
-        elif line_start is None and token.type not in (tokenize.INDENT, tokenize.DEDENT):
-            line_start = token
-        elif token.type == tokenize.COMMENT and line_start.type == tokenize.NAME and line_start.string in names:
-            found[line_start.string] = token.string.lstrip("#").strip()
-    return found
+    source = inspect.getsource(Config)
+    lines = {node.target.id: node.end_lineno for node in ast.parse(source).body[0].body
+             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+    comments = {token.start[0]: token.string.lstrip("#").strip()
+                for token in tokenize.generate_tokens(io.StringIO(source).readline) if token.type == tokenize.COMMENT}
+    return {name: comments.get(line, "") for name, line in lines.items()}
 
 
 def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:

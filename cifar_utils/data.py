@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from . import io
 from . import preprocessing as spec
 from .config import DATASETS, NORMALIZATIONS, VALIDATION_FRACTION
-from .errors import STOP_SIGNALS, ConfigError, DataError, WriteError
+from .errors import ConfigError, DataError, WriteError
 from .preprocessing import FIXED_MEAN, FIXED_STD, IMAGE_SIZE
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -644,12 +644,11 @@ def default_num_workers(device: torch.device) -> int:
     return min(8, os.cpu_count() or 1)
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Worker processes ignore Ctrl-C and SIGTERM, which a terminal or Slurm sends to every process of the job:
-    the training process handles them, and finishing its current step needs the batches of live workers.
-    They still exit with it (torch's workers stop when their parent is gone)."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """Worker processes ignore Ctrl-C, which a terminal (and Jupyter's interrupt) sends to every process of the
+    job: the training process handles it, and finishing its current step needs the batches of live workers.
+    SIGTERM still ends them: it is how Python stops its worker processes at exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_dataloader(imageset: ImageSet, transform, batch_size: int, device: torch.device,
@@ -664,5 +663,5 @@ def make_dataloader(imageset: ImageSet, transform, batch_size: int, device: torc
     workers = default_num_workers(device) if num_workers is None else num_workers
     return DataLoader(TensorImageDataset(imageset, transform), batch_size=batch_size, sampler=sampler,
                       shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
-                      persistent_workers=workers > 0, drop_last=drop_last, worker_init_fn=_ignore_stop_signals,
+                      persistent_workers=workers > 0, drop_last=drop_last, worker_init_fn=_ignore_ctrl_c,
                       generator=generator or torch.Generator().manual_seed(0))

@@ -31,7 +31,7 @@ from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, checkpoint_confi
                          rng_state, save_checkpoint)
 from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, without_ignored
 from .device import autocast
-from .errors import STOP_SIGNALS, CheckpointError, OutOfMemoryError, TrainingDivergedError, TrainingInterrupted
+from .errors import CheckpointError, OutOfMemoryError, TrainingDivergedError, TrainingInterrupted
 from .optim import PER_STEP_SCHEDULERS, scheduler_interval
 
 # Mini-batches between reads of the running loss on a GPU: reading it waits for the device to finish,
@@ -193,6 +193,11 @@ def validate_epoch(model: nn.Module, dataloader, criterion: nn.Module, device: t
     return loss_total / max(count_total, 1), correct_total / max(count_total, 1)
 
 
+# What stops a training run gracefully, at its next optimizer step and with a checkpoint: Ctrl-C, and the
+# polite kill of `timeout`, Slurm, Docker or a preempted cloud machine.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class _InterruptFlag:
     """Turns the first Ctrl-C or SIGTERM into a request to stop at the next optimizer step; a second one of the
     same kind acts as it did before the run (Ctrl-C raises KeyboardInterrupt at once, SIGTERM ends the process)."""
@@ -203,7 +208,11 @@ class _InterruptFlag:
 
     def __enter__(self) -> "_InterruptFlag":
         if threading.current_thread() is threading.main_thread():
-            self._previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+            for signum in STOP_SIGNALS:
+                # A process started with SIGTERM ignored keeps ignoring it. SIGINT is always taken: shells start
+                # background jobs with it ignored, yet an explicit `kill -INT` to one still means "stop".
+                if signum == signal.SIGINT or signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
@@ -213,6 +222,30 @@ class _InterruptFlag:
     def __exit__(self, *exc) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, _handler_to_restore(signum, previous))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised where work stops at once, as Ctrl-C raises KeyboardInterrupt (see :func:`sigterm_interrupts`)."""
+
+    signum = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """Within, SIGTERM raises :class:`Terminated`, a KeyboardInterrupt, so that what cleans up after Ctrl-C (the
+    final evaluation's message) does so after SIGTERM too, instead of the process ending without a word."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, _handler_to_restore(signal.SIGTERM, previous))
 
 
 def _handler_to_restore(signum: int, previous):

@@ -54,11 +54,6 @@ class TrainingDivergedError(CifarUtilsError):
         )
 
 
-# What stops a training run gracefully, at its next optimizer step and with a checkpoint: Ctrl-C, and the
-# polite kill of `timeout`, Slurm, Docker or a preempted cloud machine.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
 class TrainingInterrupted(CifarUtilsError):
     """Training stopped by Ctrl-C or SIGTERM (``signum``) after a checkpoint was saved."""
 

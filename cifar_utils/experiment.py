@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import platform
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +25,15 @@ import torch
 from torch import nn
 
 from . import distributed, io
-from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME, checkpoint_config,
-                         load_checkpoint)
+from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, CURVES_NAME, HISTORY_NAME, METRICS_NAME,
+                         checkpoint_config, load_checkpoint)
 from .config import Config, replace, without_ignored
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, drops_last_batch, load_dataset,
                    make_dataloader, make_splits, resolve_root)
 from .device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
                      resolve_precision, set_seed)
 from .ema import ExponentialMovingAverage, Lookahead
-from .engine import fit, unwrap
+from .engine import fit, sigterm_interrupts, unwrap
 from .errors import (CheckpointError, CifarUtilsError, ConfigError, OutOfMemoryError, OutputExistsError,
                      TrainingDivergedError, TrainingInterrupted)
 from .evaluation import Evaluation, evaluate
@@ -42,7 +43,7 @@ from .optim import build_optimizer, build_scheduler
 from .preprocessing import IMAGE_SIZE
 from .run_lock import RunLock
 
-RUN_FILES = (CHECKPOINT_NAME, BEST_CHECKPOINT_NAME, METRICS_NAME, HISTORY_NAME)
+RUN_FILES = (CHECKPOINT_NAME, BEST_CHECKPOINT_NAME, METRICS_NAME, HISTORY_NAME, CURVES_NAME)
 
 
 @dataclass
@@ -340,26 +341,28 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     kwargs = dict(precision=precision, tta=config.tta, channels_last=config.channels_last)
     bars = progress and main  # a long final evaluation shows where it is
     try:
-        if config.keep_best and (out / BEST_CHECKPOINT_NAME).exists():
-            best = load_checkpoint(out / BEST_CHECKPOINT_NAME, map_location=dev)
-            if averager is not None and best.get("ema") is not None:
-                averager.load_state_dict(best["ema"])
-            else:
-                eval_model.load_state_dict(best["model"])
-            say(f"evaluating the best-validation checkpoint (epoch {best['epoch']})")
-        test = evaluate(eval_model, _full_loader(loaders.test, splits.test, config, dev, splits), dev,
-                        splits.classes, progress="test" if bars else None, **kwargs)
-        val = evaluate(eval_model, _full_loader(loaders.validation, splits.validation, config, dev, splits), dev,
-                       splits.classes, progress="validation" if bars else None, **kwargs) if validating else None
+        with sigterm_interrupts():
+            if config.keep_best and (out / BEST_CHECKPOINT_NAME).exists():
+                best = load_checkpoint(out / BEST_CHECKPOINT_NAME, map_location=dev)
+                if averager is not None and best.get("ema") is not None:
+                    averager.load_state_dict(best["ema"])
+                else:
+                    eval_model.load_state_dict(best["model"])
+                say(f"evaluating the best-validation checkpoint (epoch {best['epoch']})")
+            test = evaluate(eval_model, _full_loader(loaders.test, splits.test, config, dev, splits), dev,
+                            splits.classes, progress="test" if bars else None, **kwargs)
+            val = evaluate(eval_model, _full_loader(loaders.validation, splits.validation, config, dev, splits), dev,
+                           splits.classes, progress="validation" if bars else None, **kwargs) if validating else None
     except torch.OutOfMemoryError:
         raise OutOfMemoryError(f"{dev.type} ran out of memory in the final evaluation with "
                                f"eval_batch_size={config.eval_batch_size}; training finished and {out} holds "
                                f"its checkpoint. Evaluate it with a smaller batch: python -m cifar_utils "
                                f"evaluate --checkpoint {out / CHECKPOINT_NAME} --batch-size {max(1, config.eval_batch_size // 2)}") from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (sigterm_interrupts)
         raise TrainingInterrupted(f"interrupted during the final evaluation; training had finished and "
                                   f"{out / CHECKPOINT_NAME} holds it. Run the same command with --resume "
-                                  "(resume=True) to evaluate it and write metrics.json") from None
+                                  "(resume=True) to evaluate it and write metrics.json",
+                                  signum=getattr(err, "signum", signal.SIGINT)) from None
     metrics = {
         "preset": config.preset,
         # Plain cross-entropy of the evaluated predictions; history.csv's losses are the training criterion.

@@ -219,13 +219,16 @@ def from_preset(name: str, *, faithful: bool = False, **overrides: Any) -> Confi
     """The validated config of preset ``name`` with ``overrides`` applied.
 
     ``faithful=True`` first applies the preset's ``faithful`` overrides (its report's own recipe where ours
-    differs, such as validating on the test set); ``overrides`` still win over them.
+    differs, such as validating on the test set); ``overrides`` still win over them. ``preset`` is not one of
+    them: a run's preset names the recipe it started from.
     """
     if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     if overrides.get("preset", name) != name:  # it would label the recipe of one preset with another's name
-        raise ConfigError(f"preset={overrides['preset']!r} cannot rename preset {name!r}: choose the preset itself "
-                          f"(--preset {overrides['preset']}, or from_preset({overrides['preset']!r}))")
+        other = overrides["preset"]
+        fix = (f"choose that preset itself (--preset {other}, or from_preset({other!r}))" if other in PRESETS else
+               "the name is the preset's, chosen with --preset (from_preset's first argument)")
+        raise ConfigError(f"preset={other!r} cannot rename preset {name!r}: {fix}")
     preset = PRESETS[name]
     if faithful and not preset.faithful:
         raise ConfigError(f"preset {name!r} has no faithful variant; "

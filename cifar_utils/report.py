@@ -39,8 +39,9 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import torch
 
 from . import io
-from .checkpoint import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME
-from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, Config, ignored_settings, with_defaults
+from .checkpoint import CHECKPOINT_NAME, CURVES_NAME, HISTORY_NAME, METRICS_NAME
+from .config import (LOCATION_FIELDS, NOT_RESULT_FIELDS, Config, config_from_dict, field_names, with_defaults,
+                     without_ignored)
 from .data import data_copy_kind, require_data, resolve_root, split_sizes
 from .discussion import count
 from .device import autocast, describe_device, get_device, keep_freed_cpu_memory, resolve_precision
@@ -367,21 +368,23 @@ def read_run(out_dir: str | os.PathLike) -> RunRecord:
 
 def run_history(run_dir: str | os.PathLike) -> tuple[list[dict], str]:
     """The per-epoch history of the run in ``run_dir`` and a title saying what it is: a finished run's from
-    history.csv, an unfinished one's from its checkpoint (written after every epoch, so a run can be plotted
-    while it trains)."""
+    history.csv, a run still training (or resumed for more epochs) from its checkpoint, written after every
+    epoch, so a run can be plotted while it trains."""
     from .checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
-    if (run_dir / METRICS_NAME).is_file():
+    metrics_path, checkpoint_path = run_dir / METRICS_NAME, run_dir / CHECKPOINT_NAME
+    if metrics_path.is_file() and not (checkpoint_path.is_file()
+                                       and checkpoint_path.stat().st_mtime > metrics_path.stat().st_mtime):
         record = read_run(run_dir)
         metrics = record.metrics
         return record.history, (f"{run_dir.name}: {metrics.get('preset')}, {count(len(record.history), 'epoch')}, "
                                 f"test accuracy {metrics['test_accuracy']:.2%} on the "
                                 f"{data_label(metrics.get('data', 'unknown data'))}")
-    if not (run_dir / CHECKPOINT_NAME).is_file():
+    if not checkpoint_path.is_file():
         raise CheckpointError(f"{run_dir} holds no run: no {METRICS_NAME} (a finished run) nor {CHECKPOINT_NAME} (one "
                               "that has trained an epoch); name the folder given to train's --out")
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    state = load_checkpoint(checkpoint_path)
     if not state["history"]:
         raise CheckpointError(f"{run_dir} has not finished its first epoch yet: nothing to plot")
     return list(state["history"]), (f"{run_dir.name}: {state['config'].get('preset')}, {state['epoch']} of "
@@ -390,7 +393,7 @@ def run_history(run_dir: str | os.PathLike) -> tuple[list[dict], str]:
 
 def plot_run_folders(run_dirs: Sequence[str | os.PathLike], out: Optional[str | os.PathLike] = None,
                      overwrite: bool = False) -> Path:
-    """Draw the training curves of one run (default file: ``<run>/curves.png``) or compare several on one
+    """Draw the training curves of one run (default file: ``<run>/training_curves.png``) or compare several on one
     figure (``out`` needed), and return the PNG's path; an existing file is replaced only with ``overwrite``."""
     from . import plots
 
@@ -398,11 +401,11 @@ def plot_run_folders(run_dirs: Sequence[str | os.PathLike], out: Optional[str | 
         raise ConfigError("name at least one run folder to plot")
     if out is None and len(run_dirs) > 1:
         raise ConfigError(f"{len(run_dirs)} runs go into one figure: name its file with --out, e.g. --out compare.png")
-    path = Path(out) if out is not None else Path(run_dirs[0]) / "curves.png"
+    path = Path(out) if out is not None else Path(run_dirs[0]) / CURVES_NAME
     if path.suffix.lower() != ".png":
         raise ConfigError(f"--out {path}: the figure is written as PNG; give a file name ending in .png")
     if path.is_dir():
-        raise ConfigError(f"--out {path} is a folder; give the PNG's file name, e.g. {path / 'curves.png'}")
+        raise ConfigError(f"--out {path} is a folder; give the PNG's file name, e.g. {path / CURVES_NAME}")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it, or choose another --out")
     runs = [run_history(run_dir) for run_dir in run_dirs]
@@ -436,11 +439,12 @@ def config_differences(saved: Mapping[str, Any], config: Config) -> list[str]:
     saved config lacks (it predates the field) counts as its default, which is what that run did. data_root
     differs only where the two name different folders: ``data/x``, its absolute path and None under
     ``CIFAR10_ROOT=data/x`` are the same data. ``download`` never differs: it only says how the data got there.
-    Nor does a setting that neither run reads (:func:`~cifar_utils.config.ignored_settings`): a run saved before
-    such settings were refused may hold one, and where only one run reads it, what decides that differs."""
-    saved, unread = with_defaults(saved), set(ignored_settings(config))
-    return [f"{name}: {saved[name]!r} -> {value!r}" for name, value in config.to_dict().items()
-            if name not in NOT_RESULT_FIELDS and name != "download" and name not in unread and saved[name] != value
+    Nor does a setting that the run never reads (:func:`~cifar_utils.config.without_ignored`, as resume
+    compares them): a run saved before such settings were refused may hold one."""
+    saved = without_ignored(config_from_dict({name: value for name, value in with_defaults(saved).items()
+                                              if name in field_names()})).to_dict()
+    return [f"{name}: {saved[name]!r} -> {value!r}" for name, value in without_ignored(config).to_dict().items()
+            if name not in NOT_RESULT_FIELDS and name != "download" and saved[name] != value
             and not (name == "data_root" and _data_folder(saved[name]) == _data_folder(value))]
 
 

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -318,10 +319,10 @@ def test_plot_draws_a_runs_curves_and_never_replaces_a_figure_unasked(trained_ru
     run = tmp_path / "run"
     shutil.copytree(trained_run[1], run)
     assert main(["plot", str(run)]) == 0
-    assert capsys.readouterr().out == f"wrote {run / 'curves.png'}\n"
-    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert capsys.readouterr().out == f"wrote {run / 'training_curves.png'}\n"
+    assert (run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["plot", str(run)]) == 2
-    assert "curves.png exists; pass --overwrite" in capsys.readouterr().err
+    assert "training_curves.png exists; pass --overwrite" in capsys.readouterr().err
     assert main(["plot", str(run), "--overwrite"]) == 0
 
 
@@ -335,7 +336,11 @@ def test_plot_compares_runs_and_reads_an_unfinished_run_from_its_checkpoint(trai
     (unfinished / "history.csv").unlink()
     history, title = report.run_history(unfinished)
     assert len(history) == 1 and title == "seed_1: seed003, 1 of 1 epoch so far (unfinished)"
-    assert report.run_history(tmp_path / "lr_0.1/seed_0")[1].startswith("seed_0: seed003, 1 epoch, test accuracy ")
+    finished = tmp_path / "lr_0.1/seed_0"
+    assert report.run_history(finished)[1].startswith("seed_0: seed003, 1 epoch, test accuracy ")
+    later = (finished / "metrics.json").stat().st_mtime + 10
+    os.utime(finished / "checkpoint.pt", (later, later))  # resumed for more epochs: its checkpoint is newer
+    assert report.run_history(finished)[1].endswith("so far (unfinished)")
     runs = [str(tmp_path / "lr_0.1/seed_0"), str(unfinished)]
     assert main(["plot", *runs]) == 2
     assert "name its file with --out" in capsys.readouterr().err

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import subprocess
+import sys
+import textwrap
 import urllib.error
 from pathlib import Path
 
@@ -648,18 +651,34 @@ def test_dataloader_batches_and_workers(synthetic):
     assert torch.equal(torch.cat([y for _, y in batches]), synthetic.test.labels)  # in order
 
 
-def test_dataloader_workers_outlive_the_sigterm_that_stops_the_run(synthetic):
-    # Slurm and a terminal signal every process of the job; the training process finishes its step with
-    # batches from its workers, so they must not die of the signal first.
+def test_dataloader_workers_outlive_the_ctrl_c_that_stops_the_run(synthetic):
+    # A terminal's Ctrl-C reaches every process of the job; the training process finishes its step with
+    # batches from its workers, so they must not die of it first.
     loader = make_dataloader(synthetic.test, build_transform("none", FIXED_MEAN, FIXED_STD), 8, torch.device("cpu"),
                              num_workers=1)
     batches = iter(loader)
     next(batches)
     worker = loader._iterator._workers[0]
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        os.kill(worker.pid, signum)
+    os.kill(worker.pid, signal.SIGINT)
     assert sum(len(y) for _, y in batches) == len(synthetic.test) - 8
     assert worker.is_alive()
+
+
+def test_a_process_with_live_dataloader_workers_still_exits(tmp_path):
+    # Python stops worker processes at exit with SIGTERM: a worker that ignored it would hang the exit forever.
+    script = tmp_path / "live_workers.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from cifar_utils.data import build_transform, make_dataloader, synthetic_dataset, FIXED_MEAN, FIXED_STD
+
+        loader = make_dataloader(synthetic_dataset(40, 40, seed=0).test, build_transform("none", FIXED_MEAN, FIXED_STD),
+                                 8, torch.device("cpu"), num_workers=1)
+        batches = iter(loader)
+        next(batches)
+        raise SystemExit("stopped with a live worker")
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "stopped with a live worker" in result.stderr
 
 
 def test_per_split_batch_sizes(synthetic):

@@ -287,12 +287,12 @@ def test_a_second_ctrl_c_stops_at_once_without_finishing_the_step(tiny, tmp_path
         signal.signal(signal.SIGINT, handler)
 
 
-class Terminated(Exception):
+class UnhandledSigterm(Exception):
     """What SIGTERM does in these tests while no run handles it (by default it would end the test process)."""
 
 
 def _raise_terminated(signum, frame):
-    raise Terminated
+    raise UnhandledSigterm
 
 
 def sigterm(model, logits):
@@ -314,6 +314,34 @@ def test_sigterm_saves_a_checkpoint_like_ctrl_c_and_resuming_finishes(tiny, tmp_
     tiny()
     assert cli.main(tiny_args(out, "--resume")) == 0
     assert_same_run(out, reference)
+
+
+def test_sigterm_during_the_final_evaluation_says_training_is_done(tiny, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    evaluate = experiment.evaluate
+
+    def terminated_evaluation(*args, **kwargs):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "evaluate", terminated_evaluation)
+    handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        cli_error(capsys, tiny_args(out), "during the final evaluation", "--resume", status=143)
+        assert signal.getsignal(signal.SIGTERM) is _raise_terminated
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert not (out / "metrics.json").exists() and (out / "checkpoint.pt").is_file()
+
+
+def test_a_run_started_with_sigterm_ignored_keeps_ignoring_it(tiny, tmp_path):
+    handler = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        tiny((2, sigterm))
+        assert cli.main(tiny_args(tmp_path / "run")) == 0
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def test_ctrl_c_during_the_last_validation_says_training_is_done_and_resuming_only_evaluates(
@@ -629,6 +657,8 @@ def test_unknown_preset_and_unknown_field_are_clear_errors(tmp_path, capsys):
     cli_error(capsys, ["train", "--preset", "cpu", "--set", "preset=seed000", *args], "cannot rename preset 'cpu'",
               "--preset seed000")
     assert from_preset("cpu", preset="cpu").preset == "cpu"
+    cli_error(capsys, ["train", "--preset", "cpu", "--set", "preset=custom", *args], "cannot rename preset 'cpu'",
+              "chosen with --preset")
 
 
 def test_sync_batchnorm_on_the_cpu_is_one_clear_error_before_anything_is_written(tmp_path, capsys):
