@@ -256,7 +256,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout.flush()  # here, where a closed pipe is caught below, not in Python's flush at exit
         return status
     except TrainingInterrupted as err:
-        print(f"interrupted: {err}", file=sys.stderr)
+        if env_info().rank == 0:  # under torchrun every process stops at the same step; the first says so
+            print(f"interrupted: {err}", file=sys.stderr)
         return err.exit_status
     except CifarUtilsError as err:
         rank = env_info().rank

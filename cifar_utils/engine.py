@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -298,7 +298,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
         history = list(state["history"])
         start_epoch, best_val_acc = state["epoch"], state.get("best_val_acc", -1.0)
         partial = EpochProgress(**state["epoch_progress"]) if state.get("batches") else EpochProgress()
-        if distributed.rank() != 0:  # the saved partial sums are rank 0's; counting them on every rank inflates them
+        if distributed.rank() != 0:  # the saved partial sums are every rank's, kept on rank 0 alone
             partial = EpochProgress(batches=partial.batches, seconds=partial.seconds, lr=partial.lr)
         if distributed.world_size() == 1:
             restore_rng_state(state["rng"])
@@ -334,6 +334,21 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
             if name == CHECKPOINT_NAME:
                 own_checkpoint[:] = [checkpoint_dir / name]
 
+    read_back_every = 1 if device.type == "cpu" else ACCELERATOR_READ_BACK_EVERY
+    signum = signal.SIGINT  # the signal a stop reports: this process's own, where it had one
+
+    def stop_agreed(batches: Optional[int] = None) -> bool:
+        """Whether to stop now, after the optimizer step that ended at mini-batch ``batches`` (None: at an epoch's
+        end). Under torchrun every process must stop after the same step, or the others would wait forever in
+        their next all-reduce: they agree at the steps where they read back anyway, and at each epoch's end."""
+        nonlocal signum
+        signum = interrupt.requested or signum
+        if distributed.world_size() == 1:
+            return interrupt.requested is not None
+        if batches is not None and batches % read_back_every:
+            return False
+        return distributed.all_reduce_sum([float(interrupt.requested is not None)])[0] > 0
+
     with _InterruptFlag() as interrupt:
         for epoch in range(start_epoch, config.epochs):
             current, partial = partial, EpochProgress()
@@ -344,16 +359,14 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
 
             def on_step(running: EpochProgress, epoch=epoch, started=started) -> None:
                 every = config.checkpoint_every_steps * config.accumulation_steps
-                if interrupt.requested or (every and running.batches % every == 0):
+                stopping = stop_agreed(running.batches)
+                if stopping or (every and running.batches % every == 0):
                     running.read_back(epoch + 1)
                     _check_finite_weights(model, epoch + 1, running.batches)
-                    running_seconds = running.seconds
-                    running.seconds += time.perf_counter() - started
-                    save(CHECKPOINT_NAME, epoch, running)
-                    running.seconds = running_seconds
-                if interrupt.requested:
-                    raise TrainingInterrupted(_interrupt_message(checkpoint_dir, epoch + 1, running.batches,
-                                                                 interrupt.requested), signum=interrupt.requested)
+                    save(CHECKPOINT_NAME, epoch, _progress_to_save(running, time.perf_counter() - started))
+                if stopping:
+                    raise TrainingInterrupted(_interrupt_message(checkpoint_dir, epoch + 1, running.batches, signum),
+                                              signum=signum)
 
             try:
                 train_loss, train_acc = train_epoch(
@@ -362,7 +375,7 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                     scheduler=scheduler if interval == "step" else None, averager=averager,
                     channels_last=config.channels_last, epoch=epoch + 1, start=current, on_step=on_step,
                     progress=progress and distributed.is_main_process(),
-                    read_back_every=1 if device.type == "cpu" else ACCELERATOR_READ_BACK_EVERY)
+                    read_back_every=read_back_every)
                 val_loss, val_acc = math.nan, math.nan
                 if val_loader is not None:
                     val_loss, val_acc = validate_epoch(eval_model, val_loader, criterion, device,
@@ -387,11 +400,19 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
             save(CHECKPOINT_NAME, epoch + 1, EpochProgress())
             if distributed.is_main_process() and ((epoch + 1) % config.print_every == 0 or epoch + 1 == config.epochs):
                 log(format_history_row(history[-1], config.epochs))
-            if interrupt.requested:
+            if stop_agreed():
                 resume_at = None if epoch + 1 == config.epochs else epoch + 2
-                raise TrainingInterrupted(_interrupt_message(checkpoint_dir, resume_at, 0, interrupt.requested),
-                                         signum=interrupt.requested)
+                raise TrainingInterrupted(_interrupt_message(checkpoint_dir, resume_at, 0, signum), signum=signum)
     return history
+
+
+def _progress_to_save(running: EpochProgress, seconds: float) -> EpochProgress:
+    """What a mid-epoch checkpoint records of ``running``: with the ``seconds`` of this stretch added, and under
+    torchrun the sums of every process (resuming puts them on the first process alone). Every process calls
+    it at the same step."""
+    loss_sum, correct, count = distributed.all_reduce_sum([running.loss_sum, running.correct, running.count])
+    return replace(running, loss_sum=loss_sum, correct=int(correct), count=int(count),
+                   seconds=running.seconds + seconds)
 
 
 def format_history_row(row: dict, epochs: int) -> str:

@@ -1,11 +1,15 @@
 """Run by tests/test_distributed.py, under torchrun or alone: train a tiny coursework net on synthetic data.
 
-Usage: ``python tests/ddp_worker.py RUN_DIR ARTIFACT_DIR [FIELD=VALUE ...] [--resume]``. Besides the run
-files (written by rank 0 only), each rank saves its final weights and the list of files it wrote into
-ARTIFACT_DIR, so the test can compare ranks.
+Usage: ``python tests/ddp_worker.py RUN_DIR ARTIFACT_DIR [FIELD=VALUE ...] [--resume] [--sigterm-rank1-at N]``.
+Besides the run files (written by rank 0 only), each rank saves its final weights and the list of files it
+wrote into ARTIFACT_DIR, so the test can compare ranks. ``--sigterm-rank1-at N`` sends SIGTERM to rank 1
+alone during its N-th forward pass, as a signal that reaches one process of the job; the run then exits
+with the status the command line gives.
 """
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +18,7 @@ import torch
 from cifar_utils import distributed, io, models
 from cifar_utils.config import parse_value
 from cifar_utils.data import synthetic_dataset
+from cifar_utils.errors import TrainingInterrupted
 from cifar_utils.experiment import train
 from cifar_utils.presets import from_preset
 
@@ -45,7 +50,25 @@ def main() -> None:
         key, value = item.split("=", 1)
         overrides[key] = parse_value(key, value)
     config = from_preset("seed002", **overrides)
-    result = train(config, run_dir, data=synthetic_dataset(256, 64, seed=0), progress=False, resume=resume)
+    if "--sigterm-rank1-at" in sys.argv and rank == 1:
+        at, calls = int(sys.argv[sys.argv.index("--sigterm-rank1-at") + 1]), []
+
+        def sigterm_at_forward(module, args) -> None:
+            calls.append(1)
+            if len(calls) == at:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def net_with_sigterm(num_classes: int = 10) -> torch.nn.Module:
+            net = tiny_net(num_classes)
+            net.register_forward_pre_hook(sigterm_at_forward)
+            return net
+
+        models.ARCHITECTURES["tiny_test_net"] = net_with_sigterm
+    try:
+        result = train(config, run_dir, data=synthetic_dataset(256, 64, seed=0), progress=False, resume=resume)
+    except TrainingInterrupted as err:
+        print(f"rank {rank} interrupted: {err}")
+        raise SystemExit(err.exit_status) from None
     artifacts.mkdir(parents=True, exist_ok=True)
     torch.save(result.model.state_dict(), artifacts / f"weights_rank{rank}.pt")
     (artifacts / f"written_rank{rank}.json").write_text(json.dumps(written))

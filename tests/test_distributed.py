@@ -96,6 +96,21 @@ def test_resume_under_ddp(ddp_and_single, tmp_path):
     assert_same_training(tmp_path / "run", tmp_path / "art", ddp_and_single / "ddp", ddp_and_single / "ddp_art")
 
 
+def test_sigterm_to_one_process_stops_every_process_at_the_same_step_and_resume_finishes(ddp_and_single, tmp_path):
+    # Rank 1 alone gets SIGTERM in its third forward pass (3 steps of 6 per epoch): had it stopped alone, rank 0
+    # would wait for it in the next all-reduce and never save the partial epoch.
+    first = run(torchrun(2, str(WORKER), str(tmp_path / "run"), str(tmp_path / "art"), "--sigterm-rank1-at", "3"),
+                tmp_path)
+    assert first.returncode != 0
+    assert "rank 0 interrupted: training interrupted; a checkpoint was saved" in first.stdout, first.stderr[-3000:]
+    assert "rank 1 interrupted: training stopped by SIGTERM" in first.stdout
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert (state["epoch"], state["batches"]) == (0, 3)
+    second = run(torchrun(2, str(WORKER), str(tmp_path / "run"), str(tmp_path / "art"), "--resume"), tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert_same_training(tmp_path / "run", tmp_path / "art", ddp_and_single / "ddp", ddp_and_single / "ddp_art")
+
+
 def test_batch_that_does_not_divide_fails_on_every_rank_with_one_message(tmp_path):
     result = run(torchrun(2, "-m", "cifar_utils", "train", "--preset", "seed002", "--set", "dataset=synthetic",
                           "--batch-size", "33", "--out", str(tmp_path / "run")), tmp_path)
