@@ -217,10 +217,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--results-dir {args.results_dir}: no such folder; run from the repository root or "
                               "name the folder of benchmark results files (benchmarks/results)")
         rows = collect_results(args.runs or ["runs"], args.results_dir, everything=args.everything)
-        print(markdown_table(rows))
-        if args.readme:
+        if args.readme:  # before printing, which a closed pipe (| head) may stop
             update_readme(args.readme, rows=rows, command=" ".join(["python -m cifar_utils", *args.argv]))
             print(f"updated the results section of {args.readme}", file=sys.stderr)
+        print(markdown_table(rows))
     return 0
 
 
@@ -249,7 +249,14 @@ def print_preset(name: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit:  # --help: flush its text here, where a closed pipe is caught
+            sys.stdout.flush()
+            raise
+    except BrokenPipeError:  # --help piped into a reader that stopped early
+        return _closed_pipe()
     args.argv = list(sys.argv[1:] if argv is None else argv)  # quoted as the source of generated tables
     try:
         status = run(args)
@@ -271,7 +278,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:
         if args.command not in LISTING_COMMANDS:  # a training whose log pipe broke (tee died) must not end silently
             raise
-        # A listing piped into a reader that stopped early (| head) is not an error.
-        with contextlib.suppress(OSError, ValueError):  # stdout may be no file (a notebook)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush would fail again
-        return 141  # what a shell reports for a writer a closed pipe stopped (128 + SIGPIPE)
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """A listing piped into a reader that stopped early (| head) is not an error: no traceback, status 141."""
+    with contextlib.suppress(OSError, ValueError):  # stdout may be no file (a notebook)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush would fail again
+    return 141  # what a shell reports for a writer a closed pipe stopped (128 + SIGPIPE)

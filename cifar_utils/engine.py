@@ -199,8 +199,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _InterruptFlag:
-    """Turns the first Ctrl-C or SIGTERM into a request to stop at the next optimizer step; a second one of the
-    same kind acts as it did before the run (Ctrl-C raises KeyboardInterrupt at once, SIGTERM ends the process)."""
+    """Turns the first Ctrl-C or SIGTERM into a request to stop at the next optimizer step. A second Ctrl-C acts
+    as it did before the run (by default, KeyboardInterrupt at once); a repeated SIGTERM changes nothing, as
+    Slurm signals every process of a job and torchrun passes the signal on to each of its processes again
+    (each follows up with SIGKILL after its grace period)."""
 
     def __init__(self):
         self.requested: Optional[signal.Signals] = None  # the signal that asked to stop
@@ -217,7 +219,8 @@ class _InterruptFlag:
 
     def _handle(self, signum, frame) -> None:
         self.requested = self.requested or signal.Signals(signum)
-        signal.signal(signum, _handler_to_restore(signum, self._previous[signum]))
+        if signum == signal.SIGINT:
+            signal.signal(signum, _handler_to_restore(signum, self._previous[signum]))
 
     def __exit__(self, *exc) -> None:
         for signum, previous in self._previous.items():
@@ -238,8 +241,12 @@ def sigterm_interrupts():
         yield
         return
 
+    raised = []
+
     def terminate(signum, frame):
-        raise Terminated
+        if not raised:  # once: a repeated SIGTERM (Slurm, torchrun) must not cut short the cleanup it started
+            raised.append(signum)
+            raise Terminated
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
@@ -335,19 +342,24 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
                 own_checkpoint[:] = [checkpoint_dir / name]
 
     read_back_every = 1 if device.type == "cpu" else ACCELERATOR_READ_BACK_EVERY
-    signum = signal.SIGINT  # the signal a stop reports: this process's own, where it had one
+    agree_every = max(1, read_back_every // config.accumulation_steps)  # optimizer steps
+    signum = signal.SIGINT  # the signal a stop reports
 
     def stop_agreed(batches: Optional[int] = None) -> bool:
         """Whether to stop now, after the optimizer step that ended at mini-batch ``batches`` (None: at an epoch's
         end). Under torchrun every process must stop after the same step, or the others would wait forever in
-        their next all-reduce: they agree at the steps where they read back anyway, and at each epoch's end."""
+        their next all-reduce: they agree about as often as they read back anyway (every ``agree_every`` optimizer
+        steps of the epoch) and at each epoch's end, and report SIGTERM where any of them had it."""
         nonlocal signum
-        signum = interrupt.requested or signum
         if distributed.world_size() == 1:
+            signum = interrupt.requested or signum
             return interrupt.requested is not None
-        if batches is not None and batches % read_back_every:
+        if batches is not None and math.ceil(batches / config.accumulation_steps) % agree_every:
             return False
-        return distributed.all_reduce_sum([float(interrupt.requested is not None)])[0] > 0
+        stop, terminated = distributed.all_reduce_sum([float(interrupt.requested is not None),
+                                                       float(interrupt.requested == signal.SIGTERM)])
+        signum = signal.SIGTERM if terminated else signum
+        return stop > 0
 
     with _InterruptFlag() as interrupt:
         for epoch in range(start_epoch, config.epochs):

@@ -300,6 +300,14 @@ def sigterm(model, logits):
     return logits
 
 
+def sigterm_twice(model, logits):
+    # As under Slurm with torchrun: the job's signal, then torchrun's copy of it.
+    for _ in range(2):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        time.sleep(0.05)
+    return logits
+
+
 def test_sigterm_saves_a_checkpoint_like_ctrl_c_and_resuming_finishes(tiny, tmp_path, capsys, reference):
     out = tmp_path / "run"
     handler = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -314,6 +322,17 @@ def test_sigterm_saves_a_checkpoint_like_ctrl_c_and_resuming_finishes(tiny, tmp_
     tiny()
     assert cli.main(tiny_args(out, "--resume")) == 0
     assert_same_run(out, reference)
+
+
+def test_a_repeated_sigterm_still_lets_the_run_save_its_checkpoint(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        tiny((2, sigterm_twice))
+        cli_error(capsys, tiny_args(out), "stopped by SIGTERM", "epoch 1, mini-batch 2", status=143)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert load_checkpoint(out / "checkpoint.pt")["batches"] == 2
 
 
 def test_sigterm_during_the_final_evaluation_says_training_is_done(tiny, tmp_path, capsys, monkeypatch):
