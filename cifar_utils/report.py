@@ -382,8 +382,12 @@ def run_history(run_dir: str | os.PathLike) -> tuple[list[dict], str]:
                                 f"test accuracy {metrics['test_accuracy']:.2%} on the "
                                 f"{data_label(metrics.get('data', 'unknown data'))}")
     if not checkpoint_path.is_file():
+        inside = sorted({path.parent for name in (METRICS_NAME, CHECKPOINT_NAME) for path in run_dir.rglob(name)}
+                        if run_dir.is_dir() else [])
+        hint = (f"; it holds {count(len(inside), 'run')} in its subfolders, e.g. {inside[0]}: name those (with --out "
+                "for several)" if inside else "; name the folder given to train's --out")
         raise CheckpointError(f"{run_dir} holds no run: no {METRICS_NAME} (a finished run) nor {CHECKPOINT_NAME} (one "
-                              "that has trained an epoch); name the folder given to train's --out")
+                              f"that has trained an epoch){hint}")
     state = load_checkpoint(checkpoint_path)
     if not state["history"]:
         raise CheckpointError(f"{run_dir} has not finished its first epoch yet: nothing to plot")

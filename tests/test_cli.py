@@ -351,5 +351,8 @@ def test_plot_compares_runs_and_reads_an_unfinished_run_from_its_checkpoint(trai
     assert report._distinct_names([Path("a/lr_0.1/seed_0"), Path("a/lr_0.2/seed_0")]) == ["lr_0.1/seed_0", "lr_0.2/seed_0"]
     assert main(["plot", runs[0], runs[0], "--out", str(tmp_path / "twice.png")]) == 2
     assert "named twice" in capsys.readouterr().err
-    assert main(["plot", str(tmp_path)]) == 2
-    assert "holds no run" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "lr_0.1")]) == 2  # a sweep's folder: its runs are one level down
+    assert f"holds 2 runs in its subfolders, e.g. {tmp_path / 'lr_0.1' / 'seed_0'}" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "lr_0.1" / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert "holds no run" in err and "name the folder given to train's --out" in err
