@@ -445,8 +445,9 @@ def config_differences(saved: Mapping[str, Any], config: Config) -> list[str]:
     ``CIFAR10_ROOT=data/x`` are the same data. ``download`` never differs: it only says how the data got there.
     Nor does a setting that the run never reads (:func:`~cifar_utils.config.without_ignored`, as resume
     compares them): a run saved before such settings were refused may hold one."""
+    known = set(field_names())  # a field of a newer version cannot differ from anything here
     saved = without_ignored(config_from_dict({name: value for name, value in with_defaults(saved).items()
-                                              if name in field_names()})).to_dict()
+                                              if name in known})).to_dict()
     return [f"{name}: {saved[name]!r} -> {value!r}" for name, value in without_ignored(config).to_dict().items()
             if name not in NOT_RESULT_FIELDS and name != "download" and saved[name] != value
             and not (name == "data_root" and _data_folder(saved[name]) == _data_folder(value))]

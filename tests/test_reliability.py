@@ -83,25 +83,25 @@ def overflowing_gradient(model, logits):
     return logits
 
 
-def _sigint() -> None:
+def _signal(signum: int = signal.SIGINT) -> None:
     # To the main thread, as a terminal's Ctrl-C reaches Python: sent to the process (os.kill), it may land on
     # one of torch's threads, and then two in a row can reach the handler as one (seen under load in CI).
-    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    signal.pthread_kill(threading.main_thread().ident, signum)
 
 
 def ctrl_c(model, logits):
-    _sigint()
+    _signal()
     return logits
 
 
 def ctrl_c_twice(model, logits):
-    _sigint()
+    _signal()
     # Two signals pending at once reach Python's handler as one: wait until the run's handler has taken the
     # first (it then hands Ctrl-C back), as a person's second Ctrl-C comes after the first was seen.
     deadline = time.monotonic() + 5
     while getattr(signal.getsignal(signal.SIGINT), "__name__", "") == "_handle" and time.monotonic() < deadline:
         time.sleep(0.001)
-    _sigint()
+    _signal()
     return logits
 
 
@@ -296,14 +296,14 @@ def _raise_terminated(signum, frame):
 
 
 def sigterm(model, logits):
-    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+    _signal(signal.SIGTERM)
     return logits
 
 
 def sigterm_twice(model, logits):
     # As under Slurm with torchrun: the job's signal, then torchrun's copy of it.
     for _ in range(2):
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        _signal(signal.SIGTERM)
         time.sleep(0.05)
     return logits
 
@@ -340,7 +340,7 @@ def test_sigterm_during_the_final_evaluation_says_training_is_done(tiny, tmp_pat
     evaluate = experiment.evaluate
 
     def terminated_evaluation(*args, **kwargs):
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        _signal(signal.SIGTERM)
         return evaluate(*args, **kwargs)
 
     monkeypatch.setattr(experiment, "evaluate", terminated_evaluation)
@@ -372,7 +372,7 @@ def test_ctrl_c_during_the_last_validation_says_training_is_done_and_resuming_on
     def interrupted_last_validation(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:  # the second (last) epoch's validation
-            _sigint()
+            _signal()
         return validate(*args, **kwargs)
 
     monkeypatch.setattr(engine, "validate_epoch", interrupted_last_validation)
