@@ -23,7 +23,6 @@ class Evaluation:
     classes: list[str]
     labels: torch.Tensor  # int64 [N] true labels
     predictions: torch.Tensor  # int64 [N] predicted labels
-    probabilities: torch.Tensor  # float32 [N, C] softmax outputs
     loss: float  # mean cross-entropy
     accuracy: float  # top-1, in [0, 1]
     per_class_accuracy: dict[str, float]  # recall of each class, in [0, 1]
@@ -38,6 +37,18 @@ class Evaluation:
         c = len(self.classes)
         return [(self.classes[i // c], self.classes[i % c], int(v))
                 for v, i in zip(values.tolist(), flat.tolist()) if v > 0]
+
+
+def outputs_probabilities(model: nn.Module) -> bool:
+    """Whether ``model`` (or the network inside its wrappers) ends in a Softmax, so that its outputs are
+    class probabilities rather than logits (report 004's faithful head, ``head_softmax``)."""
+    return any(isinstance(m, nn.Softmax) for m in model.modules())
+
+
+def as_log_probabilities(outputs: torch.Tensor, probabilities: bool) -> torch.Tensor:
+    """Logits for the cross-entropy and the argmax: ``outputs`` themselves, or the log of probabilities
+    (clamped above 0, as a bf16 or fp16 softmax can round a class's probability to 0)."""
+    return outputs.clamp_min(torch.finfo(torch.float32).tiny).log() if probabilities else outputs
 
 
 TTA_MODES = ("none", "flip", "flip_translate")  # the test-time augmentations _views makes
@@ -66,9 +77,12 @@ def view_count(tta: str) -> int:
 def predict(model: nn.Module, dataloader, device: torch.device, *, precision: str = "fp32",
             tta: str = "none", channels_last: bool = False,
             progress: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits averaged over test-time views, and labels: ([N, C] float32, [N] int64), on the CPU.
-    ``progress`` names a progress bar over the batches (none when None)."""
+    """Logits averaged over test-time views, and labels: ([N, C] float32, [N] int64), on the CPU. For a
+    network that outputs probabilities, the log of its probabilities averaged over the views, so that the
+    cross-entropy of the result is the plain -log p of the true class. ``progress`` names a progress bar
+    over the batches (none when None)."""
     model.eval()
+    probabilities = outputs_probabilities(model)
     all_logits, all_labels = [], []
     for images, labels in tqdm(dataloader, desc=progress, disable=progress is None, leave=False, file=sys.stderr,
                                dynamic_ncols=True):
@@ -76,8 +90,8 @@ def predict(model: nn.Module, dataloader, device: torch.device, *, precision: st
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            logits = torch.stack([model(v).float() for v in _views(images, tta)]).mean(0)
-        all_logits.append(logits.float().cpu())
+            outputs = torch.stack([model(v).float() for v in _views(images, tta)]).mean(0)
+        all_logits.append(as_log_probabilities(outputs, probabilities).cpu())
         all_labels.append(labels.cpu())
     return torch.cat(all_logits), torch.cat(all_labels)
 
@@ -98,6 +112,6 @@ def evaluate(model: nn.Module, dataloader, device: torch.device, classes: Sequen
     report = classification_report(labels.numpy(), predictions.numpy(), labels=list(range(c)),
                                    target_names=list(classes), digits=4, zero_division=0)
     return Evaluation(
-        classes=list(classes), labels=labels, predictions=predictions, probabilities=logits.softmax(1),
+        classes=list(classes), labels=labels, predictions=predictions,
         loss=F.cross_entropy(logits, labels).item(), accuracy=(predictions == labels).double().mean().item(),
         per_class_accuracy=dict(zip(classes, per_class)), confusion=confusion, report=report)

@@ -132,6 +132,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config, steps_per_epoch: i
         floor, start = config.min_lr / config.lr, config.warmup_start
 
         def factor(step: int) -> float:
+            # (step + 1): the first step of a warm-up from zero still moves the weights. So the peak comes at
+            # the warm-up's last step and again at the decay's first, and the run's last step keeps a rate
+            # 1 / (total - warmup) of the way above the floor (as airbench94's triangle does).
             if step < warmup:
                 return start + (1 - start) * (step + 1) / warmup
             progress = min(1.0, (step - warmup) / max(1, total - warmup))

@@ -299,17 +299,20 @@ class UntrainedForward:
 def untrained_forward(config: Config, data, classes: int = 8) -> UntrainedForward:
     """One training image of each of the first ``classes`` classes, normalised as ``config`` trains, through
     its untrained network (seeded by ``config.seed``). Training images: the test set waits for 04."""
-    from .data import build_transform, make_splits, one_per_class
-    from .models import build_model
+    from .data import build_transform, one_per_class
+    from .evaluation import outputs_probabilities
+    from .experiment import build_network, load_splits
 
-    splits = make_splits(data, normalization=config.normalization, seed=config.seed)
+    splits = load_splits(config, data)
     shown = one_per_class(splits.train.labels, seed=config.seed)[:classes]
     pixels = splits.train.images[shown]
     inputs = build_transform("none", splits.mean, splits.std)(pixels)  # uint8 -> normalised float32
     torch.manual_seed(config.seed)
-    model = build_model(config, len(data.classes)).eval()
+    # As training builds it: a fast network's whitening stem fitted to the training split.
+    model = build_network(config, splits, torch.device("cpu")).eval()
     with torch.no_grad():
-        probabilities = model(inputs).softmax(dim=1)
+        outputs = model(inputs.contiguous(memory_format=torch.channels_last) if config.channels_last else inputs)
+        probabilities = outputs if outputs_probabilities(model) else outputs.softmax(dim=1)
     return UntrainedForward(model, pixels, [data.classes[i] for i in splits.train.labels[shown]], inputs,
                             probabilities)
 

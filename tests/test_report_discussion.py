@@ -80,7 +80,7 @@ def test_evaluation_discussion_names_confusions_and_gate_preferences():
     classes = ["cat", "dog", "ship"]
     confusion = torch.tensor([[80, 15, 5], [12, 85, 3], [1, 0, 99]])
     labels = torch.repeat_interleave(torch.arange(3), 100)
-    evaluation = Evaluation(accuracy=0.88, loss=0.4, labels=labels, predictions=labels, confusion=confusion, probabilities=None,
+    evaluation = Evaluation(accuracy=0.88, loss=0.4, labels=labels, predictions=labels, confusion=confusion,
                             classes=classes, per_class_accuracy={"cat": 0.80, "dog": 0.85, "ship": 0.99}, report="")
     branches = report.BranchWeightSummary(
         weights=[torch.tensor([[0.8, 0.2], [0.6, 0.4]]), torch.tensor([[0.5, 0.5], [0.52, 0.48]])],
@@ -107,7 +107,7 @@ def test_gate_preferences_a_rounded_55_percent_cannot_fall_on_both_sides_of_the_
                                           math.log(2), None, ("3x3", "1x1"))
     evaluation = Evaluation(accuracy=0.5, loss=1.0, labels=torch.zeros(2, dtype=torch.long),
                             predictions=torch.zeros(2, dtype=torch.long), confusion=torch.tensor([[2, 0], [0, 0]]),
-                            probabilities=None, classes=["a", "b"], per_class_accuracy={"a": 1.0, "b": 0.0}, report="")
+                            classes=["a", "b"], per_class_accuracy={"a": 1.0, "b": 0.0}, report="")
     text = discussion.discuss_evaluation(evaluation, branches)
     assert "Block 1 3x3 54.9%, Block 2 3x3 55.1%. Block 2 gives 3x3 more than 55.0%" in text
 
@@ -115,7 +115,7 @@ def test_gate_preferences_a_rounded_55_percent_cannot_fall_on_both_sides_of_the_
 def test_gate_preferences_without_a_clear_favourite():
     branches = report.BranchWeightSummary([torch.tensor([[0.52, 0.48]])], 0.69, math.log(2), None, ("3x3", "1x1"))
     evaluation = Evaluation(accuracy=0.5, loss=1.0, labels=torch.zeros(2, dtype=torch.long),
-                            predictions=torch.zeros(2, dtype=torch.long), confusion=torch.tensor([[2, 0], [0, 0]]), probabilities=None,
+                            predictions=torch.zeros(2, dtype=torch.long), confusion=torch.tensor([[2, 0], [0, 0]]),
                             classes=["a", "b"], per_class_accuracy={"a": 1.0, "b": 0.0}, report="")
     assert "No Block gives its favourite branch more than 55.0%" in discussion.discuss_evaluation(evaluation, branches)
 
