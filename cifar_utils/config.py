@@ -106,7 +106,7 @@ class Config:
     muon_momentum: float = 0.6  # muon: momentum of the conv filters' steps (momentum: everything else)
     scheduler: str = "cosine"  # cosine | plateau | onecycle | warmup_cosine | warmup_linear (linear decay after the warm-up) | none
     cosine_t_max: Optional[int] = None  # cosine half-period in epochs; None: the number of epochs
-    min_lr: float = 0.0  # floor of the cosine, warmup_cosine, warmup_linear and plateau schedules (eta_min)
+    min_lr: float = 0.0  # every parameter group's floor in the cosine, warmup_cosine, warmup_linear and plateau schedules (eta_min)
     plateau_factor: float = 0.1  # ReduceLROnPlateau: multiply the LR by this on a plateau
     plateau_patience: int = 5  # ReduceLROnPlateau: epochs without validation improvement before a cut
     warmup_epochs: float = 0.0  # warmup_cosine, warmup_linear: linear warm-up length in epochs (fractions allowed)
@@ -199,11 +199,22 @@ class Config:
                  f"needs a network that takes smaller images ({', '.join(ANY_SIZE)}); model={self.model!r} does not: "
                  "leave progressive_start at 0")
         self._check_used_settings()
-        _require("min_lr" in ignored_settings(self) or self.min_lr < self.lr, "min_lr", self.min_lr,
-                 f"must be below lr ({self.lr:g}): it is the floor the schedule decays to")
+        rates = self.group_rates()
+        lowest = min(rates, key=rates.get)
+        _require("min_lr" in ignored_settings(self) or self.min_lr < rates[lowest], "min_lr", self.min_lr,
+                 f"must be below {lowest} ({rates[lowest]:g}): it is the floor that every parameter group's "
+                 "learning rate decays to")
         self._check_needs_validation()
         self._check_gpu_only_augmentations()
         return self
+
+    def group_rates(self) -> dict[str, float]:
+        """The peak learning rate of each parameter group (:func:`cifar_utils.optim.parameter_groups`), keyed by
+        how it is set: ``lr``, ``lr x norm_bias_lr_scale`` and, for Muon, ``lr x muon_lr_scale``."""
+        rates = {"lr": self.lr, "lr x norm_bias_lr_scale": self.lr * self.norm_bias_lr_scale}
+        if self.optimizer == "muon":
+            rates["lr x muon_lr_scale"] = self.lr * self.muon_lr_scale
+        return rates
 
     def _check_used_settings(self) -> None:
         """Refuse the settings (:data:`USED_ONLY_WITH`) given away from the preset's values that the chosen loss,

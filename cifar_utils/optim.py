@@ -7,6 +7,7 @@ as in Keller Jordan's airbench94_muon), everything else takes plain SGD steps.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -85,11 +86,11 @@ def parameter_groups(model: nn.Module, config) -> list[dict]:
     filters = [p for p in trainable if p.ndim == 4] if muon else []
     weights = [p for p in trainable if p.ndim > 1 and not (muon and p.ndim == 4)]
     norm_bias = [p for p in trainable if p.ndim <= 1]
-    scale = config.norm_bias_lr_scale
-    norm_bias_decay = config.weight_decay / scale if config.weight_decay_norm_bias else 0.0
-    groups = [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay},
-              {"params": norm_bias, "lr": config.lr * scale, "weight_decay": norm_bias_decay},
-              {"params": filters, "lr": config.lr * config.muon_lr_scale, "momentum": config.muon_momentum,
+    rates = config.group_rates()
+    norm_bias_decay = config.weight_decay / config.norm_bias_lr_scale if config.weight_decay_norm_bias else 0.0
+    groups = [{"params": weights, "lr": rates["lr"], "weight_decay": config.weight_decay},
+              {"params": norm_bias, "lr": rates["lr x norm_bias_lr_scale"], "weight_decay": norm_bias_decay},
+              {"params": filters, "lr": rates.get("lr x muon_lr_scale"), "momentum": config.muon_momentum,
                "orthogonalize": True}]
     return [g for g in groups if g["params"]]
 
@@ -110,7 +111,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config, steps_per_epoch: i
     """The scheduler named by ``config.scheduler`` (None for "none").
 
     ``steps_per_epoch`` counts optimizer steps (mini-batches / accumulation_steps, rounded up); it sizes
-    the per-step schedules in :data:`PER_STEP_SCHEDULERS`.
+    the per-step schedules in :data:`PER_STEP_SCHEDULERS`. ``config.min_lr`` is the floor of every parameter
+    group's rate in every schedule that has one (``Config.validate`` keeps it below each group's peak).
     """
     name = config.scheduler
     if name == "cosine":
@@ -129,19 +131,24 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config, steps_per_epoch: i
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, cycle_momentum=False)
     if name in ("warmup_cosine", "warmup_linear"):
         warmup = min(total - 1, round(config.warmup_epochs * steps_per_epoch))
-        floor, start = config.min_lr / config.lr, config.warmup_start
+        start = config.warmup_start
 
-        def factor(step: int) -> float:
-            # (step + 1): the first step of a warm-up from zero still moves the weights. So the peak comes at
-            # the warm-up's last step and again at the decay's first, and the run's last step keeps a rate
-            # 1 / (total - warmup) of the way above the floor (as airbench94's triangle does).
-            if step < warmup:
-                return start + (1 - start) * (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            decay = 1 - progress if name == "warmup_linear" else 0.5 * (1 + math.cos(math.pi * progress))
-            return floor + (1 - floor) * decay
+        def factor_from(peak: float) -> Callable[[int], float]:
+            floor = config.min_lr / peak  # min_lr is every group's floor, as torch's eta_min and min_lr are
 
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            def factor(step: int) -> float:
+                # (step + 1): the first step of a warm-up from zero still moves the weights. So the peak comes
+                # at the warm-up's last step and again at the decay's first, and the run's last step keeps a
+                # rate 1 / (total - warmup) of the way above the floor (as airbench94's triangle does).
+                if step < warmup:
+                    return start + (1 - start) * (step + 1) / warmup
+                progress = min(1.0, (step - warmup) / max(1, total - warmup))
+                decay = 1 - progress if name == "warmup_linear" else 0.5 * (1 + math.cos(math.pi * progress))
+                return floor + (1 - floor) * decay
+
+            return factor
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor_from(g["lr"]) for g in optimizer.param_groups])
     return None
 
 

@@ -375,6 +375,34 @@ def test_a_warmup_can_start_part_way_up():
     assert lrs == pytest.approx([0.04, 0.06, 0.08, 0.1])  # 0.2 * lr + 0.8 * lr * (step + 1) / 4
 
 
+@pytest.mark.parametrize("scheduler", ["cosine", "warmup_cosine", "warmup_linear", "plateau"])
+def test_min_lr_is_the_floor_of_every_parameter_group(scheduler):
+    # Muon's filters (0.2 x lr) and BatchNorm (4 x lr) start at other rates than lr; every group ends at
+    # min_lr, none rises towards it, whichever schedule decays.
+    config = Config(lr=0.1, epochs=2, scheduler=scheduler, optimizer="muon", muon_lr_scale=0.2,
+                    norm_bias_lr_scale=4.0, min_lr=0.005, plateau_patience=0, plateau_factor=0.1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 5, 5))
+    optimizer = build_optimizer(model, config)
+    scheduler_ = build_scheduler(optimizer, config, steps_per_epoch=3)
+    peaks = sorted(g["lr"] for g in optimizer.param_groups)
+    assert peaks == pytest.approx([0.02, 0.1, 0.4])
+    steps = {"cosine": 2, "plateau": 20}.get(scheduler, 2 * 3)  # per epoch, per validation, per step
+    for _ in range(steps):
+        before = [g["lr"] for g in optimizer.param_groups]
+        optimizer.step()
+        scheduler_.step(1.0) if scheduler == "plateau" else scheduler_.step()
+        if not scheduler.startswith("warmup"):  # (a warm-up rises at first)
+            assert all(g["lr"] <= lr for g, lr in zip(optimizer.param_groups, before))
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.005] * 3)
+
+
+def test_min_lr_must_stay_below_every_groups_rate():
+    with pytest.raises(ConfigError, match=r"min_lr=0.03 is invalid: it must be below lr x muon_lr_scale \(0.02\)"):
+        Config(lr=0.1, optimizer="muon", muon_lr_scale=0.2, min_lr=0.03).validate()
+    Config(lr=0.1, optimizer="sgd", min_lr=0.03).validate()
+
+
 def test_no_scheduler():
     assert build_scheduler(_optimizer(), Config(scheduler="none"), 10) is None
 
