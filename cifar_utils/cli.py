@@ -174,8 +174,6 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .experiment import train
 
-        if args.resume and args.overwrite:
-            raise ConfigError("--resume continues the run in --out and --overwrite replaces it: choose one")
         config = from_preset(args.preset, faithful=args.faithful, **config_overrides(args))
         train(config, args.out, device=args.device, resume=args.resume, overwrite=args.overwrite,
               progress=not args.no_progress)

@@ -6,8 +6,11 @@ Usage::
                   scheduler=scheduler, checkpoint_dir="runs/demo", resume=True)
 
 ``fit`` writes ``checkpoint.pt`` (atomically) after every epoch, and every ``checkpoint_every_steps``
-optimizer steps when asked; with ``resume=True`` it continues from that file exactly where it stopped:
-model, optimizer, scheduler, scaler, EMA, RNG and the position in the epoch are all restored.
+optimizer steps when asked; with ``resume=True`` it continues from that file where it stopped: model,
+optimizer, scheduler, scaler, EMA, RNG and the position in the epoch are all restored. The resumed run then
+equals an uninterrupted one with the GPU pipeline, and with the torchvision pipeline in one process without
+DataLoader workers. With workers, or under torchrun (every process restores the first one's random state),
+it sees the same images in the same order with other random augmentations.
 """
 
 from __future__ import annotations
@@ -173,7 +176,11 @@ def _optimizer_step(model, optimizer, scaler, grad_clip) -> None:
 @torch.no_grad()
 def validate_epoch(model: nn.Module, dataloader, criterion: nn.Module, device: torch.device, *,
                    precision: str = "fp32", channels_last: bool = False) -> tuple[float, float]:
-    """Evaluate without gradients and return ``(average loss, accuracy)`` (summed over ranks under DDP)."""
+    """Evaluate without gradients and return ``(average loss, accuracy)`` (summed over ranks under DDP).
+
+    Under DDP a split whose size is not a multiple of the number of processes is padded with up to that many
+    less one repeated images, as torch's DistributedSampler pads, so that every process runs the same number
+    of batches; the final evaluation reads every image once."""
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=accumulator_dtype(device))
     correct = torch.zeros((), device=device, dtype=torch.int64)

@@ -186,6 +186,9 @@ def train(config: Config, out_dir: Optional[str | Path] = None, *, device: Optio
     only rank 0 write files and print.
     """
     started = time.perf_counter()
+    if resume and overwrite:
+        raise ConfigError("--resume (resume=True) continues the run in --out (out_dir) and --overwrite "
+                          "(overwrite=True) replaces it: choose one")
     config.validate()
     dev = get_device(device)
     # Checked on every rank before any collective, so a bad launch fails everywhere instead of hanging.

@@ -151,6 +151,13 @@ def test_an_overwrite_whose_new_run_fails_keeps_the_earlier_run_and_says_so(tiny
     assert files_of(out) == before
 
 
+def test_resume_and_overwrite_together_are_refused_from_python_too(earlier_run):
+    out, before = earlier_run
+    with pytest.raises(ConfigError, match="resume=True.*overwrite=True.*choose one"):
+        experiment.train(Config(epochs=1), out, resume=True, overwrite=True)
+    assert files_of(out) == before
+
+
 def test_a_new_run_that_diverges_before_any_checkpoint_does_not_claim_one(tiny, tmp_path, capsys):
     tiny((1, nan_loss))
     out = tmp_path / "run"
