@@ -40,7 +40,10 @@ class Muon(torch.optim.Optimizer):
     Before each such step the weight is rescaled to norm sqrt(C_out). A convolution followed by BatchNorm
     computes the same function at any scale, so this fixes the step's size relative to the weight (the job
     weight decay does for SGD) and the group takes no weight decay. Use it only for weights that a
-    normalisation follows, as in every Block with BN.
+    normalisation follows, as in every Block with BN. In a Block the normalisation follows the mix
+    ``sum_k a_k conv_k(X)``, not each branch, so rescaling each kernel size's filters on its own also holds
+    their scales level with each other: the Block's weights ``a`` alone then set how much each branch
+    contributes.
     """
 
     def __init__(self, params, lr: float, momentum: float, nesterov: bool):
