@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime
 import functools
+import json
 import os
 import platform
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import CifarUtilsError, ConfigError
+from .io import save_json
 
 
 def get_device(preferred: Optional[str] = None) -> torch.device:
@@ -86,28 +90,85 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_bf16_is_faster() -> bool:
-    """Whether bf16 autocast trains a 3x3 convolution at least 1.2x faster than fp32 on this CPU, measured
-    once per process (a fraction of a second) where the CPU advertises bf16. Advertising it is not enough: with the
-    same torch, bf16 trained faster than fp32 on an AMD EPYC with AVX-512 BF16 and slower on an Intel Xeon
-    with the same flag."""
-    if not cpu_has_native_bf16():
-        return False
+# bf16 must train a 3x3 convolution at least this much faster than fp32 for precision="auto" to pick it.
+BF16_MIN_SPEEDUP = 1.2
+
+
+@dataclass(frozen=True)
+class Bf16Measurement:
+    """How much faster bf16 autocast trains a 3x3 convolution than fp32 on this machine, and where that
+    was remembered (None where the cache file could not be written)."""
+
+    speedup: float  # fp32 seconds / bf16 seconds, the best of several alternating tries of each
+    date: str  # when it was measured, ISO format
+    cache: Optional[Path]
+
+    @property
+    def faster(self) -> bool:
+        return self.speedup >= BF16_MIN_SPEEDUP
+
+
+def precision_cache_path() -> Path:
+    """The file that remembers each machine's bf16 measurement: ``$XDG_CACHE_HOME/cifar_utils/`` (default
+    ``~/.cache/cifar_utils/``) ``cpu_precision.json``."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "cifar_utils" / "cpu_precision.json"
+
+
+def _machine_key() -> str:
+    """What the measurement depends on: the CPU model, the threads torch uses and torch's version."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), model)
+    return f"{model}; {torch.get_num_threads()} threads; torch {torch.__version__}"
+
+
+def _measure_bf16_speedup() -> float:
+    """fp32 seconds over bf16 seconds for one training step of a 3x3 convolution: the best of 10 tries
+    each, alternating, after a warm-up, so that a moment of load from another process slows both alike."""
     generator = torch.Generator().manual_seed(0)
     conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
     x = torch.randn(64, 64, 16, 16, generator=generator).contiguous(memory_format=torch.channels_last)
-
-    def seconds(precision: str) -> float:
-        best = float("inf")
-        for _ in range(4):  # the first call also warms the kernels up
+    best = {"bf16": float("inf"), "fp32": float("inf")}
+    for attempt in range(12):
+        for precision in best:
             started = time.perf_counter()
             with autocast(torch.device("cpu"), precision):
                 conv(x).float().sum().backward()
-            best = min(best, time.perf_counter() - started)
-        return best
+            if attempt >= 2:  # the first two warm the kernels up
+                best[precision] = min(best[precision], time.perf_counter() - started)
+    return best["fp32"] / best["bf16"]
 
-    return seconds("bf16") * 1.2 <= seconds("fp32")
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_measurement() -> Bf16Measurement:
+    """This CPU's :class:`Bf16Measurement`, measured once per machine (a fraction of a second) and then read
+    from :func:`precision_cache_path`, so that every run on the machine trains in the same precision: a
+    timing of milliseconds on a busy machine could otherwise choose differently from one run to the next.
+    Delete the file to measure again."""
+    path, key = precision_cache_path(), _machine_key()
+    known: dict = {}
+    with contextlib.suppress(OSError, ValueError):
+        known = json.loads(path.read_text())
+    entry = known.get(key) if isinstance(known, dict) else None
+    if isinstance(entry, dict) and isinstance(entry.get("bf16_speedup"), (int, float)):
+        return Bf16Measurement(float(entry["bf16_speedup"]), str(entry.get("date", "")), path)
+    speedup, date = _measure_bf16_speedup(), datetime.date.today().isoformat()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_json({**(known if isinstance(known, dict) else {}), key: {"bf16_speedup": speedup, "date": date}}, path)
+    except (OSError, CifarUtilsError):
+        return Bf16Measurement(speedup, date, None)
+    return Bf16Measurement(speedup, date, path)
+
+
+def cpu_bf16_is_faster() -> bool:
+    """Whether bf16 autocast trains at least ``BF16_MIN_SPEEDUP`` times faster than fp32 on this CPU
+    (:func:`cpu_bf16_measurement`), where the CPU advertises bf16. Advertising it is not enough: with the
+    same torch, bf16 trained faster than fp32 on an AMD EPYC with AVX-512 BF16 and slower on an Intel Xeon
+    with the same flag."""
+    return cpu_has_native_bf16() and cpu_bf16_measurement().faster
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

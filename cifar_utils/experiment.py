@@ -30,8 +30,8 @@ from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, CURVES_NAME, HIS
 from .config import Config, replace, without_ignored
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, drops_last_batch, load_dataset,
                    make_dataloader, make_splits, resolve_root)
-from .device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
-                     resolve_precision, set_seed)
+from .device import (BF16_MIN_SPEEDUP, autocast, cpu_bf16_measurement, cpu_has_native_bf16, describe_device,
+                     get_device, keep_freed_cpu_memory, resolve_precision, set_seed)
 from .ema import ExponentialMovingAverage, Lookahead
 from .engine import fit, sigterm_interrupts, unwrap
 from .errors import (CheckpointError, CifarUtilsError, ConfigError, OutOfMemoryError, OutputExistsError,
@@ -404,10 +404,13 @@ def _precision_reason(asked: str, chosen: str, device: torch.device) -> str:
     if asked != "auto":
         return ""
     if device.type == "cpu":
-        if chosen == "bf16":
-            return " (auto: bf16 measured faster than fp32 on this CPU)"
-        return (" (auto: bf16 measured no faster than fp32 on this CPU)" if cpu_has_native_bf16()
-                else " (auto: this CPU has no bf16 arithmetic)")
+        if not cpu_has_native_bf16():
+            return " (auto: this CPU has no bf16 arithmetic)"
+        bf16 = cpu_bf16_measurement()
+        verdict = "at least" if bf16.faster else "below"
+        kept = f"kept in {bf16.cache}" if bf16.cache else "not kept: its cache file could not be written"
+        return (f" (auto: bf16 trained {bf16.speedup:.2f}x as fast as fp32 on this CPU, {verdict} the "
+                f"{BF16_MIN_SPEEDUP}x it needs; measured {bf16.date}, {kept})")
     return f" (auto on {device.type})"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from cifar_utils.data import synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# precision="auto" remembers its CPU measurement per machine (cifar_utils.device.precision_cache_path): the
+# tests, and the processes they start, keep theirs in a folder of their own rather than the user's cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="cifar-utils-test-cache-")
 
 
 def jpeg_archive() -> Path | None:

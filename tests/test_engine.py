@@ -4,6 +4,7 @@ device choice and seeding."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 import subprocess
@@ -522,12 +523,47 @@ def test_bf16_speed_is_not_measured_on_cpus_without_bf16(monkeypatch):
     from cifar_utils import device as device_module
 
     monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
-    monkeypatch.setattr(device_module.torch.nn, "Conv2d", None)  # building the probe would fail
-    device_module.cpu_bf16_is_faster.cache_clear()
-    try:
-        assert device_module.cpu_bf16_is_faster() is False
-    finally:
-        device_module.cpu_bf16_is_faster.cache_clear()
+    monkeypatch.setattr(device_module, "cpu_bf16_measurement", None)  # calling it would fail
+    assert device_module.cpu_bf16_is_faster() is False
+
+
+@pytest.fixture
+def bf16_cache(tmp_path, monkeypatch):
+    """An empty precision cache, and a scripted timing in place of the real one: returns the speedups it
+    was asked for."""
+    from cifar_utils import device as device_module
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    speedups = [1.5, 1.0]
+    monkeypatch.setattr(device_module, "_measure_bf16_speedup", lambda: speedups.pop(0))
+    device_module.cpu_bf16_measurement.cache_clear()
+    yield device_module
+    device_module.cpu_bf16_measurement.cache_clear()
+
+
+def test_the_bf16_measurement_is_made_once_per_machine_so_every_run_chooses_alike(bf16_cache, tmp_path):
+    first = bf16_cache.cpu_bf16_measurement()
+    assert first.faster and first.speedup == 1.5 and first.cache == tmp_path / "cache/cifar_utils/cpu_precision.json"
+    bf16_cache.cpu_bf16_measurement.cache_clear()  # a new process: the file answers, the noisy timing is not rerun
+    assert bf16_cache.cpu_bf16_measurement() == first
+    # Another CPU (or torch, or thread count) is measured for itself; the first machine's entry stays.
+    bf16_cache.cpu_bf16_measurement.cache_clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bf16_cache, "_machine_key", lambda: "another CPU")
+        assert not bf16_cache.cpu_bf16_measurement().faster
+    assert len(json.loads(first.cache.read_text())) == 2
+
+
+def test_an_unreadable_or_unwritable_precision_cache_only_means_measuring_again(bf16_cache, tmp_path):
+    cache = tmp_path / "cache/cifar_utils/cpu_precision.json"
+    cache.parent.mkdir(parents=True)
+    cache.write_text("{not json")
+    assert bf16_cache.cpu_bf16_measurement().speedup == 1.5 and json.loads(cache.read_text())
+    bf16_cache.cpu_bf16_measurement.cache_clear()
+    cache.unlink()
+    cache.mkdir()  # a folder where the file should be: neither readable nor writable as a file
+    measured = bf16_cache.cpu_bf16_measurement()
+    assert measured.speedup == 1.0 and measured.cache is None and not measured.faster
 
 
 def test_freed_cpu_memory_is_kept_only_where_glibc_runs(monkeypatch):
