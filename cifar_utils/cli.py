@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -200,10 +201,19 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"wrote {plot_run_folders(args.runs, args.out, overwrite=args.overwrite)}")
     elif args.command == "report":
+        from .engine import sigterm_interrupts
         from .report import NOTEBOOKS, run_report
 
-        run_report(smoke=args.smoke, data_root=args.data_root, output_dir=args.output_dir,
-                   notebooks=args.notebooks or NOTEBOOKS, use_shipped=not args.no_shipped, resume=args.resume)
+        try:
+            with sigterm_interrupts():
+                run_report(smoke=args.smoke, data_root=args.data_root, output_dir=args.output_dir,
+                           notebooks=args.notebooks or NOTEBOOKS, use_shipped=not args.no_shipped,
+                           resume=args.resume)
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
+            print("interrupted: the notebooks that ran to the end are saved, and a run stopped during training "
+                  "keeps its last checkpoint (written at the end of every epoch); run the same command with "
+                  "--resume to continue from there", file=sys.stderr)
+            return 128 + getattr(err, "signum", signal.SIGINT)
     elif args.command == "results":
         from .results import collect_results, markdown_table, update_readme
 

@@ -478,7 +478,8 @@ def reusable_run(config: Config, out_dir: str | os.PathLike, overwrite: bool = F
     if (out_dir / CHECKPOINT_NAME).is_file():
         raise OutputExistsError(
             f"{out_dir} holds an unfinished run (a checkpoint but no metrics.json). Set resume=True (for the "
-            "report: --resume) to continue it, overwrite=True to start again, or choose another out_dir.")
+            "report: --resume) to continue it, overwrite=True (for the report: delete the folder) to start again, "
+            "or choose another out_dir.")
     return None
 
 
@@ -926,6 +927,17 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def report_notebook(name: str) -> str:
+    """The report notebook ``name`` names: its file name (``03_train.ipynb``), also given without the
+    extension, with its folder (``notebooks/03_train.ipynb``) or by its number (``03``)."""
+    stem = Path(name).name.removesuffix(".ipynb")
+    matches = [notebook for notebook in NOTEBOOKS if stem in (notebook.removesuffix(".ipynb"), notebook[:2])]
+    if len(matches) != 1:
+        raise ConfigError(f"unknown notebook {name}; choose from {', '.join(NOTEBOOKS)} (or their numbers, 01 to "
+                          f"{NOTEBOOKS[-1][:2]})")
+    return matches[0]
+
+
 def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir: Optional[str] = None, *,
                notebooks: Sequence[str] = NOTEBOOKS, notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
                use_shipped: bool = True, resume: bool = False, log: Callable[[str], None] = print) -> list[Path]:
@@ -941,9 +953,7 @@ def run_report(smoke: bool = False, data_root: Optional[str] = None, output_dir:
     """
     import_papermill()
     notebooks_dir = Path(notebooks_dir)
-    unnamed = [name for name in notebooks if name not in NOTEBOOKS]
-    if unnamed:
-        raise ConfigError(f"unknown notebook(s) {', '.join(unnamed)}; choose from {', '.join(NOTEBOOKS)}")
+    notebooks = [report_notebook(name) for name in notebooks]
     unknown = [name for name in notebooks if not (notebooks_dir / name).is_file()]
     if unknown:
         raise CifarUtilsError(f"notebook(s) {', '.join(unknown)} not found in {notebooks_dir}: the report runs "

@@ -9,8 +9,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from cifar_utils.checkpoint import load_checkpoint
 from cifar_utils.cli import build_parser, config_overrides, main
 from cifar_utils.config import field_names
+from cifar_utils.errors import ConfigError
 from cifar_utils.presets import PRESETS
 
 HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
@@ -291,6 +294,16 @@ def test_report_refuses_an_unknown_notebook_in_one_line(capsys):
     assert err.startswith("error:") and "06_extra.ipynb" in err and "05_lr_comparison.ipynb" in err
 
 
+def test_a_report_notebook_is_named_by_its_file_its_stem_its_path_or_its_number():
+    from cifar_utils.report import report_notebook
+
+    for name in ("03_train.ipynb", "03_train", "notebooks/03_train.ipynb", "03"):
+        assert report_notebook(name) == "03_train.ipynb"
+    for wrong in ("3", "03_training", "train"):
+        with pytest.raises(ConfigError, match=f"unknown notebook {wrong}; choose from 01_data.ipynb"):
+            report_notebook(wrong)
+
+
 def test_report_checks_its_data_root_and_output_dir_before_any_notebook_runs(tmp_path, capsys, monkeypatch):
     import cifar_utils.report as report
 
@@ -313,6 +326,22 @@ def test_report_runs_only_the_notebooks_named(monkeypatch):
     assert calls[0]["use_shipped"]
     assert main(["report", "--smoke", "--no-shipped"]) == 0
     assert not calls[1]["use_shipped"]
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_report_says_how_to_continue(monkeypatch, capsys, signum, status):
+    from cifar_utils import report
+
+    def stopped(**kwargs):
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the signal arrives first
+        pytest.fail(f"{signal.Signals(signum).name} did not stop the report")
+
+    monkeypatch.setattr(report, "run_report", stopped)
+    assert main(["report", "--smoke"]) == status
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted:") and "run the same command with --resume" in err and err.count("\n") == 1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
 
 
 def test_plot_draws_a_runs_curves_and_never_replaces_a_figure_unasked(trained_run, tmp_path, capsys):
