@@ -282,7 +282,10 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
         torch.backends.cudnn.benchmark = True
 
     memory = ", malloc reuses freed memory" if dev.type == "cpu" and keep_freed_cpu_memory() else ""
-    splits = load_splits(config, data)
+    origin = None
+    if resume and data is None:
+        config, origin = _resumed_data_root(out / CHECKPOINT_NAME, config)
+    splits = load_splits(config, data, origin)
     say(f"device {describe_device(dev)}{memory}, precision {precision}{reason}, data: {splits.description}")
     say(f"splits: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
         f"({splits.held_out}); run directory {out}")
@@ -412,6 +415,17 @@ def _precision_reason(asked: str, chosen: str, device: torch.device) -> str:
         return (f" (auto: bf16 trained {bf16.speedup:.2f}x as fast as fp32 on this CPU, {verdict} the "
                 f"{BF16_MIN_SPEEDUP}x it needs; measured {bf16.date}, {kept})")
     return f" (auto on {device.type})"
+
+
+def _resumed_data_root(checkpoint: Path, config: Config) -> tuple[Config, Optional[str]]:
+    """``config`` with the data folder the resumed run recorded, when none is given (as ``evaluate`` reads
+    it), and where it came from; as it is otherwise."""
+    if config.data_root is not None or not checkpoint.is_file():
+        return config, None  # fit says that there is nothing to resume
+    recorded = checkpoint_config(load_checkpoint(checkpoint), checkpoint).data_root
+    if recorded is None:
+        return config, None
+    return replace(config, data_root=recorded), f"the data_root recorded in {checkpoint}"
 
 
 def _resumed_precision(checkpoint: Path, chosen: str, reason: str, device: torch.device) -> tuple[str, str]:

@@ -199,6 +199,19 @@ def one_epoch_of_two(tiny, tmp_path) -> Path:
     return out
 
 
+def test_resume_reads_the_data_folder_the_run_recorded_when_none_is_given(tiny, tmp_path, monkeypatch, capsys):
+    folder = make_image_folder(tmp_path / "images", per_class=10)
+    out = tmp_path / "run"
+    args = ["train", "--preset", "seed003", "--set", "model=tiny", "--validation-split", "4", "--batch-size", "4",
+            "--device", "cpu", "--no-progress", "--out", str(out)]
+    assert cli.main([*args, "--epochs", "1", "--data-root", str(folder)]) == 0
+    monkeypatch.delenv("CIFAR10_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./data here either
+    assert cli.main([*args, "--epochs", "2", "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["config"]["data_root"] == str(folder)
+    assert "resuming" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("extra, field", [
     (["--lr", "0.1"], "lr"),
     (["--set", "weight_decay=0.001"], "weight_decay"),
