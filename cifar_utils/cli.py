@@ -147,6 +147,8 @@ def parse_settings(items: list[str]) -> dict:
         if "=" not in item or not item.split("=", 1)[0].strip():
             raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
         key, value = item.split("=", 1)
+        if key.strip() in settings:
+            raise ConfigError(f"--set {key.strip()} is given twice; give each field once")
         settings[key.strip()] = parse_value(key.strip(), value.strip())
     return settings
 
@@ -154,12 +156,16 @@ def parse_settings(items: list[str]) -> dict:
 def config_overrides(args: argparse.Namespace) -> dict:
     """Config overrides from the dedicated flags and from ``--set FIELD=VALUE``."""
     overrides = {name: getattr(args, name) for name in FIELD_FLAGS if hasattr(args, name)}
-    overrides.update(parse_settings(args.overrides))
     if args.download:
         overrides["download"] = True
     if args.skip_bad_files:
         overrides["skip_bad_files"] = True
-    return overrides
+    settings = parse_settings(args.overrides)
+    for name in settings:
+        if overrides.get(name) is not None:  # which one wins would be a guess: refuse, naming both
+            flag = f"--{name.replace('_', '-')}"
+            raise ConfigError(f"{name} is given twice, by {flag} and by --set {name}=...; give it once (either way)")
+    return {**overrides, **settings}
 
 
 def refuse_empty_flags(args: argparse.Namespace) -> None:

@@ -288,6 +288,19 @@ def test_faithful_trains_the_presets_faithful_variant(monkeypatch):
     assert trained == [from_preset("seed002", faithful=True, epochs=2)]
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "0.2", "--set", "lr=0.1"], "lr is given twice, by --lr and by --set lr=...; give it once"),
+    (["--data-root", "data", "--set", "data_root=elsewhere"], "data_root is given twice, by --data-root and by --set"),
+    (["--download", "--set", "download=false"], "download is given twice, by --download and by --set"),
+    (["--set", "lr=0.1", "--set", "lr=0.2"], "--set lr is given twice; give each field once"),
+])
+def test_a_field_given_twice_is_refused_rather_than_one_value_silently_winning(argv, message, capsys):
+    assert main(["train", "--preset", "seed003", "--out", "never-written", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and err.count("\n") == 1
+    assert not Path("never-written").exists()
+
+
 def test_report_refuses_an_unknown_notebook_in_one_line(capsys):
     assert main(["report", "--smoke", "--notebooks", "06_extra.ipynb"]) == 2
     err = capsys.readouterr().err
