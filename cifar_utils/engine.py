@@ -475,18 +475,24 @@ def _check_same_setup(state: dict, config, path: Path, extra_state: dict) -> Non
     saved = without_ignored(checkpoint_config(state, path)).to_dict()
     wanted = without_ignored(config).to_dict()
     may_change = set(RESUME_MAY_CHANGE)
-    sized_by_the_run = (config.scheduler in PER_STEP_SCHEDULERS or config.lookahead_decay is not None
-                        or (config.scheduler == "cosine" and not config.cosine_t_max) or config.progressive_start)
+    # These schedules (and lookahead's ramp, and the progressive image sizes) span the run; more epochs would
+    # bend them.
+    sized_by_the_run = [what for what, sized in (
+        (f"the {config.scheduler} schedule", config.scheduler in PER_STEP_SCHEDULERS
+         or (config.scheduler == "cosine" and not config.cosine_t_max)),
+        ("lookahead's ramp", config.lookahead_decay is not None),
+        ("progressive resizing", bool(config.progressive_start))) if sized]
     if sized_by_the_run:
-        # These schedules (and lookahead's ramp, and the progressive image sizes) span the run; more epochs
-        # would bend them.
         may_change.discard("epochs")
     changed = [f"{key}={saved[key]!r} -> {value!r}" for key, value in wanted.items()
                if key not in may_change and saved[key] != value]
     changed += [f"{key} {state[key]!r} -> {value!r}" for key, value in extra_state.items()
                 if key in state and list(state[key]) != list(value)]  # the data itself: classes, normalisation
     if changed:
-        raise CheckpointError(f"{path} was trained with other settings than this run: {'; '.join(changed)}. "
+        why = (f" ({' and '.join(sized_by_the_run)} {'is' if len(sized_by_the_run) == 1 else 'are'} sized for "
+               f"{saved['epochs']} epoch{'' if saved['epochs'] == 1 else 's'}, so a longer run would not continue it)"
+               if wanted["epochs"] != saved["epochs"] and sized_by_the_run else "")
+        raise CheckpointError(f"{path} was trained with other settings than this run: {'; '.join(changed)}{why}. "
                               "Resume with the settings it was trained with, or start a new run in another --out")
 
 

@@ -691,13 +691,13 @@ def test_deferred_read_back_gives_the_same_averages():
 
 
 @pytest.mark.parametrize("scheduler, extra, refused", [
-    ("cosine", {}, True),  # T_max = epochs: more epochs would restart the schedule
-    ("onecycle", {}, True),
-    ("cosine", {"cosine_t_max": 10}, False),  # a fixed period, as seed000 has
-    ("none", {}, False),
-    ("none", {"lookahead_decay": 0.9}, True),  # lookahead's ramp is sized by the run too
+    ("cosine", {}, "the cosine schedule is sized"),  # T_max = epochs: more epochs would restart the schedule
+    ("onecycle", {}, "the onecycle schedule is sized"),
+    ("cosine", {"cosine_t_max": 10}, None),  # a fixed period, as seed000 has
+    ("none", {}, None),
+    ("none", {"lookahead_decay": 0.9}, "lookahead's ramp is sized"),  # sized by the run too
     # so are the progressive image sizes: 2 epochs would train the first at 16 px, not 32
-    ("none", {"progressive_start": 16, "model": "cpu_net", "pipeline": "gpu"}, True),
+    ("none", {"progressive_start": 16, "model": "cpu_net", "pipeline": "gpu"}, "progressive resizing is sized"),
 ])
 def test_raising_epochs_on_resume_is_refused_only_for_schedules_sized_by_the_run(tmp_path, scheduler, extra, refused):
     from cifar_utils.data import synthetic_dataset
@@ -711,7 +711,7 @@ def test_raising_epochs_on_resume_is_refused_only_for_schedules_sized_by_the_run
     train(from_preset("seed003", epochs=1, **settings), tmp_path, data=data, progress=False, log=lambda _: None)
     longer = from_preset("seed003", epochs=2, **settings)
     if refused:
-        with pytest.raises(CheckpointError, match="epochs=1"):
+        with pytest.raises(CheckpointError, match=f"epochs=1 -> 2 \\({refused} for 1 epoch, so a longer run"):
             train(longer, tmp_path, data=data, progress=False, resume=True, log=lambda _: None)
     else:
         result = train(longer, tmp_path, data=data, progress=False, resume=True, log=lambda _: None)
