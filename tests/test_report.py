@@ -287,6 +287,29 @@ def test_seconds_per_image_times_the_config_at_its_own_batch_sizes(monkeypatch):
     assert 0 < train_s < 10 and 0 < eval_s < 10
 
 
+def test_seconds_per_image_keeps_the_fastest_step_so_a_moment_of_other_work_does_not_inflate_it(monkeypatch):
+    import time
+
+    from cifar_utils import models
+
+    config = from_preset("cpu", batch_size=8, eval_batch_size=4)
+    forwards, build = [], models.build_model
+
+    def slowed_once(*args, **kwargs):  # the second timed training step waits as if the machine were busy
+        model = build(*args, **kwargs)
+
+        def hook(module, inputs):
+            forwards.append(inputs[0].shape[0])
+            if forwards.count(8) == 3 and inputs[0].shape[0] == 8:
+                time.sleep(1.0)
+        model.register_forward_pre_hook(hook)
+        return model
+
+    monkeypatch.setattr(models, "build_model", slowed_once)
+    train_s, _ = report.seconds_per_image(config, torch.device("cpu"), steps=3)
+    assert forwards.count(8) == 4 and train_s * 8 < 0.5
+
+
 def test_format_duration():
     assert [report.format_duration(s) for s in (30, 600, 36_000, 400_000)] == ["30 s", "10 minutes", "10 hours",
                                                                                 "4.6 days"]
