@@ -307,7 +307,7 @@ def test_seconds_per_image_keeps_the_fastest_step_so_a_moment_of_other_work_does
 
     monkeypatch.setattr(models, "build_model", slowed_once)
     train_s, _ = report.seconds_per_image(config, torch.device("cpu"), steps=3)
-    assert forwards.count(8) == 4 and train_s * 8 < 0.5
+    assert forwards.count(8) == 4 and train_s * 8 < 0.25  # a mean over the three would be over 1 / 3 s
 
 
 def test_format_duration():
