@@ -377,21 +377,25 @@ def run_history(run_dir: str | os.PathLike) -> tuple[list[dict], str]:
 
     run_dir = Path(run_dir)
     metrics_path, checkpoint_path = run_dir / METRICS_NAME, run_dir / CHECKPOINT_NAME
-    if metrics_path.is_file() and not (checkpoint_path.is_file()
-                                       and checkpoint_path.stat().st_mtime > metrics_path.stat().st_mtime):
-        record = read_run(run_dir)
+    state = load_checkpoint(checkpoint_path) if checkpoint_path.is_file() else None
+    record = read_run(run_dir) if metrics_path.is_file() else None
+    # A finished run resumed for more epochs: its checkpoint plans more epochs than its metrics.json ran.
+    resumed = (record is not None and state is not None
+               and state["config"].get("epochs") != record.metrics.get("config", {}).get("epochs"))
+    if record is not None and not resumed:
         metrics = record.metrics
+        test_images = metrics.get("split_sizes", {}).get("test")
+        tested = f"{test_images:,} test images of " if test_images else ""  # a subset's count shows as such
         return record.history, (f"{run_dir.name}: {metrics.get('preset')}, {count(len(record.history), 'epoch')}, "
-                                f"test accuracy {metrics['test_accuracy']:.2%} on the "
+                                f"test accuracy {metrics['test_accuracy']:.2%} on {tested}the "
                                 f"{data_label(metrics.get('data', 'unknown data'))}")
-    if not checkpoint_path.is_file():
+    if state is None:
         inside = sorted({path.parent for name in (METRICS_NAME, CHECKPOINT_NAME) for path in run_dir.rglob(name)}
                         if run_dir.is_dir() else [])
         hint = (f"; it holds {count(len(inside), 'run')} in its subfolders, e.g. {inside[0]}: name those (with --out "
                 "for several)" if inside else "; name the folder given to train's --out")
         raise CheckpointError(f"{run_dir} holds no run: no {METRICS_NAME} (a finished run) nor {CHECKPOINT_NAME} (one "
                               f"that has trained an epoch){hint}")
-    state = load_checkpoint(checkpoint_path)
     if not state["history"]:
         raise CheckpointError(f"{run_dir} has not finished its first epoch yet: nothing to plot")
     return list(state["history"]), (f"{run_dir.name}: {state['config'].get('preset')}, {state['epoch']} of "

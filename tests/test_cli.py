@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_utils.checkpoint import load_checkpoint
+from cifar_utils.checkpoint import load_checkpoint, save_checkpoint
 from cifar_utils.cli import build_parser, config_overrides, main
 from cifar_utils.config import field_names
 from cifar_utils.errors import ConfigError
@@ -381,8 +381,12 @@ def test_plot_compares_runs_and_reads_an_unfinished_run_from_its_checkpoint(trai
     finished = tmp_path / "lr_0.1/seed_0"
     assert report.run_history(finished)[1].startswith("seed_0: seed003, 1 epoch, test accuracy ")
     later = (finished / "metrics.json").stat().st_mtime + 10
-    os.utime(finished / "checkpoint.pt", (later, later))  # resumed for more epochs: its checkpoint is newer
-    assert report.run_history(finished)[1].endswith("so far (unfinished)")
+    os.utime(finished / "checkpoint.pt", (later, later))  # a newer file (a copy, a checkout) says nothing
+    assert report.run_history(finished)[1].startswith("seed_0: seed003, 1 epoch, test accuracy ")
+    state = load_checkpoint(finished / "checkpoint.pt")
+    state["config"]["epochs"] = 3  # resumed for more epochs: its checkpoint plans them
+    save_checkpoint(state, finished / "checkpoint.pt")
+    assert report.run_history(finished)[1] == "seed_0: seed003, 1 of 3 epochs so far (unfinished)"
     runs = [str(tmp_path / "lr_0.1/seed_0"), str(unfinished)]
     assert main(["plot", *runs]) == 2
     assert "name its file with --out" in capsys.readouterr().err
