@@ -449,6 +449,13 @@ def make_splits(data: CifarData, validation_split: Optional[int] = None, seed: i
                         f"({n} images); use a smaller --validation-split")
     gen = torch.Generator().manual_seed(seed)
     val_idx, train_idx = stratified_holdout(data.train.labels, len(data.classes), validation_split, gen)
+    classes = len(data.classes)
+    left = torch.bincount(data.train.labels[train_idx], minlength=classes)
+    emptied = [name for name, had, kept in zip(data.classes, torch.bincount(data.train.labels, minlength=classes), left)
+               if had and not kept]
+    if emptied:  # a class only ever seen in validation could never be learned
+        raise DataError(f"holding out {validation_split} of the {n} training images for validation leaves no training "
+                        f"image of class {', '.join(emptied)}; add images of it, or hold out fewer (--validation-split N)")
     if train_limit is not None:
         if train_limit > len(train_idx):
             raise DataError(f"train_limit={train_limit} is larger than the training split "

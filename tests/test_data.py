@@ -703,3 +703,12 @@ def test_one_per_class_draws_one_seeded_image_of_every_class_in_class_order():
     assert labels[picked].tolist() == [0, 1, 2]
     assert torch.equal(picked, one_per_class(labels, seed=0))
     assert len({tuple(one_per_class(labels, seed=s).tolist()) for s in range(10)}) > 1  # the seed matters
+
+
+def test_a_holdout_that_would_leave_a_class_without_training_images_is_refused():
+    images = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
+    train = ImageSet(images, torch.tensor([0, 1, 1]), ["rare", "common"])
+    data = CifarData(train, train, "synthetic", "synthetic data")
+    with pytest.raises(DataError, match="leaves no training image of class rare; add images of it, or hold out fewer"):
+        make_splits(data, validation_split=2)
+    assert len(make_splits(data, validation_split=1).train) == 2
