@@ -117,9 +117,19 @@ def tiny(monkeypatch):
 
 
 def tiny_args(out: Path | None, *extra: str) -> list[str]:
-    return ["train", "--preset", "seed003", "--set", "dataset=synthetic", "--set", "model=tiny", "--epochs", "2",
-            "--validation-split", "100", "--train-limit", "64", "--batch-size", "16", "--set", "validation_limit=32", "--set", "test_limit=32",
-            "--lr", "0.05", "--device", "cpu", "--no-progress", *(["--out", str(out)] if out else []), *extra]
+    """The command line of a tiny run; a ``--set FIELD=VALUE`` in ``extra`` replaces this one's own (the CLI
+    refuses a field set twice)."""
+    settings = {"dataset": "synthetic", "model": "tiny", "validation_limit": "32", "test_limit": "32"}
+    rest, items = [], iter(extra)
+    for item in items:
+        if item == "--set":
+            key, value = next(items).split("=", 1)
+            settings[key] = value
+        else:
+            rest.append(item)
+    return ["train", "--preset", "seed003", *(arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")),
+            "--epochs", "2", "--validation-split", "100", "--train-limit", "64", "--batch-size", "16",
+            "--lr", "0.05", "--device", "cpu", "--no-progress", *(["--out", str(out)] if out else []), *rest]
 
 
 def tiny_config(**overrides) -> Config:
