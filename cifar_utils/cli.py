@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--data-root", default=None)
     report.add_argument("--output-dir", default=None, help="where the executed notebooks, figures and runs go (default: notebooks in place, figures/ and runs/)")
     report.add_argument("--notebooks", nargs="+", default=None, metavar="NAME",
-                        help="only these notebooks, in this order (default: all five; 04 needs 03's run)")
+                        help="only these notebooks, in this order, by file name, stem or number (03_train.ipynb, 03_train, 03; "
+                             "default: all five; 04 needs 03's run)")
     report.add_argument("--no-shipped", action="store_true",
                         help="03 trains its run even where the committed one (checkpoints/report/03_train) has "
                              "its settings, so every output comes from this machine")
@@ -162,7 +163,7 @@ def config_overrides(args: argparse.Namespace) -> dict:
         overrides["skip_bad_files"] = True
     settings = parse_settings(args.overrides)
     for name in settings:
-        if overrides.get(name) is not None:  # which one wins would be a guess: refuse, naming both
+        if name in overrides:  # (None too: `--grad-clip none`) which one wins would be a guess: refuse, naming both
             flag = f"--{name.replace('_', '-')}"
             raise ConfigError(f"{name} is given twice, by {flag} and by --set {name}=...; give it once (either way)")
     return {**overrides, **settings}

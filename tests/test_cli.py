@@ -293,6 +293,7 @@ def test_faithful_trains_the_presets_faithful_variant(monkeypatch):
     (["--data-root", "data", "--set", "data_root=elsewhere"], "data_root is given twice, by --data-root and by --set"),
     (["--download", "--set", "download=false"], "download is given twice, by --download and by --set"),
     (["--set", "lr=0.1", "--set", "lr=0.2"], "--set lr is given twice; give each field once"),
+    (["--grad-clip", "none", "--set", "grad_clip=1.0"], "grad_clip is given twice, by --grad-clip and by --set"),
 ])
 def test_a_field_given_twice_is_refused_rather_than_one_value_silently_winning(argv, message, capsys):
     assert main(["train", "--preset", "seed003", "--out", "never-written", *argv]) == 2
