@@ -41,8 +41,10 @@ class Evaluation:
 
 def outputs_probabilities(model: nn.Module) -> bool:
     """Whether ``model`` (or the network inside its wrappers) ends in a Softmax, so that its outputs are
-    class probabilities rather than logits (report 004's faithful head, ``head_softmax``)."""
-    return any(isinstance(m, nn.Softmax) for m in model.modules())
+    class probabilities rather than logits (report 004's faithful head, ``head_softmax``). Its last module
+    decides: a Softmax elsewhere in a network says nothing about its outputs."""
+    *_, last = model.modules()
+    return isinstance(last, nn.Softmax)
 
 
 def as_log_probabilities(outputs: torch.Tensor, probabilities: bool) -> torch.Tensor:

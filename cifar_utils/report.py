@@ -300,7 +300,7 @@ def untrained_forward(config: Config, data, classes: int = 8) -> UntrainedForwar
     """One training image of each of the first ``classes`` classes, normalised as ``config`` trains, through
     its untrained network (seeded by ``config.seed``). Training images: the test set waits for 04."""
     from .data import build_transform, one_per_class
-    from .evaluation import outputs_probabilities
+    from .evaluation import as_log_probabilities, outputs_probabilities
     from .experiment import build_network, load_splits
 
     splits = load_splits(config, data)
@@ -312,7 +312,7 @@ def untrained_forward(config: Config, data, classes: int = 8) -> UntrainedForwar
     model = build_network(config, splits, torch.device("cpu")).eval()
     with torch.no_grad():
         outputs = model(inputs.contiguous(memory_format=torch.channels_last) if config.channels_last else inputs)
-        probabilities = outputs if outputs_probabilities(model) else outputs.softmax(dim=1)
+        probabilities = as_log_probabilities(outputs, outputs_probabilities(model)).softmax(dim=1)
     return UntrainedForward(model, pixels, [data.classes[i] for i in splits.train.labels[shown]], inputs,
                             probabilities)
 
@@ -377,9 +377,17 @@ def run_history(run_dir: str | os.PathLike) -> tuple[list[dict], str]:
 
     run_dir = Path(run_dir)
     metrics_path, checkpoint_path = run_dir / METRICS_NAME, run_dir / CHECKPOINT_NAME
-    state = load_checkpoint(checkpoint_path) if checkpoint_path.is_file() else None
     record = read_run(run_dir) if metrics_path.is_file() else None
-    # A finished run resumed for more epochs: its checkpoint plans more epochs than its metrics.json ran.
+    state = None
+    # A finished run's checkpoint is read (it can be gigabytes) only when it was written after metrics.json,
+    # as a resume for more epochs writes it; file times alone also change with a copy or a checkout, so the
+    # checkpoint must plan other epochs than metrics.json ran. Unreadable, it leaves the finished record.
+    if checkpoint_path.is_file() and (record is None or checkpoint_path.stat().st_mtime > metrics_path.stat().st_mtime):
+        try:
+            state = load_checkpoint(checkpoint_path)
+        except CheckpointError:
+            if record is None:
+                raise
     resumed = (record is not None and state is not None
                and state["config"].get("epochs") != record.metrics.get("config", {}).get("epochs"))
     if record is not None and not resumed:

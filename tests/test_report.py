@@ -301,13 +301,13 @@ def test_seconds_per_image_keeps_the_fastest_step_so_a_moment_of_other_work_does
         def hook(module, inputs):
             forwards.append(inputs[0].shape[0])
             if forwards.count(8) == 3 and inputs[0].shape[0] == 8:
-                time.sleep(1.0)
+                time.sleep(3.0)
         model.register_forward_pre_hook(hook)
         return model
 
     monkeypatch.setattr(models, "build_model", slowed_once)
     train_s, _ = report.seconds_per_image(config, torch.device("cpu"), steps=3)
-    assert forwards.count(8) == 4 and train_s * 8 < 0.25  # a mean over the three would be over 1 / 3 s
+    assert forwards.count(8) == 4 and train_s * 8 < 0.9  # a mean over the three would be over 1 s
 
 
 def test_format_duration():
