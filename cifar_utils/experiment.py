@@ -274,8 +274,12 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     say = log if main else (lambda _msg: None)
     precision = resolve_precision(config.precision, dev)
     reason = _precision_reason(config.precision, precision, dev)
-    if resume and config.precision == "auto":
-        precision, reason = _resumed_precision(out / CHECKPOINT_NAME, precision, reason, dev)
+    checkpoint = out / CHECKPOINT_NAME
+    # What the run to resume recorded (read once here; fit reads it again to restore it, or says it is missing).
+    recorded = (_recorded_setup(checkpoint) if resume and checkpoint.is_file()
+                and (config.precision == "auto" or (config.data_root is None and data is None)) else None)
+    if recorded is not None and config.precision == "auto":
+        precision, reason = _resumed_precision(recorded[1], checkpoint, precision, reason, dev)
     set_seed(config.seed + distributed.rank(), config.deterministic)
     if dev.type == "cuda" and not config.deterministic:
         # few input shapes (one per progressive-resizing stage): let cuDNN pick the fastest kernels once each
@@ -283,8 +287,9 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
 
     memory = ", malloc reuses freed memory" if dev.type == "cpu" and keep_freed_cpu_memory() else ""
     origin = None
-    if resume and data is None:
-        config, origin = _resumed_data_root(out / CHECKPOINT_NAME, config)
+    if recorded is not None and config.data_root is None and data is None and recorded[0].data_root is not None:
+        # A run given --data-root resumes on that folder unless told otherwise, as evaluate reads it.
+        config, origin = replace(config, data_root=recorded[0].data_root), f"the data_root recorded in {checkpoint}"
     splits = load_splits(config, data, origin)
     say(f"device {describe_device(dev)}{memory}, precision {precision}{reason}, data: {splits.description}")
     say(f"splits: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
@@ -417,23 +422,17 @@ def _precision_reason(asked: str, chosen: str, device: torch.device) -> str:
     return f" (auto on {device.type})"
 
 
-def _resumed_data_root(checkpoint: Path, config: Config) -> tuple[Config, Optional[str]]:
-    """``config`` with the data folder the resumed run recorded, when none is given (as ``evaluate`` reads
-    it), and where it came from; as it is otherwise."""
-    if config.data_root is not None or not checkpoint.is_file():
-        return config, None  # fit says that there is nothing to resume
-    recorded = checkpoint_config(load_checkpoint(checkpoint), checkpoint).data_root
-    if recorded is None:
-        return config, None
-    return replace(config, data_root=recorded), f"the data_root recorded in {checkpoint}"
+def _recorded_setup(checkpoint: Path) -> tuple[Config, Optional[str]]:
+    """The config a checkpoint records and the precision it trained in (None in checkpoints older than that
+    record)."""
+    state = load_checkpoint(checkpoint)
+    return checkpoint_config(state, checkpoint), state.get("precision")
 
 
-def _resumed_precision(checkpoint: Path, chosen: str, reason: str, device: torch.device) -> tuple[str, str]:
-    """The precision, and why, for resuming a ``precision="auto"`` run: the one it trained in (its checkpoint
-    records it), even where auto would choose another here, so that one run never mixes two precisions."""
-    if not checkpoint.is_file():
-        return chosen, reason  # fit says that there is nothing to resume
-    recorded = load_checkpoint(checkpoint).get("precision")  # None in checkpoints older than the record
+def _resumed_precision(recorded: Optional[str], checkpoint: Path, chosen: str, reason: str,
+                       device: torch.device) -> tuple[str, str]:
+    """The precision, and why, for resuming a ``precision="auto"`` run: the one it trained in (``recorded``,
+    from its checkpoint), even where auto would choose another here, so that one run never mixes two."""
     if recorded is None or recorded == chosen:
         return chosen, reason
     if recorded == "fp16" and device.type != "cuda":
