@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime
+import fcntl
 import functools
 import json
 import os
@@ -108,11 +109,15 @@ class Bf16Measurement:
         return self.speedup >= BF16_MIN_SPEEDUP
 
 
+# Where cifar_utils keeps what it measured about this machine, in place of $XDG_CACHE_HOME/cifar_utils.
+CACHE_ENV = "CIFAR_UTILS_CACHE"
+
+
 def precision_cache_path() -> Path:
-    """The file that remembers each machine's bf16 measurement: ``$XDG_CACHE_HOME/cifar_utils/`` (default
-    ``~/.cache/cifar_utils/``) ``cpu_precision.json``."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "cifar_utils" / "cpu_precision.json"
+    """The file that remembers each machine's bf16 measurement: ``cpu_precision.json`` in ``$CIFAR_UTILS_CACHE``,
+    else in ``$XDG_CACHE_HOME/cifar_utils`` (default ``~/.cache/cifar_utils``)."""
+    folder = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cifar_utils"
+    return Path(folder) / "cpu_precision.json"
 
 
 def _machine_key() -> str:
@@ -148,19 +153,25 @@ def cpu_bf16_measurement() -> Bf16Measurement:
     timing of milliseconds on a busy machine could otherwise choose differently from one run to the next.
     Delete the file to measure again."""
     path, key = precision_cache_path(), _machine_key()
-    known: dict = {}
-    with contextlib.suppress(OSError, ValueError):
-        known = json.loads(path.read_text())
-    entry = known.get(key) if isinstance(known, dict) else None
-    if isinstance(entry, dict) and isinstance(entry.get("bf16_speedup"), (int, float)):
-        return Bf16Measurement(float(entry["bf16_speedup"]), str(entry.get("date", "")), path)
-    speedup, date = _measure_bf16_speedup(), datetime.date.today().isoformat()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_json({**(known if isinstance(known, dict) else {}), key: {"bf16_speedup": speedup, "date": date}}, path)
-    except (OSError, CifarUtilsError):
-        return Bf16Measurement(speedup, date, None)
-    return Bf16Measurement(speedup, date, path)
+    with contextlib.ExitStack() as held:
+        # Processes that start together (torchrun's, a sweep's) take turns: the first measures, the rest read.
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = held.enter_context(open(path.with_name(path.name + ".lock"), "a"))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        known: dict = {}
+        with contextlib.suppress(OSError, ValueError):
+            known = json.loads(path.read_text())
+        known = known if isinstance(known, dict) else {}
+        entry = known.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get("bf16_speedup"), (int, float)):
+            return Bf16Measurement(float(entry["bf16_speedup"]), str(entry.get("date", "")), path)
+        speedup, date = _measure_bf16_speedup(), datetime.date.today().isoformat()
+        try:
+            save_json({**known, key: {"bf16_speedup": speedup, "date": date}}, path)
+        except (OSError, CifarUtilsError):
+            return Bf16Measurement(speedup, date, None)
+        return Bf16Measurement(speedup, date, path)
 
 
 def cpu_bf16_is_faster() -> bool:

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(min(2, torch.get_num_threads()))
 # precision="auto" remembers its CPU measurement per machine (cifar_utils.device.precision_cache_path): the
 # tests, and the processes they start, keep theirs in a folder of their own rather than the user's cache.
-os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="cifar-utils-test-cache-")
+_CACHE = tempfile.TemporaryDirectory(prefix="cifar-utils-test-cache-")
+os.environ["CIFAR_UTILS_CACHE"] = _CACHE.name
 
 
 def jpeg_archive() -> Path | None:

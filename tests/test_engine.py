@@ -533,7 +533,7 @@ def bf16_cache(tmp_path, monkeypatch):
     was asked for."""
     from cifar_utils import device as device_module
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CIFAR_UTILS_CACHE", str(tmp_path / "cache/cifar_utils"))
     speedups = [1.5, 1.0]
     monkeypatch.setattr(device_module, "_measure_bf16_speedup", lambda: speedups.pop(0))
     device_module.cpu_bf16_measurement.cache_clear()
@@ -711,7 +711,7 @@ def test_raising_epochs_on_resume_is_refused_only_for_schedules_sized_by_the_run
     train(from_preset("seed003", epochs=1, **settings), tmp_path, data=data, progress=False, log=lambda _: None)
     longer = from_preset("seed003", epochs=2, **settings)
     if refused:
-        with pytest.raises(CheckpointError, match=f"epochs=1 -> 2 \\({refused} for 1 epoch, so a longer run"):
+        with pytest.raises(CheckpointError, match=f"epochs=1 -> 2 \\({refused} for 1 epoch, so a run of 2 would not"):
             train(longer, tmp_path, data=data, progress=False, resume=True, log=lambda _: None)
     else:
         result = train(longer, tmp_path, data=data, progress=False, resume=True, log=lambda _: None)
