@@ -484,13 +484,23 @@ def stratified_counts(class_counts: torch.Tensor, total: int) -> torch.Tensor:
     """How many of each class to hold out: ``total * class share``, rounded so that the counts sum to ``total``.
 
     Each class gets the floor of its ideal count, and the classes with the largest remainders one more
-    (ties to the lower class index), so every count is within 1 of the ideal. ``class_counts`` int64 [C].
+    (ties to the lower class index), so every count is within 1 of the ideal; except that a class gives up
+    its last image only when no other class can give one instead (a class seen only in validation could
+    never be learned, and small folders have such classes). ``class_counts`` int64 [C].
     """
     scaled = class_counts * total  # integers: ideal_c = scaled_c / n exactly
     n = int(class_counts.sum())
     counts = scaled // n
-    extra = torch.argsort(scaled % n, descending=True, stable=True)[:total - int(counts.sum())]
-    counts[extra] += 1
+    floors, remainders = counts.tolist(), (scaled % n).tolist()
+    for _ in range(total - int(counts.sum())):
+        # The next image comes from a class that keeps one, else from any class with one left; among those,
+        # first the classes still at their floor, then the largest remainder, then the lower index.
+        for limit in (class_counts - 1, class_counts):
+            able = [c for c in range(len(counts)) if counts[c] < limit[c]]
+            if able:
+                c = min(able, key=lambda c: (counts[c] > floors[c], -remainders[c], c))
+                counts[c] += 1
+                break
     return counts
 
 

@@ -712,3 +712,12 @@ def test_a_holdout_that_would_leave_a_class_without_training_images_is_refused()
     with pytest.raises(DataError, match="leaves no training image of class rare; add images of it, or hold out fewer"):
         make_splits(data, validation_split=2)
     assert len(make_splits(data, validation_split=1).train) == 2
+
+
+def test_the_holdout_takes_a_rare_class_s_last_image_only_when_nothing_else_can_be_taken():
+    # One "rare" image and three "common": the rounding would hold out one of each (equal remainders, the
+    # lower index first), leaving rare nothing to train on; two commons go instead.
+    images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    train = ImageSet(images, torch.tensor([0, 1, 1, 1]), ["rare", "common"])
+    splits = make_splits(CifarData(train, train, "synthetic", "synthetic data"), validation_split=2)
+    assert splits.train.class_counts() == [1, 1] and splits.validation.class_counts() == [0, 2]
