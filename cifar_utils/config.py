@@ -59,6 +59,10 @@ GPU_ONLY_SETTINGS = ("crop_padding", "crop_fill", "alternating_flip", "cutout", 
 VALIDATION_FRACTION = 0.1  # held out when validation_split is None: 5,000 of CIFAR-10's 50,000 images
 
 
+# The parameter groups' peak learning rates (Config.group_rates), each named by how it is set.
+WEIGHTS_RATE, NORM_BIAS_RATE, FILTERS_RATE = "lr", "lr x norm_bias_lr_scale", "lr x muon_lr_scale"
+
+
 @dataclass
 class Config:
     # --- model
@@ -210,10 +214,10 @@ class Config:
 
     def group_rates(self) -> dict[str, float]:
         """The peak learning rate of each parameter group (:func:`cifar_utils.optim.parameter_groups`), keyed by
-        how it is set: ``lr``, ``lr x norm_bias_lr_scale`` and, for Muon, ``lr x muon_lr_scale``."""
-        rates = {"lr": self.lr, "lr x norm_bias_lr_scale": self.lr * self.norm_bias_lr_scale}
+        how it is set: :data:`WEIGHTS_RATE`, :data:`NORM_BIAS_RATE` and, for Muon, :data:`FILTERS_RATE`."""
+        rates = {WEIGHTS_RATE: self.lr, NORM_BIAS_RATE: self.lr * self.norm_bias_lr_scale}
         if self.optimizer == "muon":
-            rates["lr x muon_lr_scale"] = self.lr * self.muon_lr_scale
+            rates[FILTERS_RATE] = self.lr * self.muon_lr_scale
         return rates
 
     def _check_used_settings(self) -> None:

@@ -8,9 +8,11 @@ Usage::
 ``fit`` writes ``checkpoint.pt`` (atomically) after every epoch, and every ``checkpoint_every_steps``
 optimizer steps when asked; with ``resume=True`` it continues from that file where it stopped: model,
 optimizer, scheduler, scaler, EMA, RNG and the position in the epoch are all restored. The resumed run then
-equals an uninterrupted one with the GPU pipeline, and with the torchvision pipeline in one process without
-DataLoader workers. With workers, or under torchrun (every process restores the first one's random state),
-it sees the same images in the same order with other random augmentations.
+draws the same batches and augmentations as an uninterrupted one with the GPU pipeline, and with the
+torchvision pipeline in one process without DataLoader workers (on the CPU it computes the same numbers;
+a GPU's autotuned kernels can differ in the last bits unless ``deterministic``). With workers, or under
+torchrun (every process restores the first one's random state), it sees the same images in the same order
+with other random augmentations.
 """
 
 from __future__ import annotations
@@ -490,7 +492,8 @@ def _check_same_setup(state: dict, config, path: Path, extra_state: dict) -> Non
                 if key in state and list(state[key]) != list(value)]  # the data itself: classes, normalisation
     if changed:
         why = (f" ({' and '.join(sized_by_the_run)} {'is' if len(sized_by_the_run) == 1 else 'are'} sized for "
-               f"{saved['epochs']} epoch{'' if saved['epochs'] == 1 else 's'}, so a longer run would not continue it)"
+               f"{saved['epochs']} epoch{'' if saved['epochs'] == 1 else 's'}, so a run of {wanted['epochs']} would not "
+               "continue it)"
                if wanted["epochs"] != saved["epochs"] and sized_by_the_run else "")
         raise CheckpointError(f"{path} was trained with other settings than this run: {'; '.join(changed)}{why}. "
                               "Resume with the settings it was trained with, or start a new run in another --out")

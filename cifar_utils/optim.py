@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .config import FILTERS_RATE, NORM_BIAS_RATE, WEIGHTS_RATE
+
 # Schedulers stepped after every optimizer step; the others step once per epoch.
 PER_STEP_SCHEDULERS = ("onecycle", "warmup_cosine", "warmup_linear")
 # Quintic Newton-Schulz iteration of Muon: its coefficients raise small singular values fast, and a few
@@ -91,9 +93,9 @@ def parameter_groups(model: nn.Module, config) -> list[dict]:
     norm_bias = [p for p in trainable if p.ndim <= 1]
     rates = config.group_rates()
     norm_bias_decay = config.weight_decay / config.norm_bias_lr_scale if config.weight_decay_norm_bias else 0.0
-    groups = [{"params": weights, "lr": rates["lr"], "weight_decay": config.weight_decay},
-              {"params": norm_bias, "lr": rates["lr x norm_bias_lr_scale"], "weight_decay": norm_bias_decay},
-              {"params": filters, "lr": rates.get("lr x muon_lr_scale"), "momentum": config.muon_momentum,
+    groups = [{"params": weights, "lr": rates[WEIGHTS_RATE], "weight_decay": config.weight_decay},
+              {"params": norm_bias, "lr": rates[NORM_BIAS_RATE], "weight_decay": norm_bias_decay},
+              {"params": filters, "lr": rates.get(FILTERS_RATE), "momentum": config.muon_momentum,
                "orthogonalize": True}]
     return [g for g in groups if g["params"]]
 
@@ -141,8 +143,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config, steps_per_epoch: i
 
             def factor(step: int) -> float:
                 # (step + 1): the first step of a warm-up from zero still moves the weights. So the peak comes
-                # at the warm-up's last step and again at the decay's first, and the run's last step keeps a
-                # rate 1 / (total - warmup) of the way above the floor (as airbench94's triangle does).
+                # at the warm-up's last step and again at the decay's first, and the run's last step is still
+                # above the floor (warmup_linear: 1 / (total - warmup) of the way, as airbench94's triangle).
                 if step < warmup:
                     return start + (1 - start) * (step + 1) / warmup
                 progress = min(1.0, (step - warmup) / max(1, total - warmup))
