@@ -30,6 +30,7 @@ from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, CURVES_NAME, HIS
 from .config import Config, replace, without_ignored
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, drops_last_batch, load_dataset,
                    make_dataloader, make_splits, resolve_root)
+from .discussion import count
 from .device import (BF16_MIN_SPEEDUP, autocast, cpu_bf16_measurement, cpu_has_native_bf16, describe_device,
                      get_device, keep_freed_cpu_memory, resolve_precision, set_seed)
 from .ema import ExponentialMovingAverage, Lookahead
@@ -41,6 +42,7 @@ from .losses import build_criterion
 from .models import build_model
 from .optim import build_optimizer, build_scheduler
 from .preprocessing import IMAGE_SIZE
+from .presets import PRESETS, from_preset
 from .run_lock import RunLock
 
 RUN_FILES = (CHECKPOINT_NAME, BEST_CHECKPOINT_NAME, METRICS_NAME, HISTORY_NAME, CURVES_NAME)
@@ -294,6 +296,9 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     say(f"device {describe_device(dev)}{memory}, precision {precision}{reason}, data: {splits.description}")
     say(f"splits: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
         f"({splits.held_out}); run directory {out}")
+    note = _short_run_note(config)
+    if note:
+        say(note)
     loaders = make_loaders(splits, config, dev)
     if config.progressive_start:  # only on the GPU pipeline, whose loader holds the schedule
         loader = loaders.train
@@ -420,6 +425,22 @@ def _precision_reason(asked: str, chosen: str, device: torch.device) -> str:
         return (f" (auto: bf16 trained {bf16.speedup:.2f}x as fast as fp32 on this CPU, {verdict} the "
                 f"{BF16_MIN_SPEEDUP}x it needs; measured {bf16.date}, {kept})")
     return f" (auto on {device.type})"
+
+
+def _short_run_note(config: Config) -> Optional[str]:
+    """A note when the warm-up is not shorter than the run (``--epochs`` lowered, ``warmup_epochs`` kept): the
+    schedule is then all warm-up, which is rarely what a short trial of a preset wants."""
+    if config.scheduler not in ("warmup_cosine", "warmup_linear") or config.warmup_epochs < config.epochs:
+        return None
+    note = (f"note: warmup_epochs={config.warmup_epochs:g} is not shorter than the run ({count(config.epochs, 'epoch')}): "
+            "the warm-up is cut to fit and the learning rate hardly decays")
+    if config.preset in PRESETS:
+        planned = from_preset(config.preset)
+        share = planned.warmup_epochs / planned.epochs
+        if share < 1:
+            note += (f"; {config.preset} warms up for {share:.0%} of its run, and --set warmup_epochs="
+                     f"{round(share * config.epochs, 2):g} keeps that share")
+    return note
 
 
 def _recorded_setup(checkpoint: Path) -> tuple[Config, Optional[str]]:

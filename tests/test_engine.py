@@ -404,6 +404,18 @@ def test_min_lr_must_stay_below_every_groups_rate():
     Config(lr=0.1, optimizer="sgd", min_lr=0.03).validate()
 
 
+def test_a_run_no_longer_than_its_warm_up_says_so_and_how_to_keep_the_presets_shape():
+    from cifar_utils.experiment import _short_run_note
+    from cifar_utils.presets import from_preset
+
+    note = _short_run_note(from_preset("cpu", epochs=1))
+    assert note.startswith("note: warmup_epochs=2 is not shorter than the run (1 epoch)")
+    assert note.endswith("cpu warms up for 20% of its run, and --set warmup_epochs=0.2 keeps that share")
+    assert _short_run_note(from_preset("cpu")) is None
+    assert _short_run_note(from_preset("cpu", epochs=2, warmup_epochs=0.4)) is None
+    assert _short_run_note(from_preset("seed003", epochs=1)) is None  # no warm-up to outlast
+
+
 def test_no_scheduler():
     assert build_scheduler(_optimizer(), Config(scheduler="none"), 10) is None
 
