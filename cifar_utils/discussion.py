@@ -75,7 +75,12 @@ def _validated_training(history: Sequence[Mapping[str, Any]], metrics: Mapping[s
     regularisers = [name for name, on in (("augmentation", config.get("augmentation", "none") != "none"),
                                           ("label smoothing", config.get("label_smoothing", 0) > 0),
                                           ("weight decay", config.get("weight_decay", 0) > 0)) if on]
-    if gap < 0.02:
+    if gap < -0.02:
+        fit = ("validation accuracy is well above training accuracy: training accuracy is measured "
+               + ("on augmented images " if "augmentation" in regularisers else "")
+               + "while the weights still change, so strong regularisation or a changing learning rate can hold "
+               "it below; the network is not overfitting")
+    elif gap < 0.02:
         fit = ("the two are close, so the network is not overfitting; training accuracy is measured "
                + ("on augmented images " if "augmentation" in regularisers else "")
                + "while the weights still change, which is why it can even sit below validation accuracy")
@@ -98,8 +103,9 @@ def _validated_training(history: Sequence[Mapping[str, Any]], metrics: Mapping[s
     if metrics.get("validation_accuracy") is not None:
         diff = metrics["test_accuracy"] - metrics["validation_accuracy"]
         agree = "so the validation split predicted the test result well" if abs(diff) < 0.01 else \
-            "a difference larger than one point, so treat either as uncertain by about that much"
-        relation = f"{abs(diff) * 100:.2f} points {'above' if diff > 0 else 'below'}" if diff else "equal to"
+            "a difference of a point or more, so treat either as uncertain by about that much"
+        relation = (f"{abs(diff) * 100:.2f} points {'above' if diff > 0 else 'below'}"
+                    if round(abs(diff) * 100, 2) else "equal to")
         text.append(f"Test accuracy ({metrics['test_accuracy']:.2%}) is {relation} the final "
                     f"validation accuracy ({metrics['validation_accuracy']:.2%}), both measured "
                     f"{final_evaluation_note(metrics)}, {agree}.")
@@ -182,14 +188,21 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
                     "them out.")
     others = [row for row in tried if row is not best]
     finished = [row for row in others if not math.isnan(row["val_acc_mean"])]
-    if finished:
-        runner_up = max(finished, key=lambda row: row["val_acc_mean"])
+    passed_over = [row for row in finished if row["failed"] and row["val_acc_mean"] > best["val_acc_mean"]]
+    if passed_over:  # sweep.chosen_learning_rate takes no rate that failed on some seeds
+        names = join_words([f"lr {row['learning_rate']:g}" for row in passed_over])
+        text.append(f"{names} reached a higher mean validation accuracy over the seeds that finished, but a rate "
+                    "that fails on some seeds is not chosen.")
+    # The runner-up comes from the rates the choice could take, so that the lead below is never negative.
+    eligible = [row for row in finished if not row["failed"]] if not best["failed"] else finished
+    if eligible:
+        runner_up = max(eligible, key=lambda row: row["val_acc_mean"])
         lead, noise = _lead_and_noise(best, runner_up)
         if math.isnan(noise):
             verdict = "with one seed per rate there is no measure of noise to compare it with"
         elif lead > 2 * noise:
             verdict = (f"more than twice the larger seed-to-seed standard deviation ({noise * 100:.2f} points), so "
-                       "the ranking is real")
+                       "the ranking is unlikely to be seed-to-seed noise (a rough test with this few seeds)")
         else:
             verdict = (f"within twice the seed-to-seed standard deviation ({noise * 100:.2f} points), so these two "
                        "rates are not clearly different")
@@ -217,7 +230,8 @@ def _where_the_best_rate_lies(best: Mapping[str, Any], others: Sequence[Mapping[
                               runner_up: Optional[Mapping[str, Any]] = None) -> str:
     """Whether the nearest rate tried on each side of the chosen one did clearly worse: a rate whose runs all
     failed did; a finished one did when it trails by more than twice the larger seed-to-seed standard
-    deviation of the two (with one seed per rate, by any margin). Only then is the best rate bracketed.
+    deviation of the two (with one seed per rate there is no such measure, so it did not clearly). Only then
+    is the best rate bracketed.
     The ``runner_up``, whose margin the sentence before gave, is named without repeating it."""
     if all(row["val_acc_mean"] == best["val_acc_mean"] for row in others):
         return ("Every other rate reached the same mean validation accuracy, so this comparison does not single "
@@ -229,30 +243,37 @@ def _where_the_best_rate_lies(best: Mapping[str, Any], others: Sequence[Mapping[
             return "worse"
         lead, noise = _lead_and_noise(best, row)
         if lead <= 0:
-            return f"lr {row['learning_rate']:g} did as well"
-        if math.isnan(noise) or lead > 2 * noise:
+            return f"lr {row['learning_rate']:g} did as well or better"
+        if math.isnan(noise):
+            return (f"lr {row['learning_rate']:g} trails by {lead * 100:.2f} points, which one seed per rate cannot "
+                    "tell from noise")
+        if lead > 2 * noise:
             return "worse"
         if row is runner_up:
             return f"lr {row['learning_rate']:g} is not clearly worse"
         return f"lr {row['learning_rate']:g} is within twice the seed-to-seed spread of lr {chosen:g}"
 
-    open_sides = []
+    open_sides, neighbours = [], []
     for side, rows in (("smaller", [r for r in others if r["learning_rate"] < chosen]),
                        ("larger", [r for r in others if r["learning_rate"] > chosen])):
         nearest = min(rows, key=lambda r: abs(r["learning_rate"] - chosen), default=None)
         why = f"no {side} rate was tried" if nearest is None else verdict(nearest)
+        neighbours.append(nearest)
         if why != "worse":
             open_sides.append(f"{why}, so a {side} rate might do as well or better")
     if not open_sides:
-        seeds = "" if math.isnan(best["val_acc_std"]) else ", by more than twice the seed-to-seed spread"
-        return (f"The nearest smaller and larger rates both did worse than lr {chosen:g}{seeds}, so the best "
+        # "by the spread" only where both neighbours finished, so were compared with it (not failed outright)
+        compared = all(not math.isnan(row["val_acc_mean"]) for row in neighbours)
+        by = ", by more than twice the seed-to-seed spread" if compared else ""
+        return (f"The nearest smaller and larger rates both did worse than lr {chosen:g}{by}, so the best "
                 "rate lies inside the range tried.")
     return f"On where the best rate lies: {'; '.join(open_sides)}."
 
 
 def _discuss_lr_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], chosen: float) -> list[str]:
     """Sentences on the mean validation curves: where each other rate trailed the chosen one most, where it
-    ended, and the epochs at which a rate's mean validation loss rose (a sign of too large a rate)."""
+    ended, and the epochs at which a rate's mean validation loss rose (after the warm-up, a possible sign of
+    too large a rate)."""
     from .plots import mean_curve  # the curves the notebook plots, so text and figure agree
 
     # (rate, label, runs) by rate, for the rates whose runs validated; sweep_histories labels them "lr=<rate>",
@@ -283,15 +304,23 @@ def _discuss_lr_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, An
             clauses.append(f"lr {lr:g} never trails lr {chosen:g} and {ending}")
     text = [f"Along the way (the per-epoch curves, without test-time augmentation), {'; '.join(clauses)}."] \
         if clauses else []
-    noisy = []
+    noisy, warming = [], []
     for lr, _, runs in rates:
         epochs, loss = mean_curve(runs, "val_loss")
-        rose = [f"{epochs[e]:g}" for e in range(1, len(loss)) if loss[e] > loss[e - 1]]
-        if rose:
-            noisy.append(f"lr {lr:g} at epoch{'s' if len(rose) > 1 else ''} {join_words(rose)}")
+        rates_at_start = mean_curve(runs, "lr")[1]  # each epoch's learning rate as it began
+        rose = [e for e in range(1, len(loss)) if loss[e] > loss[e - 1]]
+        # A rise in an epoch whose rate was still climbing (the warm-up) says little about the rate itself.
+        climbing = [e for e in rose if e + 1 < len(rates_at_start) and rates_at_start[e + 1] > rates_at_start[e]]
+        for group, chosen_epochs in ((noisy, [e for e in rose if e not in climbing]), (warming, climbing)):
+            if chosen_epochs:
+                group.append(f"lr {lr:g} at epoch{'s' if len(chosen_epochs) > 1 else ''} "
+                             f"{join_words([f'{epochs[e]:g}' for e in chosen_epochs])}")
     if noisy:
         text.append(f"The mean validation loss rose from one epoch to the next for {'; '.join(noisy)}: too large a "
-                    "rate shows this way, while a validation loss that falls every epoch is steady progress.")
-    elif any(len(mean_curve(runs, "val_loss")[0]) > 1 for _, _, runs in rates):
+                    "rate can show this way, while a validation loss that falls every epoch is steady progress.")
+    if warming:
+        text.append(f"{'It also' if noisy else 'The mean validation loss'} rose for {'; '.join(warming)}, while the "
+                    "learning rate was still climbing in its warm-up, where a rise says little about the rate.")
+    if not noisy and not warming and any(len(mean_curve(runs, "val_loss")[0]) > 1 for _, _, runs in rates):
         text.append("The mean validation loss fell at every epoch for every rate.")
     return text

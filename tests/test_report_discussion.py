@@ -44,6 +44,11 @@ def test_training_discussion_reads_overfitting_from_the_run():
     assert "smoke" not in text and "smoke run" in discussion.discuss_training(healthy, smoke=True)
     assert "measured without test-time augmentation" in text  # no config recorded: no TTA
 
+    below = record([row(1, 0.50, 0.70, 1.1), row(2, 0.70, 0.85, 0.5)], test_accuracy=0.85, validation_accuracy=0.85)
+    text = discussion.discuss_training(below)
+    assert "-15.0 points): validation accuracy is well above training accuracy" in text and "are close" not in text
+    assert "equal to the final validation accuracy" in text
+
 
 def test_training_discussion_says_the_final_accuracies_use_test_time_augmentation():
     history = [row(1, 0.60, 0.62, 1.1), row(2, 0.86, 0.86, 0.5)]
@@ -197,7 +202,7 @@ def test_lr_discussion_weighs_the_lead_against_seed_noise():
     clear = [lr_row(0.1, 0.80, 0.002), lr_row(0.2, 0.86, 0.003), lr_row(0.4, 0.83, 0.002)]
     text = discussion.discuss_lr_comparison(clear, 0.2)
     assert "lr 0.2 reaches 86.00% ± 0.30% validation" in text and "over 2 seeds" in text
-    assert "lead over lr 0.4 is 3.00 points" in text and "ranking is real" in text
+    assert "lead over lr 0.4 is 3.00 points" in text and "ranking is unlikely to be seed-to-seed noise" in text
     assert "inside the range tried" in text
     close = [lr_row(0.1, 0.851, 0.004), lr_row(0.2, 0.853, 0.005)]
     text = discussion.discuss_lr_comparison(close, 0.2)
@@ -221,18 +226,30 @@ def test_lr_discussion_brackets_the_best_rate_only_when_both_neighbours_did_clea
     assert "On where the best rate lies: lr 0.5 is not clearly worse" in text and "lr 0.125 is within" not in text
     one_seed = [lr_row(0.1, 0.80, math.nan, runs=1), lr_row(0.2, 0.81, math.nan, runs=1), lr_row(0.4, 0.805, math.nan, runs=1)]
     text = discussion.discuss_lr_comparison(one_seed, 0.2)
-    assert "both did worse than lr 0.2, so the best rate lies inside the range tried" in text  # no noise to weigh
+    assert "inside the range tried" not in text  # one seed per rate: no noise to weigh a lead against
+    assert "lr 0.4 trails by 0.50 points, which one seed per rate cannot tell from noise" in text
+
+
+def test_lr_discussion_names_a_better_rate_that_failed_on_some_seeds_and_never_reports_a_negative_lead():
+    # sweep.chosen_learning_rate passes over lr 0.2 (a seed diverged) for lr 0.1, though 0.2's survivor scored higher
+    partly = {**lr_row(0.2, 0.85, math.nan, runs=1), "failed": 1}
+    text = discussion.discuss_lr_comparison([lr_row(0.1, 0.80, 0.01), partly, lr_row(0.05, 0.78, 0.01)], 0.1)
+    assert ("lr 0.2 reached a higher mean validation accuracy over the seeds that finished, but a rate that fails on "
+            "some seeds is not chosen.") in text
+    assert "lead over lr 0.05 is 2.00 points" in text and "-" not in text.split("lead over")[1].split("points")[0]
+    assert "lr 0.2 did as well or better, so a larger rate might do as well or better" in text
 
 
 def test_lr_discussion_counts_a_failed_rate_as_worse_and_a_tied_one_as_not():
     diverged = {**lr_row(1.0, math.nan, math.nan, test=math.nan, runs=0), "failed": 2}
     text = discussion.discuss_lr_comparison([lr_row(0.001, 0.70, 0.01), lr_row(0.01, 0.80, 0.01), diverged], 0.01)
     assert "Runs failed for lr 1 on 2 of 2 seeds" in text and "inside the range tried" in text
+    assert "by more than twice the seed-to-seed spread" not in text  # lr 1 was never compared with a spread
     assert "lead over lr 0.001" in text  # measured against the best rate that finished
     tied = discussion.discuss_lr_comparison([lr_row(0.001, 0.80, 0.01), lr_row(0.01, 0.80, 0.01)], 0.001)
     assert "Every other rate reached the same mean validation accuracy" in tied and "were worse" not in tied
-    one_epoch = {"lr=0.001": [[{"epoch": 1, "val_acc": 0.5, "val_loss": 1.0}]],
-                 "lr=0.01": [[{"epoch": 1, "val_acc": 0.6, "val_loss": 0.9}]]}
+    one_epoch = {"lr=0.001": [[{"epoch": 1, "val_acc": 0.5, "val_loss": 1.0, "lr": 0.001}]],
+                 "lr=0.01": [[{"epoch": 1, "val_acc": 0.6, "val_loss": 0.9, "lr": 0.01}]]}
     text = discussion.discuss_lr_comparison([lr_row(0.001, 0.5, 0.0), lr_row(0.01, 0.6, 0.0)], 0.01, histories=one_epoch)
     assert "fell at every epoch" not in text  # one epoch has no epoch-to-epoch change
 
@@ -290,8 +307,9 @@ def test_the_config_line_says_how_muon_splits_the_parameters():
 
 
 def test_lr_discussion_reads_the_curves_when_given_the_histories():
-    def history(accuracies, losses):
-        return [{"epoch": e + 1, "val_acc": a, "val_loss": l} for e, (a, l) in enumerate(zip(accuracies, losses))]
+    def history(accuracies, losses, rates=(1.0, 1.0, 1.0)):  # the rate as each epoch began, as a fraction
+        return [{"epoch": e + 1, "val_acc": a, "val_loss": l, "lr": r}
+                for e, (a, l, r) in enumerate(zip(accuracies, losses, rates))]
 
     histories = {
         "lr=0.25": [history([0.70, 0.80, 0.88], [1.0, 0.8, 0.6]), history([0.72, 0.82, 0.88], [1.0, 0.8, 0.6])],
@@ -307,3 +325,9 @@ def test_lr_discussion_reads_the_curves_when_given_the_histories():
     assert "lr 0.125 trails lr 0.25 by up to 2.00 points" in text  # epoch 3; it led at epochs 1 and 2
     assert "rose from one epoch to the next for lr 0.5 at epoch 2:" in text
     assert "Along the way" not in discussion.discuss_lr_comparison(summary, 0.25)  # no histories, no curve sentences
+    # The same rise while the rate still climbs (a warm-up) is told apart from one after it.
+    warming = {**histories, "lr=0.5": [history([0.60, 0.70, 0.87], [1.2, 1.3, 0.7], rates=(0.2, 0.6, 1.0))] * 2}
+    text = discussion.discuss_lr_comparison(summary, 0.25, histories=warming)
+    assert "rose from one epoch to the next" not in text
+    assert ("The mean validation loss rose for lr 0.5 at epoch 2, while the learning rate was still climbing in its "
+            "warm-up") in text
