@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
@@ -56,6 +55,7 @@ import speed  # noqa: E402  (benchmarks/speed.py)
 from cifar_utils import build_model, from_preset, load_dataset, make_splits  # noqa: E402
 from cifar_utils import io  # noqa: E402
 from cifar_utils.cli import positive  # noqa: E402
+from cifar_utils.config import parse_value  # noqa: E402
 from cifar_utils.errors import CifarUtilsError, ConfigError, WriteError  # noqa: E402
 from cifar_utils.data import held_out_images, training_batches  # noqa: E402
 from cifar_utils.device import describe_device, get_device, resolve_precision  # noqa: E402
@@ -406,8 +406,9 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         field, _, values = item.partition("=")
         if not field or not values:
             raise ConfigError(f"--grid expects FIELD=V1,V2 such as lr=0.8,1.0; got {item!r}")
-        grid[field.strip()] = [json.loads(v) if re.fullmatch(r"[-+0-9.eE]+|true|false|null", v) else v
-                               for v in values.split(",")]
+        # Each value parsed as --set parses it (the field's own type, an unknown field refused): ".5" or "1."
+        # was a raw JSON traceback before.
+        grid[field.strip()] = [parse_value(field.strip(), v.strip()) for v in values.split(",")]
     return grid
 
 
@@ -676,6 +677,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise ConfigError("give a phase and --out DIR (or --table RESULTS_JSON); see --help")
         if args.phase == "report":
             report_notebooks(args)  # bad input stops here, before any results file or data extraction
+        if args.grid:
+            parse_grid(args.grid)  # so does a bad --grid
         phase = Phase(args, argv)
         runner = {"check": phase_check, "profile": phase_profile, "speed": phase_speed, "tune": phase_tune,
                   "seeds": phase_seeds, "best": phase_best, "report": phase_report}[args.phase]

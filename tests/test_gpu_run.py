@@ -74,7 +74,7 @@ def test_a_results_file_is_never_replaced_and_bad_input_leaves_no_stub(noise_roo
     record = dry_run("tune", tmp_path, noise_root)
     [path] = tmp_path.glob("*.json")
     argv = ["tune", "--out", str(tmp_path), "--device", "cpu", "--dry-run", "--data-root", str(noise_root)]
-    assert gpu_run.main([*argv, "--grid", "lr=abc"]) == 2
+    assert gpu_run.main([*argv, "--grid", "lr=0.7"]) == 2
     assert "already holds results" in capsys.readouterr().err
     assert json.loads(path.read_text()) == record  # the finished results are still there
     elsewhere = tmp_path / "other"
@@ -228,6 +228,8 @@ def test_parts_cover_every_preset_once():
     (["tune", "--grid", "lr"], "--grid expects FIELD=V1,V2"),
     (["tune", "--grid", "no_such_field=1"], "no_such_field"),
     (["report", "--notebooks", "06_missing.ipynb"], "unknown notebook"),
+    (["tune", "--grid", "lr=.5,1e"], "1e"),
+    (["tune", "--grid", "colour=red"], "unknown config field: colour"),
 ])
 def test_bad_input_is_one_error_line(noise_root, tmp_path, capsys, argv, message):
     assert gpu_run.main([*argv, "--out", str(tmp_path), "--device", "cpu", "--dry-run",
