@@ -38,7 +38,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -52,8 +51,8 @@ from cifar_utils import io
 from cifar_utils.checkpoint import METRICS_NAME
 from cifar_utils.cli import parse_settings, positive
 from cifar_utils.data import load_dataset, resolve_root
-from cifar_utils.device import (autocast, cpu_has_native_bf16, describe_device, get_device, keep_freed_cpu_memory,
-                                 resolve_precision)
+from cifar_utils.device import (autocast, cpu_has_native_bf16, cpu_model, describe_device, get_device,
+                                 keep_freed_cpu_memory, resolve_precision)
 from cifar_utils.engine import train_epoch
 from cifar_utils.errors import run_script
 from cifar_utils.experiment import build_network, build_training_parts, load_splits, make_loaders
@@ -89,14 +88,6 @@ def data_fields(description: str) -> dict:
 def recorded_data(result: dict) -> str:
     """The data description a results file records (:data:`UNRECORDED_DATA` for the older files)."""
     return result.get("data") or UNRECORDED_DATA
-
-
-def cpu_model() -> str:
-    try:
-        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
-    except OSError:
-        match = None
-    return match.group(1).strip() if match else platform.processor() or "unknown"
 
 
 def run_seed(seed: int, data_root: str, out_dir: Path, settings: list[str]) -> dict:

@@ -35,6 +35,7 @@ DATASETS = ("auto", "cifar10", "folder", "synthetic")
 LOSSES = ("cross_entropy", "kl_label_smoothing")
 OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
 SCHEDULERS = ("cosine", "plateau", "onecycle", "warmup_cosine", "warmup_linear", "none")
+WARMUP_SCHEDULERS = ("warmup_cosine", "warmup_linear")  # the ones with a warm-up (warmup_epochs, warmup_start)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PROGRESSIVE_STEP = 8  # pixels between progressive resizing's image sides
 # Settings that say where the data lies, not what a run computes.
@@ -50,9 +51,9 @@ USED_ONLY_WITH = {
     "muon_lr_scale": ("optimizer", ("muon",)), "muon_momentum": ("optimizer", ("muon",)),
     "cosine_t_max": ("scheduler", ("cosine",)),
     "plateau_factor": ("scheduler", ("plateau",)), "plateau_patience": ("scheduler", ("plateau",)),
-    "warmup_epochs": ("scheduler", ("warmup_cosine", "warmup_linear")),
-    "warmup_start": ("scheduler", ("warmup_cosine", "warmup_linear")),
-    "min_lr": ("scheduler", ("cosine", "warmup_cosine", "warmup_linear", "plateau")),
+    "warmup_epochs": ("scheduler", WARMUP_SCHEDULERS),
+    "warmup_start": ("scheduler", WARMUP_SCHEDULERS),
+    "min_lr": ("scheduler", ("cosine", *WARMUP_SCHEDULERS, "plateau")),
 }
 # Augmentation settings only the GPU pipeline has: the torchvision one needs each at its default.
 GPU_ONLY_SETTINGS = ("crop_padding", "crop_fill", "alternating_flip", "cutout", "progressive_start")

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,13 +121,18 @@ def precision_cache_path() -> Path:
     return Path(folder) / "cpu_precision.json"
 
 
+def cpu_model() -> str:
+    """The CPU's model name, from the Linux CPU information ("unknown" where there is none to read)."""
+    try:
+        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+    except OSError:
+        match = None
+    return match.group(1).strip() if match else platform.processor() or "unknown"
+
+
 def _machine_key() -> str:
     """What the measurement depends on: the CPU model, the threads torch uses and torch's version."""
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), model)
-    return f"{model}; {torch.get_num_threads()} threads; torch {torch.__version__}"
+    return f"{cpu_model()}; {torch.get_num_threads()} threads; torch {torch.__version__}"
 
 
 def _measure_bf16_speedup() -> float:

@@ -27,7 +27,7 @@ from torch import nn
 from . import distributed, io
 from .checkpoint import (BEST_CHECKPOINT_NAME, CHECKPOINT_NAME, CURVES_NAME, HISTORY_NAME, METRICS_NAME,
                          checkpoint_config, load_checkpoint)
-from .config import Config, replace, without_ignored
+from .config import WARMUP_SCHEDULERS, Config, replace, without_ignored
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, drops_last_batch, load_dataset,
                    make_dataloader, make_splits, resolve_root)
 from .discussion import count
@@ -277,9 +277,10 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
     precision = resolve_precision(config.precision, dev)
     reason = _precision_reason(config.precision, precision, dev)
     checkpoint = out / CHECKPOINT_NAME
+    data_root_unset = config.data_root is None and data is None
     # What the run to resume recorded (read once here; fit reads it again to restore it, or says it is missing).
     recorded = (_recorded_setup(checkpoint) if resume and checkpoint.is_file()
-                and (config.precision == "auto" or (config.data_root is None and data is None)) else None)
+                and (config.precision == "auto" or data_root_unset) else None)
     if recorded is not None and config.precision == "auto":
         precision, reason = _resumed_precision(recorded[1], checkpoint, precision, reason, dev)
     set_seed(config.seed + distributed.rank(), config.deterministic)
@@ -289,7 +290,7 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
 
     memory = ", malloc reuses freed memory" if dev.type == "cpu" and keep_freed_cpu_memory() else ""
     origin = None
-    if recorded is not None and config.data_root is None and data is None and recorded[0].data_root is not None:
+    if recorded is not None and data_root_unset and recorded[0].data_root is not None:
         # A run given --data-root resumes on that folder unless told otherwise, as evaluate reads it.
         config, origin = replace(config, data_root=recorded[0].data_root), f"the data_root recorded in {checkpoint}"
     splits = load_splits(config, data, origin)
@@ -430,7 +431,7 @@ def _precision_reason(asked: str, chosen: str, device: torch.device) -> str:
 def _short_run_note(config: Config) -> Optional[str]:
     """A note when the warm-up is not shorter than the run (``--epochs`` lowered, ``warmup_epochs`` kept): the
     schedule is then all warm-up, which is rarely what a short trial of a preset wants."""
-    if config.scheduler not in ("warmup_cosine", "warmup_linear") or config.warmup_epochs < config.epochs:
+    if config.scheduler not in WARMUP_SCHEDULERS or config.warmup_epochs < config.epochs:
         return None
     note = (f"note: warmup_epochs={config.warmup_epochs:g} is not shorter than the run ({count(config.epochs, 'epoch')}): "
             "the warm-up is cut to fit and the learning rate hardly decays")

@@ -12,10 +12,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .config import FILTERS_RATE, NORM_BIAS_RATE, WEIGHTS_RATE
+from .config import FILTERS_RATE, NORM_BIAS_RATE, WARMUP_SCHEDULERS, WEIGHTS_RATE
 
 # Schedulers stepped after every optimizer step; the others step once per epoch.
-PER_STEP_SCHEDULERS = ("onecycle", "warmup_cosine", "warmup_linear")
+PER_STEP_SCHEDULERS = ("onecycle", *WARMUP_SCHEDULERS)
 # Quintic Newton-Schulz iteration of Muon: its coefficients raise small singular values fast, and a few
 # steps bring every singular value of a unit-norm matrix near 1 (not exactly: speed matters more here).
 NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -134,7 +134,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config, steps_per_epoch: i
         # muon_momentum without a word; the config's momenta stay.
         peaks = [config.lr * g["lr"] / optimizer.defaults["lr"] for g in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, cycle_momentum=False)
-    if name in ("warmup_cosine", "warmup_linear"):
+    if name in WARMUP_SCHEDULERS:
         warmup = min(total - 1, round(config.warmup_epochs * steps_per_epoch))
         start = config.warmup_start
 
