@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -56,6 +56,26 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return device.type
+
+
+def recorded_device(record: Mapping[str, Any]) -> Optional[str]:
+    """The device a run's record names (a metrics.json, or a benchmark file's top level), for tables and
+    banners: the GPU's name, or the CPU's model and threads; None where it names none. Runs before
+    2026-12-08 recorded no CPU model, so their "cpu (2 threads)" stands for any CPU."""
+    name = record.get("device")
+    if not name:
+        return None
+    gpu = re.fullmatch(r"cuda \((.+)\)", name)  # gpu_run.py wrote the bare name until 2026-12-07
+    if gpu:
+        return gpu.group(1)
+    threads = re.fullmatch(r"cpu \((.+)\)", name)
+    return f"{record['cpu_model']} ({threads.group(1)})" if threads and record.get("cpu_model") else name
+
+
+def device_label(device: torch.device) -> str:
+    """This machine's ``device`` named as :func:`recorded_device` names a run's, e.g. 'AMD EPYC (2 threads)'."""
+    return recorded_device({"device": describe_device(device),
+                            "cpu_model": cpu_model() if device.type == "cpu" else None})
 
 
 def set_seed(seed: int, deterministic: bool = False) -> None:

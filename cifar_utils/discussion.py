@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
+from .device import recorded_device
+
 if TYPE_CHECKING:  # annotations only: report imports this module
     from .evaluation import Evaluation
     from .report import BranchWeightSummary, RunRecord
@@ -44,7 +46,7 @@ def summarize_run(metrics: Mapping[str, Any], data_note: str, smoke: bool = Fals
     validation = (f" and {metrics['validation_accuracy']:.2%} final validation accuracy, both"
                   if metrics.get("validation_accuracy") is not None else ",")
     text = (f"The {metrics['preset']} preset, trained for {count(metrics['epochs'], 'epoch')} on "
-            f"{count(sizes['train'], 'image')} in {metrics['train_seconds']:.0f} s on {metrics['device']}, reached "
+            f"{count(sizes['train'], 'image')} in {metrics['train_seconds']:.0f} s on {recorded_device(metrics)}, reached "
             f"{metrics['test_accuracy']:.2%} test accuracy on {count(sizes['test'], 'test image')}{validation} "
             f"{final_evaluation_note(metrics)}; measured on {data_note}.")
     return text + (" This is a smoke run: the numbers only show that the pipeline works." if smoke else "")

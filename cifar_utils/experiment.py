@@ -31,8 +31,8 @@ from .config import WARMUP_SCHEDULERS, Config, replace, without_ignored
 from .data import (CifarData, ShardedShuffleSampler, Splits, build_transform, drops_last_batch, load_dataset,
                    make_dataloader, make_splits, resolve_root)
 from .discussion import count
-from .device import (BF16_MIN_SPEEDUP, autocast, cpu_bf16_measurement, cpu_has_native_bf16, describe_device,
-                     get_device, keep_freed_cpu_memory, resolve_precision, set_seed)
+from .device import (BF16_MIN_SPEEDUP, autocast, cpu_bf16_measurement, cpu_has_native_bf16, cpu_model,
+                     describe_device, get_device, keep_freed_cpu_memory, resolve_precision, set_seed)
 from .ema import ExponentialMovingAverage, Lookahead
 from .engine import fit, sigterm_interrupts, unwrap
 from .errors import (CheckpointError, CifarUtilsError, ConfigError, OutOfMemoryError, OutputExistsError,
@@ -400,6 +400,7 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
         "data_folder": str(resolve_root(config.data_root)[0]) if data is None and config.dataset != "synthetic" else None,
         "split_sizes": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
         "device": describe_device(dev), "precision": precision, "world_size": distributed.world_size(),
+        "cpu_model": cpu_model() if dev.type == "cpu" else None,  # CPU times compare only on the same model
         "torch_version": torch.__version__, "python_version": platform.python_version(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "config": config.to_dict(),

@@ -44,7 +44,8 @@ from .config import (LOCATION_FIELDS, NOT_RESULT_FIELDS, Config, config_from_dic
                      without_ignored)
 from .data import data_copy_kind, require_data, resolve_root, split_sizes
 from .discussion import count
-from .device import autocast, describe_device, get_device, keep_freed_cpu_memory, resolve_precision
+from .device import (autocast, describe_device, device_label, get_device, keep_freed_cpu_memory, recorded_device,
+                     resolve_precision)
 from .errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError, WriteError
 from .evaluation import view_count
 from .preprocessing import IMAGE_SIZE
@@ -181,7 +182,7 @@ def _run_description(metrics: Mapping[str, Any]) -> str:
     return (f"preset `{metrics.get('preset')}`, {count(metrics.get('epochs', 0), 'epoch')} on "
             f"{sizes.get('train', 0):,} training images ({sizes.get('validation', 0):,} validation, "
             f"{sizes.get('test', 0):,} test) of {data_copy_note(metrics.get('data', 'unknown data'))}, trained"
-            f"{precision} on {metrics.get('device')}")
+            f"{precision} on {recorded_device(metrics)}")
 
 
 def _run_sentence(metrics: Mapping[str, Any]) -> str:
@@ -219,7 +220,7 @@ def banner(setup: NotebookSetup, runs: Sequence[Mapping[str, Any]] = (), what: s
     kind = ("**smoke profile**: tiny subsets and one epoch, so the numbers only show that the code works"
             if setup.smoke else "**full profile**: whole splits, each preset's own epochs")
     lines = [f"> **{what}** were produced on {datetime.date.today().isoformat()} on "
-             f"{describe_device(setup.device)}, {kind}."]
+             f"{device_label(setup.device)}, {kind}."]
     if not runs:
         root, origin = resolve_root(None)
         lines.append(f"> Data: {data_copy_note(_describe_root(root))}, found through {origin}.")

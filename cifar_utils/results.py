@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 from .checkpoint import METRICS_NAME
 from .config import LOCATION_FIELDS, NOT_RESULT_FIELDS, VALIDATION_FRACTION, Config, field_names, with_defaults
 from .data import data_copy_kind
+from .device import recorded_device
 from .errors import ConfigError, DataError
 from .io import atomic_write
 from .presets import PRESETS, from_preset
@@ -152,8 +153,9 @@ def _from_metrics(path: Path, metrics: dict) -> Measurement:
         config = _load_json(path.parent / "config.json")
     config = with_defaults(config) if config else {}
     preset = metrics.get("preset") or config.get("preset") or "custom"
-    return _measurement(preset, metrics, config, device=metrics.get("device"), precision=metrics.get("precision"),
-                        data=metrics.get("data"), timing_note="", source=path, batch="")
+    return _measurement(preset, metrics, config, device=recorded_device(metrics) or NOT_RECORDED,
+                        precision=metrics.get("precision"), data=metrics.get("data"), timing_note="", source=path,
+                        batch="")
 
 
 def _from_benchmark(path: Path, everything: bool = True) -> list[Measurement]:
@@ -164,7 +166,7 @@ def _from_benchmark(path: Path, everything: bool = True) -> list[Measurement]:
         return []
     settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
     sharing = settings.get("processes_sharing_the_gpu") or 1
-    shared = dict(device=record.get("device"), data=_file_data(record),
+    shared = dict(device=recorded_device(record) or NOT_RECORDED, data=_file_data(record),
                   timing_note=f"GPU shared by {sharing} runs" if sharing > 1 else "", source=path,
                   batch=os.fspath(path))
     found = []
@@ -212,7 +214,7 @@ def _speed_groups(node: Any) -> Iterator[Mapping]:
                 yield from _speed_groups(child)
 
 
-def _measurement(preset: str, run: Mapping, recorded: Mapping, *, device: Optional[str], precision: Optional[str],
+def _measurement(preset: str, run: Mapping, recorded: Mapping, *, device: str, precision: Optional[str],
                  data: Optional[str], timing_note: str, source: Path, batch: str) -> Measurement:
     for name in ("validation_accuracy", "test_accuracy", "train_seconds", "epochs"):
         value = run.get(name)
@@ -227,8 +229,8 @@ def _measurement(preset: str, run: Mapping, recorded: Mapping, *, device: Option
         epochs=epochs, full_epochs=run.get("full_epochs") or recipe["epochs"], capped=bool(run.get("capped")),
         validation_accuracy=run.get("validation_accuracy"), test_accuracy=run.get("test_accuracy"),
         held_out_validation=config.get("validation_split") != 0, train_seconds=run.get("train_seconds"),
-        device=_device(device, precision), data=data_copy(data), timing_note=timing_note, source=os.fspath(source),
-        batch=batch)
+        device=f"{device}, {precision}" if precision else device, data=data_copy(data), timing_note=timing_note,
+        source=os.fspath(source), batch=batch)
 
 
 def _recipe(preset: str) -> dict[str, Any]:
@@ -279,14 +281,6 @@ def data_copy(description: Optional[str]) -> str:
         return NOT_RECORDED
     return {"jpeg": "JPEG copy", "official": "official CIFAR-10",
             "synthetic": "synthetic"}.get(data_copy_kind(description), description)
-
-
-def _device(device: Optional[str], precision: Optional[str]) -> str:
-    name = device or NOT_RECORDED
-    # "cuda (NAME)" from describe_device; gpu_run.py wrote "NAME" until 2026-12-07
-    inner = re.fullmatch(r"cuda \((.+)\)", name)
-    name = inner.group(1) if inner else name
-    return f"{name}, {precision}" if precision else name
 
 
 def render_results_file(path: str | os.PathLike, render: Callable[[dict], Any]) -> Any:

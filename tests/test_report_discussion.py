@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cifar_utils import discussion, report
+from cifar_utils.device import cpu_model
 from cifar_utils.errors import WriteError
 from cifar_utils.evaluation import Evaluation
 from cifar_utils.presets import from_preset
@@ -134,8 +135,8 @@ def test_banner_is_built_from_the_run_metadata(monkeypatch, tmp_path):
                "train_seconds": 75.0, "date": "2026-11-22T19:00:00"}
     text = report.banner(setup, [metrics]).data
     assert "**full profile**" in text and "preset `cpu`, 10 epochs on 45,000 training images" in text
-    assert "JPEG copy" in text and "trained in bf16 on cuda (NVIDIA H100" in text and "2026-11-22" in text
-    assert "75 s" in text and f"produced on {datetime.date.today().isoformat()} on cpu" in text
+    assert "JPEG copy" in text and "trained in bf16 on NVIDIA H100 80GB HBM3 in 75 s" in text and "2026-11-22" in text
+    assert "75 s" in text and f"produced on {datetime.date.today().isoformat()} on {cpu_model()} (" in text
 
 
 def test_a_banner_sums_up_runs_that_differ_only_in_time_and_date(tmp_path):

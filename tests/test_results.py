@@ -141,6 +141,21 @@ def test_run_folders_of_several_seeds_share_a_row_with_mean_and_std(measured):
     assert seed001["source"].count("metrics.json") == 2
 
 
+def test_cpu_runs_on_different_cpu_models_get_their_own_rows(tmp_path):
+    """CPU times compare only on one CPU model: a benchmark file's and a run folder's model name their row."""
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    write_json(results / "xeon.json", {**cpu_preset(), "cpu_model": "Intel(R) Xeon(R) Processor"})
+    write_json(results / "unknown.json", cpu_preset())  # before 2026-12-08 no CPU model was recorded
+    for name, model in (("a", "AMD EPYC"), ("b", "AMD EPYC"), ("c", "Intel(R) Xeon(R) Processor")):
+        write_json(runs / name / "metrics.json", {
+            "preset": "cpu", "test_accuracy": 0.88, "validation_accuracy": 0.88, "epochs": 10, "train_seconds": 400.0,
+            "data": "image folder data/cifar10-jpeg", "device": "cpu (2 threads)", "cpu_model": model,
+            "precision": "bf16", "config": {**from_preset("cpu").to_dict(), "seed": ord(name)}})
+    devices = {(row["device"], row["runs"]) for row in rows_of(collect_results(runs, results), "cpu")}
+    assert devices == {("Intel(R) Xeon(R) Processor (2 threads), fp32", "3"), ("cpu (2 threads), fp32", "3"),
+                       ("AMD EPYC (2 threads), bf16", "2"), ("Intel(R) Xeon(R) Processor (2 threads), bf16", "1")}
+
+
 def test_a_copied_or_exactly_reproduced_run_counts_once(measured, tmp_path):
     runs, results = measured
     shipped = tmp_path / "checkpoints" / "seed001-a"

@@ -26,6 +26,7 @@ from PIL import Image
 from cifar_utils import cli, data, experiment, io, report
 from cifar_utils.checkpoint import load_checkpoint, save_checkpoint
 from cifar_utils.config import Config, _field_types
+from cifar_utils.device import cpu_model
 from cifar_utils.errors import CheckpointError, ConfigError, DataError, OutputExistsError
 from cifar_utils.run_lock import LOCK_NAME
 from test_reliability import (SimulatedCrash, cli_error, crash, make_image_folder, nan_loss, tiny,  # noqa: F401
@@ -64,6 +65,7 @@ def test_two_processes_on_one_out_one_trains_and_the_other_names_it(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     state = load_checkpoint(out / "checkpoint.pt")
     assert metrics["epochs"] == state["epoch"] == 2 and metrics["config"] == state["config"]
+    assert metrics["device"].startswith("cpu (") and metrics["cpu_model"] == cpu_model()  # CPU times need the model
     assert not (out / LOCK_NAME).exists()  # released on exit
 
 
