@@ -622,6 +622,12 @@ def pad_to_multiple(order: torch.Tensor, multiple: int) -> torch.Tensor:
     return order.repeat(math.ceil((len(order) + extra) / len(order)))[:len(order) + extra]
 
 
+def rank_share(size: int, num_replicas: int, rank: int) -> int:
+    """How many of ``size`` positions rank ``rank`` of ``num_replicas`` reads, leaving out the padding of
+    :func:`pad_to_multiple` (which, when a rank gets any, is that rank's last position)."""
+    return len(range(rank, size, num_replicas))
+
+
 class ShardedShuffleSampler(Sampler[int]):
     """Seeded per-epoch shuffling, sharded across ranks, that can start part-way through an epoch.
 
@@ -649,6 +655,11 @@ class ShardedShuffleSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices()[self.skip:].tolist())
+
+    @property
+    def unpadded_size(self) -> int:
+        """The indices left to yield that are not padding; they come first."""
+        return max(0, rank_share(self.size, self.num_replicas, self.rank) - self.skip)
 
     def __len__(self) -> int:
         return max(0, math.ceil(self.size / self.num_replicas) - self.skip)  # a checkpoint after the last batch skips all

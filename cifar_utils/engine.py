@@ -182,10 +182,12 @@ def validate_epoch(model: nn.Module, dataloader, criterion: nn.Module, device: t
 
     Under DDP a split whose size is not a multiple of the number of processes is padded with up to that many
     less one repeated images, as torch's DistributedSampler pads, so that every process runs the same number
-    of batches; the final evaluation reads every image once."""
+    of batches. A loader whose sampler (or itself) has ``unpadded_size`` says how many of its images are not
+    padding; only those count, so every image counts once."""
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=accumulator_dtype(device))
     correct = torch.zeros((), device=device, dtype=torch.int64)
+    left = getattr(getattr(dataloader, "sampler", dataloader), "unpadded_size", None)
     count = 0
     for images, labels in dataloader:
         images = images.to(device, non_blocking=True)
@@ -194,6 +196,13 @@ def validate_epoch(model: nn.Module, dataloader, criterion: nn.Module, device: t
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
             logits = model(images)
+        if left is not None:  # padding comes last: drop it from the count
+            kept = min(len(labels), left)
+            left -= kept
+            logits, labels = logits[:kept], labels[:kept]
+        if not len(labels):
+            continue
+        with autocast(device, precision):
             loss = criterion(logits, labels)
         loss_sum += loss.to(loss_sum.dtype) * len(labels)
         correct += (logits.argmax(1) == labels).sum()

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import progressive_schedule
-from .data import ImageSet, pad_to_multiple, training_batches
+from .data import ImageSet, pad_to_multiple, rank_share, training_batches
 from .errors import ConfigError
 from . import preprocessing as spec
 from .preprocessing import AUGMENTATIONS, CROP_PADDING, FLIPPING_AUGMENTATIONS, IMAGE_SIZE, Normalize
@@ -281,6 +281,11 @@ class _DeviceImages:
 
 class GpuEvalLoader(_DeviceImages):
     """Evaluation batches in order, normalised, no augmentation: (float32 [B, 3, H, W], int64 [B])."""
+
+    @property
+    def unpadded_size(self) -> int:
+        """The images this rank yields that are not padding; they come first (an evaluation never skips)."""
+        return rank_share(len(self.labels), self.world_size, self.rank)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = pad_to_multiple(torch.arange(len(self.labels), device=self.device), self.world_size)

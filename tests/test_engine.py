@@ -18,12 +18,13 @@ from torch import nn
 
 from cifar_utils.checkpoint import load_checkpoint
 from cifar_utils.config import Config, replace
-from cifar_utils.data import make_splits
+from cifar_utils.data import ImageSet, ShardedShuffleSampler, make_splits, rank_share
 from cifar_utils.device import get_device, set_seed
 from cifar_utils.ema import ExponentialMovingAverage, Lookahead
 from cifar_utils.engine import fit, train_epoch, validate_epoch
 from cifar_utils.errors import ConfigError
 from cifar_utils.experiment import make_loaders
+from cifar_utils.gpu_data import GpuEvalLoader
 from cifar_utils.models import build_model
 from cifar_utils.optim import Muon, build_optimizer, build_scheduler, orthogonalize, scheduler_interval
 
@@ -92,6 +93,31 @@ def test_no_gradient_is_left_over_after_an_epoch():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     train_epoch(model, tiny_batches(5), nn.CrossEntropyLoss(), optimizer, CPU, accumulation_steps=2)
     assert all(p.grad is None for p in model.parameters())  # the remainder group was stepped and cleared
+
+
+@pytest.mark.parametrize("pipeline", ["torchvision", "gpu"])
+def test_ddp_validation_counts_every_image_once_though_shards_are_padded(pipeline):
+    """10 images over 3 ranks: ranks 1 and 2 each read one repeated image to keep the batch counts equal; the
+    per-rank counts and sums add up to the whole split's, as the all-reduce over ranks adds them."""
+    gen = torch.Generator().manual_seed(0)
+    data = ImageSet(torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8, generator=gen),
+                    torch.randint(0, 3, (10,), generator=gen), ["a", "b", "c"])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 3))
+    criterion = nn.CrossEntropyLoss()
+
+    def shard(rank, world):
+        if pipeline == "gpu":
+            return GpuEvalLoader(data, (0.5,) * 3, (0.25,) * 3, 3, "cpu", rank=rank, world_size=world)
+        dataset = torch.utils.data.TensorDataset(data.images.float() / 255, data.labels)
+        return torch.utils.data.DataLoader(dataset, batch_size=3, sampler=ShardedShuffleSampler(
+            len(data), shuffle=False, num_replicas=world, rank=rank))
+
+    whole_loss, whole_acc = validate_epoch(model, shard(0, 1), criterion, CPU)
+    shares = [rank_share(len(data), 3, rank) for rank in range(3)]
+    assert shares == [4, 3, 3] and [sum(len(y) for _, y in shard(r, 3)) for r in range(3)] == [4, 4, 4]
+    per_rank = [validate_epoch(model, shard(rank, 3), criterion, CPU) for rank in range(3)]
+    assert sum(n * loss for n, (loss, _) in zip(shares, per_rank)) / 10 == pytest.approx(whole_loss, rel=1e-6)
+    assert sum(n * acc for n, (_, acc) in zip(shares, per_rank)) / 10 == pytest.approx(whole_acc, abs=1e-9)
 
 
 def test_validate_epoch_returns_exact_averages_without_training():
