@@ -21,6 +21,7 @@ from torch import nn
 
 GATES = ("softmax", "sigmoid", "relu")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu")
+LEAKY_SLOPE = 0.1  # leaky_relu's slope for negative inputs (He initialisation reads it too)
 POOLS = ("avg", "max")  # the Classifier's spatial pooling
 
 
@@ -28,7 +29,7 @@ def make_activation(name: str) -> nn.Module:
     if name == "relu":
         return nn.ReLU(inplace=True)
     if name == "leaky_relu":
-        return nn.LeakyReLU(0.1, inplace=True)
+        return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
     if name == "gelu":
         return nn.GELU()
     raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")

@@ -19,7 +19,8 @@ from . import fast_models
 from .config import Config, field_defaults
 from .errors import ConfigError
 from .preprocessing import IMAGE_SIZE
-from .blocks import ACTIVATIONS, GATES, Backbone, Block, BranchGate, Classifier, LayerSpec, Net, make_activation
+from .blocks import (ACTIVATIONS, GATES, LEAKY_SLOPE, Backbone, Block, BranchGate, Classifier, LayerSpec, Net,
+                     make_activation)
 
 __all__ = ["ACTIVATIONS", "ARCHITECTURES", "GATES", "Backbone", "Block", "BranchGate", "Classifier", "LayerSpec",
            "Net", "build_model", "make_activation"]
@@ -92,7 +93,8 @@ def kaiming_init(model: nn.Module, nonlinearity: str = "relu") -> nn.Module:
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity=nonlinearity)
+            slope = LEAKY_SLOPE if nonlinearity == "leaky_relu" else 0  # the gain sqrt(2 / (1 + slope^2))
+            nn.init.kaiming_normal_(m.weight, a=slope, mode="fan_out", nonlinearity=nonlinearity)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):

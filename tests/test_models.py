@@ -14,7 +14,7 @@ from torch import nn
 from cifar_utils import models
 from cifar_utils.models import (ARCHITECTURES, Backbone, Block, BranchGate, Classifier, CifarResNet, Net,
                                 branch_weight_entropy, build_model, collect_branch_weights, count_parameters,
-                                kaiming_init, summarize)
+                                kaiming_init, make_activation, summarize)
 from cifar_utils.config import Config
 from cifar_utils.errors import ConfigError
 from cifar_utils.presets import PRESETS, from_preset
@@ -359,6 +359,17 @@ def test_kaiming_init_statistics():
     assert linear.weight.std().item() == pytest.approx(1 / math.sqrt(3 * 256), rel=0.05)
     assert conv.bias.abs().max() == 0
     assert (bn.weight == 1).all() and (bn.bias == 0).all()
+
+
+def test_kaiming_init_for_leaky_relu_uses_its_slope():
+    """The gain is sqrt(2 / (1 + slope^2)) for the LeakyReLU the Blocks build, not ReLU's sqrt(2)."""
+    weights = {}
+    for nonlinearity in ("relu", "leaky_relu"):
+        torch.manual_seed(0)
+        weights[nonlinearity] = kaiming_init(nn.Conv2d(8, 16, 3), nonlinearity).weight.detach()
+    assert isinstance(make_activation("leaky_relu"), nn.LeakyReLU)
+    slope = make_activation("leaky_relu").negative_slope
+    torch.testing.assert_close(weights["leaky_relu"], weights["relu"] / math.sqrt(1 + slope ** 2))
 
 
 def test_initial_logits_are_small_enough_to_learn_from():
