@@ -567,6 +567,9 @@ def evaluate_checkpoint(path: str | Path, data_root: Optional[str] = None, devic
     overrides = {"data_root": data_root, "eval_batch_size": batch_size, "precision": precision}
     # A setting the run never read (saved before such settings were refused) is no reason to refuse its evaluation.
     given = {k: v for k, v in overrides.items() if v is not None}
-    config = replace(without_ignored(trained.config), **given).validate()
+    config = replace(without_ignored(trained.config), **given)
+    # The schedule's floor never reaches an evaluation, and versions before 2026-12-07 read min_lr as a share
+    # of each group's rate under the warm-up schedules, which today's check can refuse.
+    replace(config, min_lr=0.0).validate()
     origin = f"the data_root recorded in {path}" if data_root is None else None
     return evaluate_model(trained, load_splits(config, data, origin), config), config

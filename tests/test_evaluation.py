@@ -178,6 +178,24 @@ def test_evaluate_checkpoint_scores_what_train_reported(tmp_path, synthetic):
     assert evaluation.loss == pytest.approx(result.metrics["test_cross_entropy"], abs=1e-6)
 
 
+def test_a_checkpoint_whose_min_lr_todays_check_refuses_is_still_evaluated(tmp_path, synthetic):
+    """Before 2026-12-07 the warm-up schedules read min_lr as a share of each group's rate: 0.1 of Muon's
+    filters was fine then, and is above their rate of 0.05 now. An evaluation never reads the schedule."""
+    from cifar_utils.checkpoint import load_checkpoint, save_checkpoint
+    from cifar_utils.experiment import evaluate_checkpoint, train
+    from cifar_utils.presets import from_preset
+
+    config = from_preset("cpu", dataset="synthetic", validation_split=100, train_limit=32, validation_limit=16,
+                         test_limit=16, epochs=1, batch_size=16, precision="fp32")
+    result = train(config, tmp_path / "run", device="cpu", progress=False, data=synthetic, log=lambda _: None)
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = load_checkpoint(path)
+    state["config"]["min_lr"] = 0.1  # between the filters' rate (0.05) and lr (0.25)
+    save_checkpoint(state, path)
+    evaluation, config = evaluate_checkpoint(path, device="cpu", data=synthetic)
+    assert config.min_lr == 0.1 and evaluation.accuracy == result.metrics["test_accuracy"]
+
+
 def test_final_evaluation_says_what_it_does_and_shows_progress(tmp_path, synthetic, capsys):
     from cifar_utils.experiment import train
     from cifar_utils.presets import from_preset
