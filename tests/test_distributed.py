@@ -133,7 +133,7 @@ def test_readme_torchrun_lines_run_as_written(tmp_path):
     assert "--resume" in resume_line and "sync_batchnorm=true" in sync_line  # the last one needs CUDA GPUs
     for args in lines:
         assert args[:4] == ["torchrun", "--nproc_per_node", "4", "-m"]
-        batch = int(args[args.index("--batch-size") + 1]) if "--batch-size" in args else from_preset(args[6]).batch_size
+        batch = int(args[args.index("--batch-size") + 1]) if "--batch-size" in args else from_preset(args[args.index("--preset") + 1]).batch_size
         check_batch_divides(batch, 4)  # the README's own 4 processes can split it
     small = ["--device", "cpu", "--epochs", "1", "--set", "dataset=synthetic", "--train-limit", "160",
              "--validation-limit", "40", "--test-limit", "40", "--no-progress"]

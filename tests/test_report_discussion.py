@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -271,13 +272,17 @@ def test_a_saved_config_without_a_newer_field_counts_as_its_default():
 
 
 def test_settings_that_do_not_change_results_never_stop_a_run_being_reused():
+    from cifar_utils import engine
     from cifar_utils.config import NOT_RESULT_FIELDS
-    from cifar_utils.engine import RESUME_MAY_CHANGE
 
     saved = from_preset("cpu").to_dict()
     assert report.config_differences(saved, from_preset("cpu", eval_batch_size=1000, print_every=3, num_workers=0)) == []
     assert report.config_differences(saved, from_preset("cpu", label_smoothing=0.1)) == ["label_smoothing: 0.2 -> 0.1"]
-    assert set(NOT_RESULT_FIELDS) <= set(RESUME_MAY_CHANGE)  # what may change on resume, the same list
+    # Each such setting changed at once, as reuse compares it, and as resume compares it (no error).
+    changed = from_preset("cpu", print_every=3, num_workers=1, checkpoint_every_steps=7, eval_batch_size=250)
+    assert {name for name in NOT_RESULT_FIELDS if getattr(changed, name) != saved[name]} == set(NOT_RESULT_FIELDS)
+    assert report.config_differences(saved, changed) == []
+    engine._check_same_setup({"config": saved, "extra_state": {}}, changed, Path("checkpoint.pt"), {})
 
 
 def test_a_setting_the_saved_run_never_read_never_stops_it_being_reused():
