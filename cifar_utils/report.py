@@ -741,7 +741,17 @@ def notebook_parameters(path: str | os.PathLike) -> dict[str, Any]:
 
 
 class NotebookFailed(CifarUtilsError):
-    """A notebook stopped with an exception; the executed copy with the error is kept."""
+    """A notebook stopped with an exception; ``executed`` is the kept copy with the error (None: none was
+    written, as when the kernel died before papermill saved anything)."""
+
+    def __init__(self, message: str, executed: Optional[Path] = None):
+        super().__init__(message)
+        self.executed = executed
+
+
+def failed_copy(output: Path, failed_dir: Optional[str | os.PathLike] = None) -> Path:
+    """Where :func:`execute_notebook` keeps the executed copy of a notebook meant for ``output`` that failed."""
+    return Path(failed_dir or output.parent) / f"{output.stem}.failed{output.suffix}"
 
 
 def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, parameters: Optional[dict] = None,
@@ -749,9 +759,10 @@ def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, par
                      failed_dir: Optional[str | os.PathLike] = None) -> Path:
     """Run ``notebook`` through papermill into ``output`` (written only when complete).
 
-    On an exception in a cell, the executed copy is kept as ``<name>.failed.ipynb`` in ``failed_dir``
-    (default: beside ``output``) and :class:`NotebookFailed` names the cell's error. ``clean`` strips
-    volatile metadata. The kernel starts in ``cwd`` (default: the notebook's folder).
+    On an exception in a cell, or a kernel that died, the executed copy (as far as papermill wrote it) is
+    kept as ``<name>.failed.ipynb`` in ``failed_dir`` (default: beside ``output``) and
+    :class:`NotebookFailed` names the error and the copy; a success removes an earlier attempt's copy. ``clean`` strips volatile metadata. The kernel
+    starts in ``cwd`` (default: the notebook's folder).
     """
     papermill = import_papermill()
     notebook, output = Path(notebook), Path(output)
@@ -759,6 +770,15 @@ def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, par
         raise CifarUtilsError(f"notebook {notebook} not found: the report notebooks ship with the repository "
                               "(git clone it; a pip-installed package does not include them)")
     output.parent.mkdir(parents=True, exist_ok=True)
+    failed = failed_copy(output, failed_dir)
+
+    def keep_failed_copy() -> Optional[Path]:
+        if not executed.is_file():
+            return None
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(executed), failed)
+        return failed
+
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".papermill-") as scratch:
         executed = Path(scratch) / notebook.name
         try:
@@ -766,17 +786,18 @@ def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, par
                                        cwd=str(cwd or notebook.parent), progress_bar=False, log_output=False,
                                        extra_arguments=KERNEL_ARGUMENTS)
         except papermill.PapermillExecutionError as err:
-            failed = Path(failed_dir or output.parent) / f"{output.stem}.failed{output.suffix}"
-            failed.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(executed), failed)
+            kept = keep_failed_copy()
             raise NotebookFailed(f"{notebook.name} stopped at cell {err.exec_count}: {err.ename}: {err.evalue} "
-                                 f"(the executed notebook is at {failed})") from None
+                                 f"(the executed notebook is at {kept})", kept) from None
         except RuntimeError as err:  # nbclient's DeadKernelError and its kin: the kernel itself died
+            kept = keep_failed_copy()
+            where = f"; the notebook as far as it ran is at {kept}" if kept else ""
             raise NotebookFailed(f"the kernel running {notebook.name} died ({type(err).__name__}: {err}); this is "
-                                 "often running out of memory: try a smaller batch size") from None
+                                 f"often running out of memory: try a smaller batch size{where}", kept) from None
         if clean:
             clean_notebook(executed)
         io.atomic_write(output, lambda tmp: shutil.copyfile(executed, tmp))
+    failed.unlink(missing_ok=True)  # an earlier attempt's: this one succeeded
     return output
 
 

@@ -4,7 +4,8 @@ Each run gets its own folder ``<out_dir>/lr_<rate>/seed_<seed>/`` holding the ex
 (``03_train.ipynb``) and the run's files (``metrics.json``, ``history.csv``, checkpoints). A folder that
 already holds a finished run with the same settings is reused, not trained again; one with other
 settings stops the sweep before anything runs, unless ``overwrite=True``. A run that fails (say, a
-learning rate so large that training diverges) is reported in the table instead of stopping the others.
+learning rate so large that training diverges) is reported in the table instead of stopping the others;
+the next sweep trains it again from the start (or, with ``resume=True``, continues its checkpoint).
 
 The learning rate is chosen on the mean validation accuracy over the seeds; test accuracy is only
 reported, never used to choose.
@@ -34,7 +35,7 @@ from . import io
 from .checkpoint import CHECKPOINT_NAME, METRICS_NAME
 from .device import get_device
 from .errors import CifarUtilsError, ConfigError, OutputExistsError
-from .report import (NOTEBOOKS_DIR, NotebookFailed, RunRecord, execute_notebook, notebook_config,
+from .report import (NOTEBOOKS_DIR, NotebookFailed, RunRecord, execute_notebook, failed_copy, notebook_config,
                      notebook_parameters, read_run, reusable_run, smoke_mode)
 
 TRAIN_NOTEBOOK = NOTEBOOKS_DIR / "03_train.ipynb"
@@ -58,7 +59,8 @@ class SweepRun:
     seed: int  # 03's seed: it seeds the train/validation split, initialisation, shuffling and augmentation
     device: Optional[str]  # the device it ran on (None: the best available)
     run_dir: Path  # its folder: executed notebook and run files
-    notebook: Optional[Path]  # the executed 03_train.ipynb (or the .failed copy); None: reused, trained elsewhere
+    notebook: Optional[Path]  # the executed 03_train.ipynb (or the .failed copy); None: trained elsewhere, or its
+    # kernel died before anything was written
     record: Optional[RunRecord]  # metrics and history; None when the run failed
     error: Optional[str] = None  # why it failed
 
@@ -117,13 +119,18 @@ def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, 
         config = notebook_config(preset, smoke=smoke_mode(), lr=lr, seed=seed, **config_values)
         run_dir = run_path(out_dir, lr, seed)
         unfinished = (run_dir / CHECKPOINT_NAME).is_file() and not (run_dir / METRICS_NAME).is_file()
-        earlier = None if resume and unfinished else reusable_run(config, run_dir, overwrite)
-        planned.append((lr, seed, devices[index % len(devices)], run_dir, earlier, resume and unfinished))
+        retry = not resume and unfinished and _failed_last(run_dir, notebook)
+        earlier = None if (resume and unfinished) or retry else reusable_run(config, run_dir, overwrite)
+        if retry:
+            log(f"lr {lr:g} seed {seed}: its last run failed ({failed_copy(run_dir / notebook.name)}), so it trains "
+                "again from the start (resume=True continues its checkpoint instead)")
+        planned.append((lr, seed, devices[index % len(devices)], run_dir, earlier,
+                        {"overwrite": overwrite or retry, "resume": resume and unfinished}))
 
     def run_share(device: Optional[str]) -> dict[tuple[float, int], SweepRun]:
         """Run this device's share of the plan, one after another."""
         done = {}
-        for lr, seed, run_device, run_dir, earlier, continue_run in planned:
+        for lr, seed, run_device, run_dir, earlier, existing in planned:
             if run_device != device:
                 continue
             if earlier is not None:
@@ -134,8 +141,7 @@ def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, 
                     f"trains again{where})")
                 done[lr, seed] = SweepRun(lr, seed, device, run_dir, executed if has_notebook else None, earlier)
             else:
-                done[lr, seed] = _run_one(notebook, lr, seed, device, run_dir, base_parameters,
-                                          {"overwrite": overwrite, "resume": continue_run}, log)
+                done[lr, seed] = _run_one(notebook, lr, seed, device, run_dir, base_parameters, existing, log)
         return done
 
     # One thread per device is enough: each run executes in its own kernel process.
@@ -149,6 +155,13 @@ def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, 
     if all(run.record is None for run in runs):
         raise CifarUtilsError(f"every run of the sweep failed; the first: {runs[0].error}")
     return runs
+
+
+def _failed_last(run_dir: Path, notebook: Path) -> bool:
+    """Whether the last attempt at ``run_dir``'s run failed: its failed notebook is no older than its checkpoint
+    (a diverged run keeps its last good checkpoint, and a resume after the failure writes a newer one)."""
+    failed = failed_copy(run_dir / notebook.name)
+    return failed.is_file() and failed.stat().st_mtime >= (run_dir / CHECKPOINT_NAME).stat().st_mtime
 
 
 def parallel_devices() -> list[Optional[str]]:
@@ -174,8 +187,7 @@ def _run_one(notebook: Path, lr: float, seed: int, device: Optional[str], run_di
         execute_notebook(notebook, executed, parameters)
     except NotebookFailed as err:
         log(f"{name}: FAILED: {err}")
-        return SweepRun(lr, seed, device, run_dir, executed.with_name(f"{executed.stem}.failed{executed.suffix}"),
-                        None, str(err))
+        return SweepRun(lr, seed, device, run_dir, err.executed, None, str(err))
     record = read_run(run_dir)
     log(f"{name}: validation accuracy {record.metrics['validation_accuracy']:.2%}, test accuracy "
         f"{record.metrics['test_accuracy']:.2%} (both of the {_evaluated(record.metrics)} weights)")

@@ -318,6 +318,27 @@ def test_format_duration():
 # ----------------------------------------------------------------------------- papermill (real kernels)
 
 
+@pytest.mark.parametrize("wrote_before_dying", [True, False])
+def test_a_kernel_that_dies_keeps_what_ran_and_names_it(wrote_before_dying, tmp_path, monkeypatch):
+    """A dead kernel (out of memory, say) is no cell error: the failed copy is kept where papermill wrote
+    one, and the error names it or none, so that a sweep never points at a file that does not exist."""
+    import types
+
+    def execute_notebook(source, executed, **kwargs):
+        if wrote_before_dying:
+            Path(executed).write_text("{}")
+        raise RuntimeError("Kernel died before replying to execute_request")
+
+    fake = types.SimpleNamespace(execute_notebook=execute_notebook, PapermillExecutionError=type("E", (Exception,), {}))
+    monkeypatch.setattr(report, "import_papermill", lambda: fake)
+    with pytest.raises(report.NotebookFailed, match="kernel running 03_train.ipynb died") as failure:
+        report.execute_notebook(REPO / "notebooks" / "03_train.ipynb", tmp_path / "03_train.ipynb", {})
+    kept = tmp_path / "03_train.failed.ipynb"
+    assert failure.value.executed == (kept if wrote_before_dying else None)
+    assert kept.is_file() == wrote_before_dying and (str(kept) in str(failure.value)) == wrote_before_dying
+    assert not (tmp_path / "03_train.ipynb").exists() and not list(tmp_path.glob(".papermill-*"))
+
+
 @pytest.mark.parametrize("parameters, message", [
     ({"preset": "seed999"}, "unknown preset 'seed999'; choose one of seed000"),
     ({"lr": -0.1}, "lr=-0.1 is invalid: it must be > 0"),

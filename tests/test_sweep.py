@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,10 @@ def fake_execute(calls: list, keep_best: bool = False, fail_lr: float | None = N
     def execute(notebook, output, parameters):
         calls.append(dict(parameters))
         if parameters["lr"] == fail_lr:
-            raise report.NotebookFailed("TrainingDivergedError: the loss became nan")
+            kept = Path(output).with_name("03_train.failed.ipynb")
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_text("{}")
+            raise report.NotebookFailed("TrainingDivergedError: the loss became nan", kept)
         values = {k: v for k, v in {**NOTEBOOK_DEFAULTS, **parameters}.items() if k in sweep.CONFIG_PARAMETERS}
         config = report.notebook_config(values.pop("preset"), smoke=report.smoke_mode(), lr=parameters["lr"], **values)
         config = config.to_dict() | {"keep_best": keep_best}
@@ -125,6 +129,29 @@ def test_an_interrupted_run_stops_the_sweep_unless_resume_continues_it(tmp_path,
     assert [run.reused for run in runs] == [True, False]
 
 
+def test_a_run_that_failed_last_time_trains_again_from_the_start_unless_resume_continues_it(tmp_path, monkeypatch):
+    """A diverged run keeps its last good checkpoint and no metrics.json: the next sweep retries it instead of
+    refusing the whole sweep as if it were an interrupted run."""
+    calls = []
+    monkeypatch.setattr(sweep, "execute_notebook", fake_execute(calls, fail_lr=0.5))
+    quiet_sweep([0.5, 0.01], {"preset": "seed004"}, tmp_path)
+    failed = sweep.run_path(tmp_path, 0.5, 0)
+    (failed / CHECKPOINT_NAME).write_bytes(b"its last good checkpoint")
+    os.utime(failed / CHECKPOINT_NAME, (1, 1))  # older than the failed notebook, as when the run failed after it
+    for resume, expected in ((False, [(0.5, True, False)]), (True, [(0.5, False, True)])):
+        calls.clear()
+        lines = []
+        sweep.run_lr_sweep([0.5, 0.01], {"preset": "seed004"}, tmp_path, devices=["cpu"], log=lines.append,
+                           resume=resume)
+        assert [(call["lr"], call["overwrite"], call["resume"]) for call in calls] == expected  # 0.01 is reused
+        assert any("its last run failed" in line for line in lines) != resume
+    # Resumed by hand after the failure: its checkpoint is newer, so it is an unfinished run again.
+    os.utime(failed / CHECKPOINT_NAME)
+    os.utime(failed / "03_train.failed.ipynb", (1, 1))
+    with pytest.raises(OutputExistsError, match="holds an unfinished run"):
+        quiet_sweep([0.5, 0.01], {"preset": "seed004"}, tmp_path)
+
+
 # ------------------------------------------------------------------------------------- seeds
 
 
@@ -176,6 +203,7 @@ def test_a_failed_run_is_a_row_and_the_others_go_on(tmp_path, monkeypatch):
     rows = sweep.sweep_table(runs)
     assert [row["status"].split(":")[0] for row in rows] == ["failed", "failed", "ok", "ok"]
     assert rows[0]["status"] == "failed: TrainingDivergedError: the loss became nan"
+    assert runs[0].notebook == runs[0].run_dir / "03_train.failed.ipynb" and runs[0].notebook.is_file()
     assert list(sweep.sweep_histories(runs)) == ["lr=0.01"] and len(sweep.sweep_histories(runs)["lr=0.01"]) == 2
 
 
