@@ -174,6 +174,8 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
     runs that failed, and whether the nearest rates on either side did clearly worse, which brackets the best
     rate (:func:`_where_the_best_rate_lies`); with the runs' ``histories``
     (as :func:`cifar_utils.sweep.sweep_histories` gives them), also how the curves got there."""
+    from .sweep import passed_over  # local import: sweep builds on report, which imports this module
+
     tried = sorted(summary, key=lambda row: row["learning_rate"])
     best = next(row for row in tried if row["learning_rate"] == chosen)
 
@@ -190,9 +192,9 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
                     "them out.")
     others = [row for row in tried if row is not best]
     finished = [row for row in others if not math.isnan(row["val_acc_mean"])]
-    passed_over = [row for row in finished if row["failed"] and row["val_acc_mean"] > best["val_acc_mean"]]
-    if passed_over:  # sweep.chosen_learning_rate takes no rate that failed on some seeds
-        names = join_words([f"lr {row['learning_rate']:g}" for row in passed_over])
+    skipped = passed_over(tried, chosen)
+    if skipped:  # sweep.chosen_learning_rate takes no rate that failed on some seeds
+        names = join_words([f"lr {row['learning_rate']:g}" for row in skipped])
         text.append(f"{names} reached a higher mean validation accuracy over the seeds that finished, but a rate "
                     "that fails on some seeds is not chosen.")
     # The runner-up comes from the rates the choice could take, so that the lead below is never negative.
@@ -201,7 +203,7 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
         runner_up = max(eligible, key=lambda row: row["val_acc_mean"])
         lead, noise = _lead_and_noise(best, runner_up)
         if math.isnan(noise):
-            verdict = "with one seed per rate there is no measure of noise to compare it with"
+            verdict = f"with {_no_noise_measure(best, runner_up)} there is no measure of noise to compare it with"
         elif lead > 2 * noise:
             verdict = (f"more than twice the larger seed-to-seed standard deviation ({noise * 100:.2f} points), so "
                        "the ranking is unlikely to be seed-to-seed noise (a rough test with this few seeds)")
@@ -223,9 +225,16 @@ def discuss_lr_comparison(summary: Sequence[Mapping[str, Any]], chosen: float, s
 
 def _lead_and_noise(best: Mapping[str, Any], row: Mapping[str, Any]) -> tuple[float, float]:
     """How far ``row``'s mean validation accuracy trails ``best``'s, and the larger of their seed-to-seed
-    standard deviations (NaN with one seed per rate)."""
+    standard deviations (NaN with one seed per rate, or where every seed scored alike: no measure of noise)."""
     noise = max((r["val_acc_std"] for r in (best, row) if not math.isnan(r["val_acc_std"])), default=math.nan)
-    return best["val_acc_mean"] - row["val_acc_mean"], noise
+    return best["val_acc_mean"] - row["val_acc_mean"], noise if noise > 0 else math.nan
+
+
+def _no_noise_measure(best: Mapping[str, Any], row: Mapping[str, Any]) -> str:
+    """Why two rates give no seed-to-seed spread (:func:`_lead_and_noise` NaN): one seed each, or seeds that
+    scored exactly alike (tiny validation sets)."""
+    return ("one seed per rate" if all(math.isnan(r["val_acc_std"]) for r in (best, row))
+            else "seeds that scored exactly alike")
 
 
 def _where_the_best_rate_lies(best: Mapping[str, Any], others: Sequence[Mapping[str, Any]],
@@ -247,8 +256,8 @@ def _where_the_best_rate_lies(best: Mapping[str, Any], others: Sequence[Mapping[
         if lead <= 0:
             return f"lr {row['learning_rate']:g} did as well or better"
         if math.isnan(noise):
-            return (f"lr {row['learning_rate']:g} trails by {lead * 100:.2f} points, which one seed per rate cannot "
-                    "tell from noise")
+            return (f"lr {row['learning_rate']:g} trails by {lead * 100:.2f} points, which "
+                    f"{_no_noise_measure(best, row)} cannot tell from noise")
         if lead > 2 * noise:
             return "worse"
         if row is runner_up:

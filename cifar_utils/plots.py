@@ -185,7 +185,7 @@ def plot_lr_comparison(summary: Sequence[Mapping], title: str, save_to: Optional
     squares) of each rate so that neither hides the other. Each tick names the rate and its number of
     finished (and failed) runs. A dotted line marks the chosen rate: the highest mean validation
     accuracy (:func:`cifar_utils.sweep.chosen_learning_rate`); test accuracy is only reported."""
-    from .sweep import chosen_learning_rate
+    from .sweep import chosen_learning_rate, passed_over
 
     if not summary:
         raise ValueError("the summary is empty: no learning rates to plot")
@@ -202,8 +202,9 @@ def plot_lr_comparison(summary: Sequence[Mapping], title: str, save_to: Optional
         ax.errorbar(rates * factor, means, yerr=np.nan_to_num(spreads), fmt=marker, color=colour, capsize=4,
                     markersize=6, label=f"{name} (mean ± std over seeds)")
     chosen = chosen_learning_rate(summary)
+    among = " of the rates with no failed run" if passed_over(summary, chosen) else ""
     ax.axvline(chosen, color="grey", linestyle=":", linewidth=1.5,
-               label=f"chosen lr {chosen:g} (highest mean validation accuracy)")
+               label=f"chosen lr {chosen:g} (highest mean validation accuracy{among})")
     ax.set_xscale("log")
     ax.set_xticks(rates, [_rate_tick(row) for row in summary])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())

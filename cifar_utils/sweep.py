@@ -363,6 +363,14 @@ def chosen_learning_rate(summary: Sequence[Mapping[str, Any]]) -> float:
     return max(reliable or candidates, key=lambda row: row["val_acc_mean"])["learning_rate"]
 
 
+def passed_over(summary: Sequence[Mapping[str, Any]], chosen: float) -> list[Mapping[str, Any]]:
+    """The rows of rates that reached a higher mean validation accuracy than ``chosen`` on the seeds that
+    finished, but that :func:`chosen_learning_rate` left out because runs of theirs failed."""
+    best = next(row for row in summary if row["learning_rate"] == chosen)
+    return [row for row in summary if row["failed"] and not math.isnan(row["val_acc_mean"])
+            and row["val_acc_mean"] > best["val_acc_mean"]]
+
+
 def sweep_histories(runs: Sequence[SweepRun]) -> dict[str, list[list[dict]]]:
     """``{"lr=0.01": [history of each finished seed], ...}`` for :func:`cifar_utils.plots.plot_runs`;
     a rate whose runs all failed is left out."""

@@ -91,7 +91,16 @@ def test_lr_comparison_has_error_bars_offset_series_and_the_chosen_rate(tmp_path
     chosen = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
     assert [line.get_xdata()[0] for line in chosen] == [0.01]  # best validation, not best test (0.1)
     assert "1 run, 2 failed" in [t.get_text() for t in ax.get_xticklabels()][2]
+    assert "chosen lr 0.01 (highest mean validation accuracy)" in [t.get_text() for t in ax.get_legend().get_texts()]
     assert_png(tmp_path / "lr.png")
+
+
+def test_lr_comparison_legend_says_when_a_higher_rate_was_passed_over_for_its_failures():
+    summary = [summary_row(0.2, 0.86, 0.01, 0.85, 0.01), summary_row(0.4, 0.90, float("nan"), 0.89, float("nan"),
+                                                                    runs=1, failed=1)]
+    (ax,) = plots.plot_lr_comparison(summary, "t").axes
+    assert ("chosen lr 0.2 (highest mean validation accuracy of the rates with no failed run)"
+            in [t.get_text() for t in ax.get_legend().get_texts()])
 
 
 def test_confusion_heatmap_counts_and_normalised(tmp_path):

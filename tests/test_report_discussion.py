@@ -230,6 +230,11 @@ def test_lr_discussion_brackets_the_best_rate_only_when_both_neighbours_did_clea
     text = discussion.discuss_lr_comparison(one_seed, 0.2)
     assert "inside the range tried" not in text  # one seed per rate: no noise to weigh a lead against
     assert "lr 0.4 trails by 0.50 points, which one seed per rate cannot tell from noise" in text
+    alike = [lr_row(0.1, 0.80, 0.0), lr_row(0.2, 0.81, 0.0), lr_row(0.4, 0.79, 0.0)]  # seeds that scored alike
+    text = discussion.discuss_lr_comparison(alike, 0.2)
+    assert "with seeds that scored exactly alike there is no measure of noise" in text
+    assert "unlikely to be" not in text and "inside the range tried" not in text
+    assert "lr 0.4 trails by 2.00 points, which seeds that scored exactly alike cannot tell from noise" in text
 
 
 def test_lr_discussion_names_a_better_rate_that_failed_on_some_seeds_and_never_reports_a_negative_lead():
