@@ -60,16 +60,20 @@ def describe_device(device: torch.device) -> str:
 
 def recorded_device(record: Mapping[str, Any]) -> Optional[str]:
     """The device a run's record names (a metrics.json, or a benchmark file's top level), for tables and
-    banners: the GPU's name, or the CPU's model and threads; None where it names none. Runs before
-    2026-12-08 recorded no CPU model, so their "cpu (2 threads)" stands for any CPU."""
+    banners: the GPU's name, or the CPU's model and threads, with the process count of a DDP run ("8 x
+    NVIDIA H100 80GB HBM3"); None where it names none. Runs before 2026-12-08 recorded no CPU model, so
+    their "cpu (2 threads)" stands for any CPU."""
     name = record.get("device")
     if not name:
         return None
     gpu = re.fullmatch(r"cuda \((.+)\)", name)  # gpu_run.py wrote the bare name until 2026-12-07
-    if gpu:
-        return gpu.group(1)
     threads = re.fullmatch(r"cpu \((.+)\)", name)
-    return f"{record['cpu_model']} ({threads.group(1)})" if threads and record.get("cpu_model") else name
+    if gpu:
+        name = gpu.group(1)
+    elif threads and record.get("cpu_model"):
+        name = f"{record['cpu_model']} ({threads.group(1)})"
+    processes = record.get("world_size") or 1
+    return f"{processes} x {name}" if processes > 1 else name
 
 
 def device_label(device: torch.device) -> str:

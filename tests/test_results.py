@@ -156,6 +156,15 @@ def test_cpu_runs_on_different_cpu_models_get_their_own_rows(tmp_path):
                        ("AMD EPYC (2 threads), bf16", "2"), ("Intel(R) Xeon(R) Processor (2 threads), bf16", "1")}
 
 
+def test_runs_on_one_gpu_and_on_several_get_their_own_rows(measured, tmp_path):
+    runs, results = measured
+    run_folder(tmp_path / "ddp", "seed001-c", 2, 0.81)
+    metrics = json.loads((tmp_path / "ddp" / "seed001-c" / "metrics.json").read_text())
+    write_json(tmp_path / "ddp" / "seed001-c" / "metrics.json", {**metrics, "world_size": 8, "train_seconds": 40.0})
+    rows = {row["device"]: row["runs"] for row in rows_of(collect_results([runs, tmp_path / "ddp"], results), "seed001")}
+    assert rows == {f"{H100}, bf16": "2", f"8 x {H100}, bf16": "1"}
+
+
 def test_a_copied_or_exactly_reproduced_run_counts_once(measured, tmp_path):
     runs, results = measured
     shipped = tmp_path / "checkpoints" / "seed001-a"
