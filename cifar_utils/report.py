@@ -363,11 +363,28 @@ def read_run(out_dir: str | os.PathLike) -> RunRecord:
         raise CheckpointError(f"{out_dir} holds no finished run (metrics.json and history.csv are written when "
                               "training ends): run 03_train.ipynb (or `python -m cifar_utils train --out "
                               f"{out_dir}`) first")
-    metrics = json.loads(metrics_path.read_text())
-    with open(history_path, newline="") as f:
-        history = [{key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
-                   for row in csv.DictReader(f)]
+    metrics = read_metrics(metrics_path)
+    try:
+        with open(history_path, newline="") as f:
+            history = [{key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
+                       for row in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError) as err:
+        raise CheckpointError(f"{history_path} is damaged ({err}); train the run again (--overwrite) or remove "
+                              f"{out_dir}") from None
     return RunRecord(out_dir, history, metrics)
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A finished run's ``metrics.json``; one that is damaged or not a run's raises :class:`CheckpointError`."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is damaged ({err}); train the run again (--overwrite) or remove "
+                              f"{path.parent}") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("test_accuracy"), (int, float)):
+        raise CheckpointError(f"{path} is not the metrics.json of a cifar_utils run (it has no test_accuracy); "
+                              "point at the folder a train run wrote")
+    return metrics
 
 
 def run_history(run_dir: str | os.PathLike) -> tuple[list[dict], str]:
@@ -607,7 +624,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_root: Optional[str] = None,
                               f"{latest}), or set run_dir to the folder of an earlier run")
     if (run_dir / METRICS_NAME).is_file():
         record = run_dir / METRICS_NAME
-        metrics = json.loads(record.read_text())
+        metrics = read_metrics(record)
         config = checkpoint_config(metrics, record)
     else:  # an interrupted run: its checkpoint still says how it was trained
         record = latest

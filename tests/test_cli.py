@@ -369,6 +369,21 @@ def test_plot_draws_a_runs_curves_and_never_replaces_a_figure_unasked(trained_ru
     assert main(["plot", str(run), "--overwrite"]) == 0
 
 
+@pytest.mark.parametrize("name, text, message", [
+    ("metrics.json", '{"test_accuracy": 0.9', "metrics.json is damaged"),
+    ("metrics.json", '{"accuracy": 0.9}', "is not the metrics.json of a cifar_utils run"),
+    ("history.csv", "epoch,train_loss\n1,nan?\n", "history.csv is damaged"),
+])
+def test_plot_of_a_damaged_run_record_is_one_clear_error(trained_run, tmp_path, capsys, name, text, message):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run[1], run)
+    (run / "checkpoint.pt").unlink()  # else a damaged finished record would fall back to nothing to read
+    (run / name).write_text(text)
+    assert main(["plot", str(run), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "Traceback" not in err and err.count("\n") == 1
+
+
 def test_plot_compares_runs_and_reads_an_unfinished_run_from_its_checkpoint(trained_run, tmp_path, capsys):
     from cifar_utils import report
 
