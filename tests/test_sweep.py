@@ -95,7 +95,7 @@ def test_sweep_stops_before_running_when_a_folder_holds_other_settings(tmp_path,
     run_dir = sweep.run_path(tmp_path, 0.1, 0)
     run_dir.mkdir(parents=True)
     config = report.notebook_config("seed003", smoke=True, lr=0.1, batch_size=64, seed=0)
-    (run_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict()}))
+    (run_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "test_accuracy": 0.5}))
     (run_dir / "history.csv").write_text("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n")
     with pytest.raises(OutputExistsError, match="batch_size: 64 -> 32"):
         sweep.run_lr_sweep([0.1, 0.01], {"preset": "seed003", "batch_size": 32}, tmp_path)
