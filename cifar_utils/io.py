@@ -67,6 +67,14 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read at import: reading it later would leave it 0 for a moment under other threads
 
 
+def staging_folder(parent: Path, prefix: str) -> Path:
+    """A new empty folder in ``parent`` to fill, then move into place whole with ``os.replace``; it gets the
+    usual permissions (mkdtemp creates 0700, which the moved folder would keep)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(folder, 0o777 & ~_UMASK)
+    return folder
+
+
 def _fsync_dir(folder: Path) -> None:
     # Makes the rename itself durable; not supported on every platform, where it is harmless to skip.
     try:

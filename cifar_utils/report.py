@@ -541,7 +541,7 @@ def copy_shipped_run(config: Config, out_dir: Path, shipped: Path = SHIPPED_RUN,
         return None
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".shipped-", dir=out_dir.parent))
+        staging = io.staging_folder(out_dir.parent, ".shipped-")
         try:
             for name in SHIPPED_FILES:
                 shutil.copy2(shipped / name, staging / name)

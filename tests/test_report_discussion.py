@@ -163,6 +163,9 @@ def test_a_matching_shipped_run_is_copied_instead_of_trained(tmp_path, monkeypat
                                   shipped=shipped, log=lines.append)
     assert got is not None and got.reused and got.metrics == trained.metrics
     assert sorted(p.name for p in (tmp_path / "runs" / "03").iterdir()) == sorted(report.SHIPPED_FILES)
+    sibling = tmp_path / "runs" / "made-by-mkdir"
+    sibling.mkdir()
+    assert (tmp_path / "runs" / "03").stat().st_mode & 0o777 == sibling.stat().st_mode & 0o777  # not mkdtemp's 0700
     assert lines[0].startswith("using the shipped run shipped (")  # relative: no machine's absolute path
     # other settings, or a folder that already holds something: never copied
     assert report.copy_shipped_run(tiny_config(lr=0.05), tmp_path / "runs" / "other", shipped=shipped) is None
