@@ -217,8 +217,12 @@ def banner(setup: NotebookSetup, runs: Sequence[Mapping[str, Any]] = (), what: s
     notebook's first result."""
     from IPython.display import Markdown
 
-    kind = ("**smoke profile**: tiny subsets and one epoch, so the numbers only show that the code works"
-            if setup.smoke else "**full profile**: whole splits, each preset's own epochs")
+    if setup.smoke:
+        kind = "**smoke profile**: tiny subsets and one epoch, so the numbers only show that the code works"
+    elif all(_whole_recipe(metrics) for metrics in runs):
+        kind = "**full profile**: whole splits, each preset's own epochs"
+    else:  # a notebook given fewer epochs or images: the run sentences below say which
+        kind = "**full profile**, with the epochs and images each run below gives"
     lines = [f"> **{what}** were produced on {datetime.date.today().isoformat()} on "
              f"{device_label(setup.device)}, {kind}."]
     if not runs:
@@ -226,6 +230,14 @@ def banner(setup: NotebookSetup, runs: Sequence[Mapping[str, Any]] = (), what: s
         lines.append(f"> Data: {data_copy_note(_describe_root(root))}, found through {origin}.")
     lines += [f"> {sentence}." for sentence in _runs_sentences(runs)]
     return Markdown("\n>\n".join(lines))
+
+
+def _whole_recipe(metrics: Mapping[str, Any]) -> bool:
+    """Whether a run trained its preset's epochs on whole splits (no ``*_limit``)."""
+    config, preset = metrics.get("config") or {}, metrics.get("preset")
+    return ("interrupted_after" not in metrics and preset in PRESETS
+            and metrics.get("epochs") == from_preset(preset).epochs
+            and not any(config.get(name) for name in ("train_limit", "validation_limit", "test_limit")))
 
 
 def _describe_root(root: Path) -> str:

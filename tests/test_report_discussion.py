@@ -138,6 +138,11 @@ def test_banner_is_built_from_the_run_metadata(monkeypatch, tmp_path):
     assert "**full profile**" in text and "preset `cpu`, 10 epochs on 45,000 training images" in text
     assert "JPEG copy" in text and "trained in bf16 on NVIDIA H100 80GB HBM3 in 75 s" in text and "2026-11-22" in text
     assert "75 s" in text and f"produced on {datetime.date.today().isoformat()} on {cpu_model()} (" in text
+    assert "whole splits, each preset's own epochs" in text
+    shorter = report.banner(setup, [{**metrics, "epochs": 3}]).data  # 03 given epochs=3: the clause would be false
+    assert "whole splits" not in shorter and "with the epochs and images each run below gives" in shorter
+    subset = report.banner(setup, [{**metrics, "config": {"train_limit": 5000}}]).data
+    assert "whole splits" not in subset
 
 
 def test_a_banner_sums_up_runs_that_differ_only_in_time_and_date(tmp_path):
