@@ -256,6 +256,22 @@ def test_mid_epoch_resume_under_a_per_step_schedule_matches_an_uninterrupted_run
     assert_same_run(tmp_path / "run", tmp_path / "reference")
 
 
+@pytest.mark.parametrize("overrides", [
+    dict(pipeline="gpu", ema_decay=0.9), dict(pipeline="gpu", lookahead_decay=0.95), dict(accumulation_steps=3),
+], ids=["gpu-pipeline-ema", "gpu-pipeline-lookahead", "accumulation"])
+def test_mid_epoch_resume_with_weight_averages_or_accumulation_matches_an_uninterrupted_run(tiny, tmp_path, overrides):
+    # The fast presets' pipeline and weight averages, and seed000's accumulation: the crash comes mid-epoch,
+    # and with accumulation in the middle of a group, whose gradients the resumed run must gather again.
+    config = tiny_config(checkpoint_every_steps=1, **overrides)
+    experiment.train(config, tmp_path / "reference", device="cpu", progress=False, log=lambda _: None)
+    tiny((BATCHES_PER_EPOCH + 2, crash))
+    with pytest.raises(SimulatedCrash):
+        experiment.train(config, tmp_path / "run", device="cpu", progress=False, log=lambda _: None)
+    tiny()
+    experiment.train(config, tmp_path / "run", device="cpu", resume=True, progress=False, log=lambda _: None)
+    assert_same_run(tmp_path / "run", tmp_path / "reference")
+
+
 def test_ctrl_c_saves_a_checkpoint_says_how_to_resume_and_resuming_finishes(tiny, tmp_path, capsys, reference):
     out = tmp_path / "run"
     tiny((2, ctrl_c))  # a real SIGINT to this process during the second mini-batch

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from cifar_utils import report, sweep
+from cifar_utils.checkpoint import load_checkpoint, save_checkpoint
 from cifar_utils.config import replace
 from cifar_utils.data import detect_source
 from cifar_utils.errors import CheckpointError, CifarUtilsError, ConfigError, OutputExistsError
@@ -384,11 +385,18 @@ def test_lr_comparison_notebook_with_a_rate_that_diverges_then_reused_and_resume
                                               "data_root": str(full_data_root)}, sweep_dir, log=lines.append)
     assert [run.reused for run in again] == [True] and all("reusing" in line for line in lines)
 
-    # A run killed before its end (a checkpoint, no metrics.json) is continued by 05 with resume=True.
+    # A run killed before its end (a checkpoint, no metrics.json) is continued by 05 with resume=True: made here
+    # by winding the checkpoint back to before its only epoch, so the resumed run trains that epoch again.
     (run_dir / "metrics.json").unlink()
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    save_checkpoint({**state, "epoch": 0, "batches": 0, "history": []}, run_dir / "checkpoint.pt")
     report.execute_notebook(REPO / "notebooks" / "05_lr_comparison.ipynb", tmp_path / "05-resumed.ipynb",
                             {**parameters, "learning_rates": [0.05], "resume": True})
-    assert json.loads((run_dir / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
+    resumed = nbformat.read(run_dir / "03_train.ipynb", as_version=4)
+    printed = "".join(out.get("text", "") for cell in resumed.cells if cell.cell_type == "code" for out in cell.outputs)
+    assert "resuming from" in printed and "epoch 1, mini-batch 0" in printed
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 1
+    assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1
 
 
 def test_report_without_the_shipped_run_tells_03_to_train(tmp_path, monkeypatch):
