@@ -113,6 +113,16 @@ class Block(nn.Module):
     def num_branches(self) -> int:
         return len(self.kernel_sizes)
 
+    @property
+    def branch_labels(self) -> tuple[str, ...]:
+        """A name per branch for reports: its kernel ("3x3"), numbered where kernels repeat ("3x3 #2")."""
+        seen: dict[int, int] = defaultdict(int)
+        labels = []
+        for k in self.kernel_sizes:
+            seen[k] += 1
+            labels.append(f"{k}x{k}" + (f" #{seen[k]}" if len(self._groups[k]) > 1 else ""))
+        return tuple(labels)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.gate(x)
         out = self.mix_fused(x, a) if self.fused else self.mix_reference(x, a)

@@ -705,16 +705,16 @@ def summarize_branch_weights(model: torch.nn.Module, weights: Sequence[torch.Ten
     if not weights:
         log(f"{type(model).__name__} has no coursework Blocks, so there are no branch weights to show")
         return BranchWeightSummary([], float("nan"), float("nan"), None)
-    kernel_sizes = next(m for m in model.modules() if isinstance(m, Block)).kernel_sizes
+    labels = next(m for m in model.modules() if isinstance(m, Block)).branch_labels
     entropy, uniform = branch_weight_entropy(weights), math.log(weights[0].shape[1])
     log(f"{len(weights)} Blocks, K = {weights[0].shape[1]}: mean entropy of a over {weights[0].shape[0]:,} images = "
         f"{entropy:.3f} nats (uniform: log K = {uniform:.3f}; one branch only: 0)")
     plotted = weights if shown is None else [a[shown] for a in weights]
     if shown is not None and images is not None:
         images = images[shown]
-    figure = plots.plot_branch_weights(plotted, [f"{k}x{k}" for k in kernel_sizes], images=images, count=count,
-                                       title=title, save_to=save_to, image_labels=image_labels)
-    return BranchWeightSummary(list(weights), entropy, uniform, figure, tuple(f"{k}x{k}" for k in kernel_sizes))
+    figure = plots.plot_branch_weights(plotted, list(labels), images=images, count=count, title=title,
+                                       save_to=save_to, image_labels=image_labels)
+    return BranchWeightSummary(list(weights), entropy, uniform, figure, labels)
 
 
 def trained_branch_weights(result: RunEvaluation, batch_size: int = 500) -> list[torch.Tensor]:

@@ -392,6 +392,12 @@ def test_kaiming_init_is_applied_where_the_reports_use_it():
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (512 * 9)), rel=0.1)
 
 
+def test_branch_labels_name_each_branch_once():
+    labels = {kernels: Block(3, 4, kernel_sizes=kernels).branch_labels for kernels in [(3, 1), (3, 3, 3), (3, 1, 3)]}
+    assert labels == {(3, 1): ("3x3", "1x1"), (3, 3, 3): ("3x3 #1", "3x3 #2", "3x3 #3"),
+                      (3, 1, 3): ("3x3 #1", "1x1", "3x3 #2")}
+
+
 def test_all_architectures_are_buildable_names():
     assert {"seed000_net", "seed001_net", "seed002_net", "seed004_net", "resnet20", "resnet32", "resnet44",
             "resnet56"} <= set(ARCHITECTURES)
