@@ -143,8 +143,8 @@ def plot_runs(histories: Mapping[str, Sequence], title: Optional[str] = None,
         loss_ax.plot(epochs, val_loss, "-", linewidth=2, label=name, **style)
         acc_ax.plot(epochs, [100 * v for v in mean_curve(runs, "val_acc")[1]], "-", linewidth=2,
                     label=f"{name} validation", **style)
-        acc_ax.plot(epochs, [100 * v for v in mean_curve(runs, "train_acc")[1]], ":", color=colour, linewidth=1.5,
-                    label=f"{name} training")
+        acc_ax.plot(epochs, [100 * v for v in mean_curve(runs, "train_acc")[1]], ":", linewidth=1.5,
+                    label=f"{name} training", **{**style, "markerfacecolor": "none"})  # hollow: told apart by shape
     loss_ax.set(xlabel="epoch", ylabel="validation loss", title="Validation loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (solid: validation, dotted: training)")
     _epoch_axes((loss_ax, acc_ax), all_epochs)

@@ -64,6 +64,9 @@ def test_several_seeds_per_run_are_thin_lines_under_their_mean():
     assert mean.get_ydata()[1] == pytest.approx(100 * (0.1 + 0.3 + 0.5 + 3 * 0.16) / 3)
     assert mean.get_linewidth() > acc_ax.get_lines()[0].get_linewidth()
     assert mean.get_marker() != acc_ax.get_lines()[5].get_marker()  # each rate its own marker shape
+    training = acc_ax.get_lines()[4]
+    assert training.get_label() == "lr=0.01 (mean of 3 runs) training"
+    assert training.get_marker() == mean.get_marker() and training.get_markerfacecolor() == "none"  # by shape too
     assert fig._suptitle.get_text() == "seed004, 45,000 images, JPEG copy"
 
 
