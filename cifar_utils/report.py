@@ -778,6 +778,28 @@ class NotebookFailed(CifarUtilsError):
         self.executed = executed
 
 
+SCRATCH_PREFIX = ".papermill-"  # + the executing process's id: a folder whose process is gone is an orphan
+
+
+def _remove_orphaned_scratch(folder: Path) -> None:
+    """Remove the scratch folders of executions whose process was killed outright (SIGKILL, a power cut)
+    before it could clean up; a live process's, and a folder not named this way, are left alone."""
+    for scratch in folder.glob(f"{SCRATCH_PREFIX}*"):
+        pid = scratch.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def failed_copy(output: Path, failed_dir: Optional[str | os.PathLike] = None) -> Path:
     """Where :func:`execute_notebook` keeps the executed copy of a notebook meant for ``output`` that failed."""
     return Path(failed_dir or output.parent) / f"{output.stem}.failed{output.suffix}"
@@ -808,7 +830,8 @@ def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, par
         shutil.move(str(executed), failed)
         return failed
 
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".papermill-") as scratch:
+    _remove_orphaned_scratch(output.parent)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
         executed = Path(scratch) / notebook.name
         try:
             papermill.execute_notebook(str(notebook), str(executed), parameters=parameters or {},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -317,6 +318,25 @@ def test_format_duration():
 
 
 # ----------------------------------------------------------------------------- papermill (real kernels)
+
+
+def test_scratch_folders_of_killed_executions_are_removed_and_live_ones_kept(tmp_path, monkeypatch):
+    import types
+
+    def execute_notebook(source, executed, **kwargs):
+        Path(executed).write_text("{}")
+
+    fake = types.SimpleNamespace(execute_notebook=execute_notebook, PapermillExecutionError=type("E", (Exception,), {}))
+    monkeypatch.setattr(report, "import_papermill", lambda: fake)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f".papermill-{int(dead.stdout)}-abc"  # its process has exited: nothing will clean it
+    kept = [tmp_path / f".papermill-{os.getppid()}-def", tmp_path / ".papermill-notapid"]
+    for folder in (orphan, *kept):
+        folder.mkdir()
+        (folder / "03_train.ipynb").write_text("{}")
+    report.execute_notebook(REPO / "notebooks" / "03_train.ipynb", tmp_path / "03_train.ipynb", {})
+    assert not orphan.exists() and all(folder.is_dir() for folder in kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(f.name for f in kept), "03_train.ipynb"])
 
 
 @pytest.mark.parametrize("wrote_before_dying", [True, False])
