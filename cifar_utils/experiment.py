@@ -570,6 +570,6 @@ def evaluate_checkpoint(path: str | Path, data_root: Optional[str] = None, devic
     config = replace(without_ignored(trained.config), **given)
     # The schedule's floor never reaches an evaluation, and versions before 2026-12-07 read min_lr as a share
     # of each group's rate under the warm-up schedules, which today's check can refuse.
-    replace(config, min_lr=0.0).validate()
+    without_ignored(replace(config, min_lr=0.0)).validate()
     origin = f"the data_root recorded in {path}" if data_root is None else None
     return evaluate_model(trained, load_splits(config, data, origin), config), config

@@ -194,6 +194,13 @@ def test_a_checkpoint_whose_min_lr_todays_check_refuses_is_still_evaluated(tmp_p
     save_checkpoint(state, path)
     evaluation, config = evaluate_checkpoint(path, device="cpu", data=synthetic)
     assert config.min_lr == 0.1 and evaluation.accuracy == result.metrics["test_accuracy"]
+    # A schedule that never reads min_lr (seed000's preset value 1e-6 stays, unread) is scored as it always was.
+    unread = from_preset("seed000", dataset="synthetic", validation_split=100, train_limit=16, validation_limit=8,
+                         test_limit=8, epochs=1, batch_size=8, accumulation_steps=1, precision="fp32",
+                         scheduler="onecycle")
+    result = train(unread, tmp_path / "onecycle", device="cpu", progress=False, data=synthetic, log=lambda _: None)
+    evaluation, _ = evaluate_checkpoint(tmp_path / "onecycle" / "checkpoint.pt", device="cpu", data=synthetic)
+    assert evaluation.accuracy == result.metrics["test_accuracy"]
 
 
 def test_final_evaluation_says_what_it_does_and_shows_progress(tmp_path, synthetic, capsys):
