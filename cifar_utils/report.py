@@ -773,9 +773,10 @@ class NotebookFailed(CifarUtilsError):
     """A notebook stopped with an exception; ``executed`` is the kept copy with the error (None: none was
     written, as when the kernel died before papermill saved anything)."""
 
-    def __init__(self, message: str, executed: Optional[Path] = None):
+    def __init__(self, message: str, executed: Optional[Path] = None, ename: Optional[str] = None):
         super().__init__(message)
         self.executed = executed
+        self.ename = ename  # the failing cell's exception class, e.g. "TrainingDivergedError" (None: the kernel died)
 
 
 SCRATCH_PREFIX = ".papermill-"  # + the executing process's id: a folder whose process is gone is an orphan
@@ -840,7 +841,7 @@ def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, par
         except papermill.PapermillExecutionError as err:
             kept = keep_failed_copy()
             raise NotebookFailed(f"{notebook.name} stopped at cell {err.exec_count}: {err.ename}: {err.evalue} "
-                                 f"(the executed notebook is at {kept})", kept) from None
+                                 f"(the executed notebook is at {kept})", kept, err.ename) from None
         except RuntimeError as err:  # nbclient's DeadKernelError and its kin: the kernel itself died
             kept = keep_failed_copy()
             where = f"; the notebook as far as it ran is at {kept}" if kept else ""

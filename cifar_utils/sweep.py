@@ -4,8 +4,11 @@ Each run gets its own folder ``<out_dir>/lr_<rate>/seed_<seed>/`` holding the ex
 (``03_train.ipynb``) and the run's files (``metrics.json``, ``history.csv``, checkpoints). A folder that
 already holds a finished run with the same settings is reused, not trained again; one with other
 settings stops the sweep before anything runs, unless ``overwrite=True``. A run that fails (say, a
-learning rate so large that training diverges) is reported in the table instead of stopping the others;
-the next sweep trains it again from the start (or, with ``resume=True``, continues its checkpoint).
+learning rate so large that training diverges) is reported in the table instead of stopping the others.
+A run that diverged leaves ``diverged.json`` (its error and settings), so the next sweep with the same
+settings reports it again instead of training it again (``overwrite=True`` does; ``resume=True`` continues
+its last good checkpoint). Any other failure (a kernel out of memory, say) leaves an unfinished run, which
+stops the next sweep until ``resume=True`` continues it or ``overwrite=True`` replaces it.
 
 The learning rate is chosen on the mean validation accuracy over the seeds; test accuracy is only
 reported, never used to choose.
@@ -23,6 +26,7 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -34,9 +38,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from . import io
 from .checkpoint import CHECKPOINT_NAME, METRICS_NAME
 from .device import get_device
-from .errors import CifarUtilsError, ConfigError, OutputExistsError
-from .report import (NOTEBOOKS_DIR, NotebookFailed, RunRecord, execute_notebook, failed_copy, notebook_config,
-                     notebook_parameters, read_run, reusable_run, smoke_mode)
+from .config import Config
+from .errors import CifarUtilsError, ConfigError, DataError, OutputExistsError, TrainingDivergedError
+from .report import (NOTEBOOKS_DIR, NotebookFailed, RunRecord, config_differences, execute_notebook, failed_copy,
+                     notebook_config, notebook_parameters, read_run, reusable_run, smoke_mode)
 
 TRAIN_NOTEBOOK = NOTEBOOKS_DIR / "03_train.ipynb"
 # 03's parameters that a sweep sets itself, per run (_run_one sets exactly these).
@@ -47,6 +52,7 @@ CONFIG_PARAMETERS = ("preset", "epochs", "batch_size", "seed", "data_root", "tra
                      "test_limit")
 TABLE_NAME = "comparison.csv"
 SUMMARY_NAME = "comparison_summary.csv"
+DIVERGED_NAME = "diverged.json"  # in a run's folder: the error and settings of a run that diverged
 FAILED = "failed"  # how a failed run's status starts in the table
 REUSED = "reused"  # how a reused run's status starts: "reused: trained <date>", the date its metrics.json gives
 
@@ -119,36 +125,38 @@ def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, 
         config = notebook_config(preset, smoke=smoke_mode(), lr=lr, seed=seed, **config_values)
         run_dir = run_path(out_dir, lr, seed)
         unfinished = (run_dir / CHECKPOINT_NAME).is_file() and not (run_dir / METRICS_NAME).is_file()
-        retry = not resume and unfinished and _failed_last(run_dir, notebook)
-        earlier = None if (resume and unfinished) or retry else reusable_run(config, run_dir, overwrite)
-        if retry:
-            log(f"lr {lr:g} seed {seed}: its last run failed ({failed_copy(run_dir / notebook.name)}), so it trains "
-                "again from the start (resume=True continues its checkpoint instead)")
-        planned.append((lr, seed, devices[index % len(devices)], run_dir, earlier,
-                        {"overwrite": overwrite or retry, "resume": resume and unfinished}))
+        continue_run = resume and unfinished
+        diverged = None if continue_run or overwrite else _earlier_divergence(config, run_dir)
+        earlier = None if continue_run or diverged else reusable_run(config, run_dir, overwrite)
+        planned.append(_Planned(lr, seed, devices[index % len(devices)], run_dir, config, earlier, diverged,
+                                {"overwrite": overwrite, "resume": continue_run}))
 
     def run_share(device: Optional[str]) -> dict[tuple[float, int], SweepRun]:
         """Run this device's share of the plan, one after another."""
         done = {}
-        for lr, seed, run_device, run_dir, earlier, existing in planned:
-            if run_device != device:
-                continue
-            if earlier is not None:
-                executed = run_dir / notebook.name
+        for plan in (p for p in planned if p.device == device):
+            lr, seed, run_dir = plan.learning_rate, plan.seed, plan.run_dir
+            executed = run_dir / notebook.name
+            if plan.earlier is not None:
                 has_notebook = executed.is_file()  # not where the run was trained outside the sweep
                 where = "" if has_notebook else f"; no {notebook.name}: it was trained outside the sweep"
                 log(f"lr {lr:g} seed {seed}: reusing the finished run in {run_dir} (same settings; overwrite=True "
                     f"trains again{where})")
-                done[lr, seed] = SweepRun(lr, seed, device, run_dir, executed if has_notebook else None, earlier)
+                done[lr, seed] = SweepRun(lr, seed, device, run_dir, executed if has_notebook else None, plan.earlier)
+            elif plan.diverged is not None:
+                error = f"{plan.diverged} (in an earlier sweep with the same settings; overwrite=True trains it again)"
+                log(f"lr {lr:g} seed {seed}: FAILED: {error}")
+                kept = failed_copy(executed)
+                done[lr, seed] = SweepRun(lr, seed, device, run_dir, kept if kept.is_file() else None, None, error)
             else:
-                done[lr, seed] = _run_one(notebook, lr, seed, device, run_dir, base_parameters, existing, log)
+                done[lr, seed] = _run_one(notebook, plan, base_parameters, log)
         return done
 
     # One thread per device is enough: each run executes in its own kernel process.
-    used = list(dict.fromkeys(device for _, _, device, *_ in planned))
+    used = list(dict.fromkeys(plan.device for plan in planned))
     with ThreadPoolExecutor(max_workers=len(used)) as pool:
         finished = {key: run for share in pool.map(run_share, used) for key, run in share.items()}
-    runs = [finished[lr, seed] for lr, seed, *_ in planned]
+    runs = [finished[plan.learning_rate, plan.seed] for plan in planned]
     rows = sweep_table(runs)
     io.save_csv(rows, out_dir / TABLE_NAME)
     io.save_csv(summarize_by_learning_rate(rows), out_dir / SUMMARY_NAME)
@@ -157,11 +165,37 @@ def run_lr_sweep(learning_rates: Sequence[float], base_parameters: Mapping[str, 
     return runs
 
 
-def _failed_last(run_dir: Path, notebook: Path) -> bool:
-    """Whether the last attempt at ``run_dir``'s run failed: its failed notebook is no older than its checkpoint
-    (a diverged run keeps its last good checkpoint, and a resume after the failure writes a newer one)."""
-    failed = failed_copy(run_dir / notebook.name)
-    return failed.is_file() and failed.stat().st_mtime >= (run_dir / CHECKPOINT_NAME).stat().st_mtime
+@dataclass
+class _Planned:
+    """One run of a sweep as planned before anything trains."""
+
+    learning_rate: float
+    seed: int
+    device: Optional[str]
+    run_dir: Path
+    config: Config  # what 03 will train
+    earlier: Optional[RunRecord]  # a finished run with these settings, reused
+    diverged: Optional[str]  # why an earlier sweep's run with these settings diverged; reported, not retrained
+    existing: dict[str, bool]  # 03's overwrite and resume flags for what run_dir holds
+
+
+def _earlier_divergence(config: Config, run_dir: Path) -> Optional[str]:
+    """The error of a run in ``run_dir`` that diverged in an earlier sweep (:data:`DIVERGED_NAME`) with
+    ``config``'s settings, None where there is none; with other settings, :class:`OutputExistsError`, as for
+    a finished run. A diverged run keeps its last good checkpoint, so without this it would look interrupted."""
+    marker = run_dir / DIVERGED_NAME
+    if (run_dir / METRICS_NAME).is_file() or not marker.is_file():
+        return None
+    try:
+        earlier = json.loads(marker.read_text())
+        error, saved = earlier["error"], earlier["config"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{marker} is damaged ({err}); delete it, or pass overwrite=True") from None
+    differences = config_differences(saved, config)
+    if differences:
+        raise OutputExistsError(f"{run_dir} holds a run that diverged with other settings ({'; '.join(differences)}). "
+                                "Set overwrite=True to replace it, or choose another out_dir to keep both.")
+    return error
 
 
 def parallel_devices() -> list[Optional[str]]:
@@ -172,13 +206,14 @@ def parallel_devices() -> list[Optional[str]]:
     return [f"cuda:{i}" for i in range(count)] if count > 1 else [None]
 
 
-def _run_one(notebook: Path, lr: float, seed: int, device: Optional[str], run_dir: Path,
-             base_parameters: Mapping[str, Any], existing: Mapping[str, bool], log: Callable[[str], None]) -> SweepRun:
-    """Execute one (learning rate, seed) run's notebook into ``run_dir`` and read its results back.
-    ``existing`` holds the ``overwrite`` and ``resume`` flags for what is already in ``run_dir``."""
+def _run_one(notebook: Path, plan: _Planned, base_parameters: Mapping[str, Any],
+             log: Callable[[str], None]) -> SweepRun:
+    """Execute one (learning rate, seed) run's notebook into its folder and read its results back; a run that
+    diverged leaves :data:`DIVERGED_NAME` with its settings, so that the next sweep reports it again."""
+    lr, seed, device, run_dir = plan.learning_rate, plan.seed, plan.device, plan.run_dir
     # Each run's curves go into its own folder, not over the report's figures/training_curves.png; every run
     # trains or reuses its own folder (the committed run is 03's, trained elsewhere, not one of a sweep's).
-    parameters = {**base_parameters, **existing, "lr": lr, "seed": seed, "out_dir": str(run_dir.resolve()),
+    parameters = {**base_parameters, **plan.existing, "lr": lr, "seed": seed, "out_dir": str(run_dir.resolve()),
                   "device": device, "progress": False, "figures_dir": str(run_dir.resolve()), "use_shipped": False}
     executed = run_dir / notebook.name
     name = f"lr {lr:g} seed {seed}"
@@ -187,7 +222,10 @@ def _run_one(notebook: Path, lr: float, seed: int, device: Optional[str], run_di
         execute_notebook(notebook, executed, parameters)
     except NotebookFailed as err:
         log(f"{name}: FAILED: {err}")
+        if err.ename == TrainingDivergedError.__name__:
+            io.save_json({"error": str(err), "config": plan.config.to_dict()}, run_dir / DIVERGED_NAME)
         return SweepRun(lr, seed, device, run_dir, err.executed, None, str(err))
+    (run_dir / DIVERGED_NAME).unlink(missing_ok=True)  # an earlier attempt's: this one finished
     record = read_run(run_dir)
     log(f"{name}: validation accuracy {record.metrics['validation_accuracy']:.2%}, test accuracy "
         f"{record.metrics['test_accuracy']:.2%} (both of the {_evaluated(record.metrics)} weights)")

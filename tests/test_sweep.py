@@ -37,7 +37,7 @@ def fake_execute(calls: list, keep_best: bool = False, fail_lr: float | None = N
             kept = Path(output).with_name("03_train.failed.ipynb")
             kept.parent.mkdir(parents=True, exist_ok=True)
             kept.write_text("{}")
-            raise report.NotebookFailed("TrainingDivergedError: the loss became nan", kept)
+            raise report.NotebookFailed("TrainingDivergedError: the loss became nan", kept, "TrainingDivergedError")
         values = {k: v for k, v in {**NOTEBOOK_DEFAULTS, **parameters}.items() if k in sweep.CONFIG_PARAMETERS}
         config = report.notebook_config(values.pop("preset"), smoke=report.smoke_mode(), lr=parameters["lr"], **values)
         config = config.to_dict() | {"keep_best": keep_best}
@@ -129,26 +129,51 @@ def test_an_interrupted_run_stops_the_sweep_unless_resume_continues_it(tmp_path,
     assert [run.reused for run in runs] == [True, False]
 
 
-def test_a_run_that_failed_last_time_trains_again_from_the_start_unless_resume_continues_it(tmp_path, monkeypatch):
-    """A diverged run keeps its last good checkpoint and no metrics.json: the next sweep retries it instead of
-    refusing the whole sweep as if it were an interrupted run."""
+def test_a_run_that_diverged_is_reported_again_not_retrained_unless_asked(tmp_path, monkeypatch):
+    """A diverged run keeps its last good checkpoint and no metrics.json; the next sweep with the same settings
+    reports it from diverged.json instead of refusing the whole sweep as if the run were interrupted."""
     calls = []
     monkeypatch.setattr(sweep, "execute_notebook", fake_execute(calls, fail_lr=0.5))
     quiet_sweep([0.5, 0.01], {"preset": "seed004"}, tmp_path)
-    failed = sweep.run_path(tmp_path, 0.5, 0)
-    (failed / CHECKPOINT_NAME).write_bytes(b"its last good checkpoint")
-    os.utime(failed / CHECKPOINT_NAME, (1, 1))  # older than the failed notebook, as when the run failed after it
-    for resume, expected in ((False, [(0.5, True, False)]), (True, [(0.5, False, True)])):
-        calls.clear()
-        lines = []
-        sweep.run_lr_sweep([0.5, 0.01], {"preset": "seed004"}, tmp_path, devices=["cpu"], log=lines.append,
-                           resume=resume)
-        assert [(call["lr"], call["overwrite"], call["resume"]) for call in calls] == expected  # 0.01 is reused
-        assert any("its last run failed" in line for line in lines) != resume
-    # Resumed by hand after the failure: its checkpoint is newer, so it is an unfinished run again.
-    os.utime(failed / CHECKPOINT_NAME)
-    os.utime(failed / "03_train.failed.ipynb", (1, 1))
-    with pytest.raises(OutputExistsError, match="holds an unfinished run"):
+    diverged = sweep.run_path(tmp_path, 0.5, 0)
+    (diverged / CHECKPOINT_NAME).write_bytes(b"its last good checkpoint")
+    assert json.loads((diverged / sweep.DIVERGED_NAME).read_text())["config"]["lr"] == 0.5
+    calls.clear()
+    runs = quiet_sweep([0.5, 0.01], {"preset": "seed004"}, tmp_path)
+    assert calls == [] and [run.reused for run in runs] == [False, True]
+    assert runs[0].error.startswith("TrainingDivergedError: the loss became nan (in an earlier sweep")
+    assert runs[0].notebook == diverged / "03_train.failed.ipynb"
+    assert sweep.sweep_table(runs)[0]["status"].startswith("failed: TrainingDivergedError")
+    # Other settings: refused before anything runs, as for a finished run with other settings.
+    with pytest.raises(OutputExistsError, match="diverged with other settings \\(epochs"):
+        quiet_sweep([0.5, 0.01], {"preset": "seed004", "epochs": 3}, tmp_path)
+    assert calls == []
+    # resume=True continues its checkpoint; overwrite=True trains both again from the start.
+    quiet_sweep([0.5, 0.01], {"preset": "seed004"}, tmp_path, resume=True)
+    assert [(call["lr"], call["resume"]) for call in calls] == [(0.5, True)]
+    calls.clear()
+    quiet_sweep([0.5, 0.01], {"preset": "seed004"}, tmp_path, overwrite=True)
+    assert [(call["lr"], call["overwrite"]) for call in calls] == [(0.5, True), (0.01, True)]
+    # A success removes the marker: the run is finished.
+    monkeypatch.setattr(sweep, "execute_notebook", fake_execute(calls))
+    quiet_sweep([0.5], {"preset": "seed004"}, tmp_path, overwrite=True)
+    assert not (diverged / sweep.DIVERGED_NAME).exists() and (diverged / "metrics.json").is_file()
+
+
+def test_a_run_whose_kernel_died_stays_unfinished_for_resume(tmp_path, monkeypatch):
+    finishing = fake_execute([])
+
+    def dead_kernel_at_half(notebook, output, parameters):
+        if parameters["lr"] != 0.5:
+            return finishing(notebook, output, parameters)
+        Path(parameters["out_dir"]).mkdir(parents=True, exist_ok=True)
+        (Path(parameters["out_dir"]) / CHECKPOINT_NAME).write_bytes(b"an epoch's checkpoint")
+        raise report.NotebookFailed("the kernel running 03_train.ipynb died", None, None)
+
+    monkeypatch.setattr(sweep, "execute_notebook", dead_kernel_at_half)
+    died, _ = quiet_sweep([0.5, 0.01], {"preset": "seed004"}, tmp_path)
+    assert died.notebook is None and not (died.run_dir / sweep.DIVERGED_NAME).exists()
+    with pytest.raises(OutputExistsError, match="holds an unfinished run.*resume=True"):
         quiet_sweep([0.5, 0.01], {"preset": "seed004"}, tmp_path)
 
 
