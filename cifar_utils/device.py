@@ -70,7 +70,7 @@ def recorded_device(record: Mapping[str, Any]) -> Optional[str]:
     threads = re.fullmatch(r"cpu \((.+)\)", name)
     if gpu:
         name = gpu.group(1)
-    elif threads and record.get("cpu_model"):
+    elif threads and record.get("cpu_model") not in (None, "", UNKNOWN_CPU):
         name = f"{record['cpu_model']} ({threads.group(1)})"
     processes = record.get("world_size") or 1
     return f"{processes} x {name}" if processes > 1 else name
@@ -145,13 +145,16 @@ def precision_cache_path() -> Path:
     return Path(folder) / "cpu_precision.json"
 
 
+UNKNOWN_CPU = "unknown"
+
+
 def cpu_model() -> str:
     """The CPU's model name, from the Linux CPU information ("unknown" where there is none to read)."""
     try:
         match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
     except OSError:
         match = None
-    return match.group(1).strip() if match else platform.processor() or "unknown"
+    return match.group(1).strip() if match else UNKNOWN_CPU  # platform.processor() gives only "arm", "x86_64"
 
 
 def _machine_key() -> str:

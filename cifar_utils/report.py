@@ -27,7 +27,9 @@ import datetime
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -779,15 +781,22 @@ class NotebookFailed(CifarUtilsError):
         self.ename = ename  # the failing cell's exception class, e.g. "TrainingDivergedError" (None: the kernel died)
 
 
-SCRATCH_PREFIX = ".papermill-"  # + the executing process's id: a folder whose process is gone is an orphan
+SCRATCH_PREFIX = ".papermill-"  # + "<pid>@<host>-": a folder whose process on this host is gone is an orphan
+
+
+def _scratch_prefix() -> str:
+    return f"{SCRATCH_PREFIX}{os.getpid()}@{socket.gethostname()}-"
 
 
 def _remove_orphaned_scratch(folder: Path) -> None:
-    """Remove the scratch folders of executions whose process was killed outright (SIGKILL, a power cut)
-    before it could clean up; a live process's, and a folder not named this way, are left alone."""
+    """Remove the scratch folders of executions on this host whose process was killed outright (SIGKILL, a
+    power cut) before it could clean up; a live process's, another host's (a shared disk) and a folder not
+    named this way are left alone."""
+    host = socket.gethostname()
     for scratch in folder.glob(f"{SCRATCH_PREFIX}*"):
-        pid = scratch.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+        named = re.fullmatch(rf"{re.escape(SCRATCH_PREFIX)}(\d+)@(.+)-[^-]+", scratch.name)
+        if named and named.group(2) == host and int(named.group(1)) != os.getpid() \
+                and not _process_alive(int(named.group(1))):
             shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -832,7 +841,7 @@ def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, par
         return failed
 
     _remove_orphaned_scratch(output.parent)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=_scratch_prefix()) as scratch:
         executed = Path(scratch) / notebook.name
         try:
             papermill.execute_notebook(str(notebook), str(executed), parameters=parameters or {},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
+import socket
 import sys
 from pathlib import Path
 
@@ -328,9 +328,11 @@ def test_scratch_folders_of_killed_executions_are_removed_and_live_ones_kept(tmp
 
     fake = types.SimpleNamespace(execute_notebook=execute_notebook, PapermillExecutionError=type("E", (Exception,), {}))
     monkeypatch.setattr(report, "import_papermill", lambda: fake)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    orphan = tmp_path / f".papermill-{int(dead.stdout)}-abc"  # its process has exited: nothing will clean it
-    kept = [tmp_path / f".papermill-{os.getppid()}-def", tmp_path / ".papermill-notapid"]
+    host, never = socket.gethostname(), int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # no process has it
+    orphan = tmp_path / f".papermill-{never}@{host}-abc12345"  # its process is gone: nothing else will clean it
+    kept = [tmp_path / f".papermill-{os.getppid()}@{host}-def12345",  # alive
+            tmp_path / f".papermill-{never}@another-host-ghi12345",  # a shared disk: not this host's to judge
+            tmp_path / ".papermill-notapid"]
     for folder in (orphan, *kept):
         folder.mkdir()
         (folder / "03_train.ipynb").write_text("{}")

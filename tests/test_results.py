@@ -152,6 +152,8 @@ def test_cpu_runs_on_different_cpu_models_get_their_own_rows(tmp_path):
             "data": "image folder data/cifar10-jpeg", "device": "cpu (2 threads)", "cpu_model": model,
             "precision": "bf16", "config": {**from_preset("cpu").to_dict(), "seed": ord(name)}})
     devices = {(row["device"], row["runs"]) for row in rows_of(collect_results(runs, results), "cpu")}
+    from cifar_utils.device import UNKNOWN_CPU, recorded_device
+    assert recorded_device({"device": "cpu (8 threads)", "cpu_model": UNKNOWN_CPU}) == "cpu (8 threads)"
     assert devices == {("Intel(R) Xeon(R) Processor (2 threads), fp32", "3"), ("cpu (2 threads), fp32", "3"),
                        ("AMD EPYC (2 threads), bf16", "2"), ("Intel(R) Xeon(R) Processor (2 threads), bf16", "1")}
 
