@@ -145,8 +145,8 @@ def test_a_run_that_diverged_is_reported_again_not_retrained_unless_asked(tmp_pa
     assert runs[0].notebook == diverged / "03_train.failed.ipynb"
     assert sweep.sweep_table(runs)[0]["status"].startswith("failed: TrainingDivergedError")
     # Other settings: refused before anything runs, as for a finished run with other settings.
-    with pytest.raises(OutputExistsError, match="diverged with other settings \\(epochs"):
-        quiet_sweep([0.5, 0.01], {"preset": "seed004", "epochs": 3}, tmp_path)
+    with pytest.raises(OutputExistsError, match="diverged with other settings \\(batch_size"):
+        quiet_sweep([0.5, 0.01], {"preset": "seed004", "batch_size": 32}, tmp_path)
     assert calls == []
     # resume=True continues its checkpoint; overwrite=True trains both again from the start.
     quiet_sweep([0.5, 0.01], {"preset": "seed004"}, tmp_path, resume=True)

@@ -13,12 +13,13 @@ def fake_runs(monkeypatch, barrier=None):
     """Replace the papermill execution by a record of which device ran which rate, and when."""
     events = []
 
-    def run_one(notebook, lr, seed, device, run_dir, base_parameters, existing, log):
+    def run_one(notebook, plan, base_parameters, log):
+        lr, device = plan.learning_rate, plan.device
         events.append(("start", lr, device))
         if barrier is not None:
             barrier.wait(timeout=10)  # only returns once a run on the other device has started too
         events.append(("end", lr, device))
-        return sweep.SweepRun(lr, seed, device, run_dir, run_dir / notebook.name, None, "not run (test)")
+        return sweep.SweepRun(lr, plan.seed, device, plan.run_dir, plan.run_dir / notebook.name, None, "not run (test)")
 
     monkeypatch.setattr(sweep, "_run_one", run_one)
     monkeypatch.setattr(sweep.io, "save_csv", lambda rows, path: None)
