@@ -56,8 +56,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train first (python -m cifar_utils train ...) "
                               "or pass the path of an existing checkpoint.pt")
-    with open(path, "rb") as f:
-        start = f.read(len(LEGACY_TORCH_MAGIC))
+    try:
+        with open(path, "rb") as f:
+            start = f.read(len(LEGACY_TORCH_MAGIC))
+    except OSError as err:  # another user's run, say
+        raise CheckpointError(f"cannot read {path}: {err.strerror or err}. Fix its permissions or copy it "
+                              "somewhere you can read") from None
     if start == LEGACY_TORCH_MAGIC:
         raise CheckpointError(f"{path} is not a cifar_utils checkpoint: it is a torch file in the legacy "
                               "(non-zip) format, which cifar_utils never writes. Pass the checkpoint.pt of a run.")
@@ -117,7 +121,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     with ``map_location="cuda"`` holds its states on the GPU, so each is brought back first."""
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        # A run saved where more GPUs were visible restores the states of the GPUs this machine has.
+        for index, saved in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(saved.cpu(), index)
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     p = state["python"]

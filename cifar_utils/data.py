@@ -95,12 +95,12 @@ def data_copy_kind(description: str) -> str:
     """Which copy of the data a :attr:`CifarData.description` names: ``"jpeg"`` (the offline JPEG copy of
     CIFAR-10), ``"official"``, ``"folder"`` (another image folder), ``"synthetic"`` or ``"other"``. The one
     place that reads it; reports word each kind their own way."""
-    if "cifar10-jpeg" in description:
-        return "jpeg"
-    for kind, start in (("official", "official"), ("folder", "image folder"), ("synthetic", "synthetic")):
+    for kind, start in (("official", "official"), ("synthetic", "synthetic")):  # first: wherever it was put
         if description.startswith(start):
             return kind
-    return "other"
+    if "cifar10-jpeg" in description:
+        return "jpeg"
+    return "folder" if description.startswith("image folder") else "other"
 
 
 def resolve_root(root: str | os.PathLike | None = None, origin: Optional[str] = None) -> tuple[Path, str]:
@@ -114,12 +114,24 @@ def resolve_root(root: str | os.PathLike | None = None, origin: Optional[str] = 
 
 
 def detect_source(root: Path) -> Optional[str]:
-    """``"cifar10"`` for torchvision's batches, ``"folder"`` for an image folder, else None."""
-    if (root / TORCHVISION_FOLDER).is_dir():
+    """``"cifar10"`` for torchvision's batches, ``"folder"`` for an image folder, else None (also for a
+    ``root`` that does not exist)."""
+    if not _is_dir(root):
+        return None
+    if _is_dir(root / TORCHVISION_FOLDER):
         return "cifar10"
-    if (root / "train").is_dir() and (root / "test").is_dir():
+    if _is_dir(root / "train") and _is_dir(root / "test"):
         return "folder"
     return None
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``; a folder this user may not read (pathlib re-raises EACCES) is a :class:`DataError`."""
+    try:
+        return path.is_dir()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}. Fix its permissions (chmod u+rx) or point "
+                        "--data-root (CIFAR10_ROOT) at a copy you can read") from None
 
 
 def require_data(root: Path, origin: str) -> None:
@@ -149,7 +161,7 @@ def load_dataset(
     if source == "synthetic":
         return synthetic_dataset(*synthetic_size, seed=seed)
     path, origin = resolve_root(root, origin)
-    found = detect_source(path) if path.is_dir() else None
+    found = detect_source(path)
     asked = source
     if source == "auto":
         source = found or ("cifar10" if download else "")
@@ -243,7 +255,7 @@ def _warn_about_files(root: Path, skipped: list[str], resized: int) -> None:
 
 
 def _list_images(split_dir: Path) -> dict[str, list[Path]]:
-    if not split_dir.is_dir():
+    if not _is_dir(split_dir):
         raise DataError(f"{split_dir} is missing: an image folder needs train/<class>/ and test/<class>/")
     classes = sorted(d.name for d in _entries(split_dir) if d.is_dir() and not d.name.startswith("."))
     if not classes:

@@ -62,9 +62,16 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
-            self.path.unlink(missing_ok=True)  # before closing: a waiting process then locks a fresh file
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            try:
+                # Before closing, so a waiting process locks a fresh file; only our own file, as the folder may
+                # have been removed and another process may hold a new lock at this path.
+                if _same_file(fd, self.path):
+                    self.path.unlink(missing_ok=True)
+            except OSError:
+                pass  # a read-only folder keeps the file; the lock itself ends with the close
+            finally:
+                os.close(fd)
 
 
 def _read(fd: int) -> str:

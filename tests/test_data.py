@@ -335,6 +335,47 @@ def test_the_train_command_downloads_with_download(tmp_path, mocked_torchvision,
     assert metrics["data"] == f"official CIFAR-10 (torchvision) in {root}"
 
 
+def test_the_data_copy_is_named_by_what_was_loaded_not_by_the_folder_it_lies_in():
+    from cifar_utils.data import data_copy_kind
+
+    assert data_copy_kind("official CIFAR-10 (torchvision) in data/cifar10-jpeg") == "official"  # --download there
+    assert data_copy_kind("image folder data/cifar10-jpeg") == "jpeg"
+    assert data_copy_kind("image folder /photos") == "folder" and data_copy_kind("synthetic") == "synthetic"
+
+
+def test_an_unreadable_data_folder_or_checkpoint_is_one_clear_error(tmp_path, monkeypatch):
+    """pathlib re-raises EACCES (another user's 0700 folder on a shared machine); root reads anything, so the
+    refusal is simulated."""
+    from pathlib import Path
+
+    from cifar_utils import checkpoint
+    from cifar_utils.data import load_dataset
+    from cifar_utils.errors import CheckpointError, DataError
+
+    locked = tmp_path / "theirs"
+    locked.mkdir()
+    is_dir = Path.is_dir
+
+    def refusing(path):
+        if locked in path.parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return is_dir(path)
+
+    monkeypatch.setattr(Path, "is_dir", refusing)
+    with pytest.raises(DataError, match="cannot read .*theirs/cifar-10-batches-py: Permission denied. Fix its"):
+        load_dataset(str(locked))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"PK")
+
+    def no_read(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoint, "open", no_read, raising=False)
+    with pytest.raises(CheckpointError, match="cannot read .*checkpoint.pt: Permission denied"):
+        checkpoint.load_checkpoint(run / "checkpoint.pt")
+
+
 def test_download_network_failure_gives_a_data_error(tmp_path, monkeypatch):
     import torchvision.datasets.cifar as tv_cifar
 

@@ -827,6 +827,19 @@ def test_random_states_restore_from_a_checkpoint_mapped_to_a_gpu():
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
 
 
+def test_a_checkpoint_from_a_machine_with_more_gpus_restores_the_gpus_this_one_has(monkeypatch):
+    """rng_state saves every visible GPU's state; on a machine with fewer, each of its own gets its state."""
+    from cifar_utils import checkpoint
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((device, state)))
+    saved = {**checkpoint.rng_state(), "cuda": [torch.tensor([1], dtype=torch.uint8), torch.tensor([2], dtype=torch.uint8)]}
+    checkpoint.restore_rng_state(saved)
+    assert [(device, state.tolist()) for device, state in restored] == [(0, [1])]
+
+
 @pytest.mark.parametrize("optimizer, momenta", [("sgd", {0.5}), ("muon", {0.5, 0.6})])
 def test_onecycle_keeps_the_configured_momentum(optimizer, momenta):
     config = Config(model="cpu_net", optimizer=optimizer, scheduler="onecycle", momentum=0.5, muon_momentum=0.6,

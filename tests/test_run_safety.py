@@ -13,6 +13,7 @@ import math
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from cifar_utils.checkpoint import load_checkpoint, save_checkpoint
 from cifar_utils.config import Config, _field_types
 from cifar_utils.device import cpu_model
 from cifar_utils.errors import CheckpointError, ConfigError, DataError, OutputExistsError
-from cifar_utils.run_lock import LOCK_NAME
+from cifar_utils.run_lock import LOCK_NAME, RunLock
 from test_reliability import (SimulatedCrash, cli_error, crash, make_image_folder, nan_loss, tiny,  # noqa: F401
                               tiny_args, tiny_config)
 
@@ -115,6 +116,23 @@ def test_a_stale_lock_is_taken_over_and_every_run_releases_its_lock(tiny, tmp_pa
     cli_error(capsys, tiny_args(out, "--set", "dataset=auto", "--data-root", str(tmp_path / "none"),
                                 "--overwrite"), "does not exist")
     assert not (out / LOCK_NAME).exists()
+
+
+def test_a_finishing_run_leaves_another_process_lock_at_the_same_path_alone(tmp_path):
+    """The run folder was removed while A held it and B locked a new file there: A's exit must not delete B's
+    lock, which would let a third process in beside B."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    first = RunLock(folder, lambda _: None).__enter__()
+    shutil.rmtree(folder)
+    folder.mkdir()
+    second = RunLock(folder, lambda _: None).__enter__()
+    first.__exit__(None, None, None)
+    assert (folder / LOCK_NAME).is_file()  # B's lock is still there
+    with pytest.raises(OutputExistsError, match="in use by another training process"):
+        RunLock(folder, lambda _: None).__enter__()
+    second.__exit__(None, None, None)
+    assert not (folder / LOCK_NAME).exists()
 
 
 @pytest.mark.parametrize("where", ["a file", "under a file"])
