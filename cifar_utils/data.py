@@ -17,10 +17,12 @@ import hashlib
 import math
 import os
 import signal
+import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
+from urllib.error import URLError
 
 import numpy as np
 import torch
@@ -204,12 +206,17 @@ def load_torchvision_cifar10(root: Path, download: bool = False) -> CifarData:
         try:
             ds = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download)
         except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
-            raise DataError(f"torchvision could not read CIFAR-10 in {root}: {err}. Run again with --download "
-                            f"(download=True), which fetches the batches again when {root / TORCHVISION_FOLDER} is "
-                            "damaged or missing.") from None
-        except OSError as err:  # URLError and socket errors: no network
+            fix = (f"delete {root / TORCHVISION_FOLDER} and the archive beside it, then download again" if download
+                   else f"run again with --download (download=True), which fetches the batches again when "
+                        f"{root / TORCHVISION_FOLDER} is damaged or missing")
+            raise DataError(f"torchvision could not read CIFAR-10 in {root}: {err}. Fix: {fix}.") from None
+        except (URLError, TimeoutError, ConnectionError, socket.gaierror) as err:  # no network
             raise DataError(f"downloading CIFAR-10 into {root} failed ({err}). Without internet, "
                             "point --data-root or CIFAR10_ROOT at an offline copy.") from None
+        except OSError as err:  # a read-only folder, a file in the way, an unreadable batch
+            raise DataError(f"torchvision could not {'write' if download else 'read'} CIFAR-10 in {root} "
+                            f"({err.strerror or err}). Fix: point --data-root at a folder you can "
+                            f"{'write to' if download else 'read'}.") from None
         images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
         sets[split] = ImageSet(images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes))
     return CifarData(sets["train"], sets["test"], "cifar10", f"official CIFAR-10 (torchvision) in {root}")

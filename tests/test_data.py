@@ -21,7 +21,8 @@ from cifar_utils.config import Config
 from cifar_utils.preprocessing import AUGMENTATIONS
 from cifar_utils.data import (CACHE_NAME, FIXED_MEAN, FIXED_STD, CifarData, ImageSet, ShardedShuffleSampler,
                               augmentation_ops, build_transform, channel_stats, default_num_workers, load_dataset,
-                              load_image_folder, make_dataloader, make_splits, resolve_root, synthetic_dataset)
+                              load_image_folder, load_torchvision_cifar10, make_dataloader, make_splits, resolve_root,
+                              synthetic_dataset)
 from cifar_utils.errors import ConfigError, DataError
 
 RED, GREEN, BLUE = (200, 10, 30), (10, 200, 30), (20, 40, 220)
@@ -390,6 +391,23 @@ def test_download_network_failure_gives_a_data_error(tmp_path, monkeypatch):
     assert "name resolution" in message
     assert "CIFAR10_ROOT" in message or "--data-root" in message
     assert info.value.__suppress_context__  # no chained urllib traceback
+
+
+@pytest.mark.parametrize("raised, download, message", [
+    (RuntimeError("File not found or corrupted."), True, "delete .*cifar-10-batches-py and the archive beside it"),
+    (RuntimeError("Dataset not found or corrupted."), False, "run again with --download"),
+    (PermissionError(13, "Permission denied"), True, "could not write CIFAR-10 .*Permission denied.*you can write to"),
+])
+def test_torchvision_failures_say_what_to_do_for_what_went_wrong(tmp_path, monkeypatch, raised, download, message):
+    import torchvision
+
+    def failing(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", failing)
+    with pytest.raises(DataError, match=message) as info:
+        load_torchvision_cifar10(tmp_path / "official", download=download)
+    assert "Without internet" not in str(info.value)
 
 
 def test_corrupt_torchvision_batches_give_a_data_error(tmp_path):
