@@ -306,6 +306,11 @@ def _train_in(config: Config, out: Path, earlier: list[str], dev: torch.device, 
         say(f"progressive resizing: {describe_progressive(loader.epoch_sides, config.epochs, loader.image_size)}")
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_network(config, splits, dev)
+    per_process = config.batch_size // distributed.world_size()
+    if per_process == 1 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
+        raise ConfigError(f"batch_size={config.batch_size} gives each process mini-batches of 1 image, and "
+                          f"{config.model}'s BatchNorm1d cannot train on one: choose a batch of at least "
+                          f"{2 * distributed.world_size()}")
     if config.sync_batchnorm and not distributed.is_initialized():
         say("note: sync_batchnorm only matters under torchrun; this single process uses plain BatchNorm")
     if distributed.is_initialized():

@@ -37,8 +37,8 @@ class Preset:
 
 
 # Reasons shared by the reference presets' `chosen` entries.
-PRECISION = ("'auto' trains in bf16 autocast on CUDA (and on CPUs whose bf16 is faster), for speed; "
-             "the report names no reduced precision")
+PRECISION = ("'auto' trains in bf16 autocast on CUDA (fp16 on GPUs without native bf16) and on CPUs whose bf16 "
+             "is faster, for speed; the report names no reduced precision")
 
 
 def _test_set_as_validation(report: str) -> str:

@@ -389,6 +389,14 @@ def test_a_run_started_with_sigterm_ignored_keeps_ignoring_it(tiny, tmp_path):
         signal.signal(signal.SIGTERM, handler)
 
 
+def test_a_batch_of_one_image_for_a_network_with_batchnorm1d_is_one_clear_error(tmp_path, capsys):
+    args = ["train", "--preset", "seed004", "--set", "dataset=synthetic", "--train-limit", "8", "--validation-split",
+            "4", "--test-limit", "4", "--batch-size", "1", "--epochs", "1", "--device", "cpu", "--no-progress",
+            "--out", str(tmp_path / "run")]
+    cli_error(capsys, args, "batch_size=1 gives each process mini-batches of 1 image", "BatchNorm1d",
+              "at least 2")
+
+
 def test_the_best_epoch_before_a_resume_stays_the_best_checkpoint(tiny, tmp_path, monkeypatch):
     """Epoch 1 scores best; the resumed epochs 2 and 3 score lower, so checkpoint_best.pt keeps epoch 1."""
     scores = iter([0.9, 0.1, 0.2])
