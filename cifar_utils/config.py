@@ -54,6 +54,7 @@ USED_ONLY_WITH = {
     "warmup_epochs": ("scheduler", WARMUP_SCHEDULERS),
     "warmup_start": ("scheduler", WARMUP_SCHEDULERS),
     "min_lr": ("scheduler", ("cosine", *WARMUP_SCHEDULERS, "plateau")),
+    "crop_padding": ("augmentation", ("crop_flip",)), "crop_fill": ("augmentation", ("crop_flip",)),
 }
 # Augmentation settings only the GPU pipeline has: the torchvision one needs each at its default.
 GPU_ONLY_SETTINGS = ("crop_padding", "crop_fill", "alternating_flip", "cutout", "progressive_start")
@@ -223,7 +224,7 @@ class Config:
 
     def _check_used_settings(self) -> None:
         """Refuse the settings (:data:`USED_ONLY_WITH`) given away from the preset's values that the chosen loss,
-        optimizer or scheduler never reads. The preset's own values stay where a switch leaves them unread
+        optimizer, scheduler or augmentation never reads. The preset's own values stay where a switch leaves them unread
         (``fast`` with ``scheduler=cosine`` keeps its warm-up settings, unused), so a switch needs no resets."""
         baseline = preset_values(self.preset)
         given = [name for name in ignored_settings(self) if getattr(self, name) != baseline[name]]
@@ -341,7 +342,8 @@ def field_defaults() -> dict[str, Any]:
 
 
 def ignored_settings(config: Config) -> list[str]:
-    """The :data:`USED_ONLY_WITH` settings that ``config``'s loss, optimizer and scheduler never read."""
+    """The :data:`USED_ONLY_WITH` settings that ``config``'s loss, optimizer, scheduler and augmentation never
+    read."""
     return [name for name, (field, choices) in USED_ONLY_WITH.items() if getattr(config, field) not in choices]
 
 

@@ -85,6 +85,8 @@ def test_validation_split_zero_refuses_settings_that_decide_on_validation(overri
     ("seed002", dict(cosine_t_max=10, scheduler="warmup_cosine"), "cosine_t_max=10 would be ignored"),
     ("seed003", dict(scheduler="onecycle", min_lr=1.0, lr=0.001), "min_lr=1.0 would be ignored"),
     ("seed003", dict(min_lr=1.0, lr=0.001), "min_lr=1.0 is invalid: it must be below lr (0.001)"),
+    ("seed002", dict(pipeline="gpu", augmentation="affine_jitter", crop_padding=8),
+     "crop_padding=8 would be ignored: augmentation='affine_jitter' never reads it"),
 ])
 def test_a_setting_that_the_chosen_loss_optimizer_or_scheduler_ignores_is_refused(preset, overrides, message):
     with pytest.raises(ConfigError) as info:
@@ -94,7 +96,7 @@ def test_a_setting_that_the_chosen_loss_optimizer_or_scheduler_ignores_is_refuse
 
 @pytest.mark.parametrize("preset, switch", [
     ("fast", dict(scheduler="cosine")), ("cpu", dict(optimizer="adam", scheduler="cosine")),
-    ("seed000", dict(scheduler="none", loss="cross_entropy")),
+    ("seed000", dict(scheduler="none", loss="cross_entropy")), ("cpu", dict(augmentation="resized_crop_flip")),
 ])
 def test_switching_a_presets_choice_leaves_its_own_now_unread_settings_alone(preset, switch):
     # The preset set them for its own choice: a switch needs no resets, and they change nothing.

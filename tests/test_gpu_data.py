@@ -274,10 +274,12 @@ def test_progressive_epochs_train_on_resized_images_then_full_size():
 
 def test_make_gpu_loaders_follows_the_config(synthetic):
     splits = make_splits(synthetic, validation_split=100, seed=0, normalization="train_stats")
-    config = Config(pipeline="gpu", augmentation="resized_crop_flip", cutout=4, seed=5, crop_fill="reflect").validate()
+    config = Config(pipeline="gpu", augmentation="crop_flip", cutout=4, seed=5, crop_padding=3, crop_fill="reflect").validate()
     train, validation, test = make_gpu_loaders(splits, config, torch.device("cpu"), 64, 50)
-    assert (train.augmentation, train.cutout, train.seed, train.batch_size) == ("resized_crop_flip", 4, 5, 64)
-    assert train.crop_fill == "reflect" and train.epoch_sides == ()
+    assert (train.augmentation, train.cutout, train.seed, train.batch_size) == ("crop_flip", 4, 5, 64)
+    assert (train.crop_padding, train.crop_fill, train.epoch_sides) == (3, "reflect", ())
+    resized = replace(config, augmentation="resized_crop_flip", crop_padding=4, crop_fill="zeros")
+    assert make_gpu_loaders(splits, resized, torch.device("cpu"), 64, 50)[0].augmentation == "resized_crop_flip"
     progressive = replace(config, epochs=4, progressive_start=24, progressive_fraction=0.5)
     assert make_gpu_loaders(splits, progressive, torch.device("cpu"), 64, 50)[0].epoch_sides == (24, 24)
     assert len(train) == math.ceil(500 / 64) and len(validation) == 2 and len(test) == 4
