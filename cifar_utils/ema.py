@@ -7,9 +7,10 @@ Usage::
     ema.update(model)
     evaluate(ema.module, ...)
 
-The EMA's update is one fused ``lerp`` over the trainable parameters and one copy of the buffers
-(BatchNorm's running statistics follow the live model), all on the device: no host sync, and no work on
-frozen parameters, which never change. :class:`Lookahead` instead pulls the live weights back to their
+The EMA's update is one fused ``lerp`` over the trainable parameters and the floating-point buffers
+(BatchNorm's running statistics are averaged alongside the weights they describe, as timm's EMA does: the
+live model's statistics belong to other weights), all on the device: no host sync, and no work on frozen
+parameters, which never change. Integer buffers (BatchNorm's batch counter) are copied. :class:`Lookahead` instead pulls the live weights back to their
 average every few steps, so the model that trains is the one that is evaluated, BatchNorm statistics
 included.
 """
@@ -41,21 +42,22 @@ class ExponentialMovingAverage:
         self.module.requires_grad_(False)
 
     def _tensors(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """``model``'s trainable parameters and floating-point buffers, in a fixed order."""
+        """``model``'s trainable parameters and floating-point buffers (to average), then its other buffers
+        (to copy), in a fixed order."""
         params = dict(model.named_parameters())
-        buffers = [b for b in model.buffers() if b.is_floating_point()]
-        return [params[name] for name in self._trainable], buffers
+        floats = [params[name] for name in self._trainable] + [b for b in model.buffers() if b.is_floating_point()]
+        return floats, [b for b in model.buffers() if not b.is_floating_point()]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the average towards ``model``'s current weights (the plain module, not a DDP wrapper)."""
-        avg_params, avg_buffers = self._tensors(self.module)
-        params, buffers = self._tensors(model)
+        averaged, copied = self._tensors(self.module)
+        live, live_copied = self._tensors(model)
         decay = min(self.decay, self.updates / (self.updates + 1))
-        if params:
-            torch._foreach_lerp_(avg_params, params, 1 - decay)
-        if buffers:
-            torch._foreach_copy_(avg_buffers, buffers)
+        if averaged:
+            torch._foreach_lerp_(averaged, live, 1 - decay)
+        if copied:
+            torch._foreach_copy_(copied, live_copied)
         self.updates += 1
 
     def state_dict(self) -> dict:

@@ -163,7 +163,8 @@ PRESETS: dict[str, Preset] = {
             # Measured on 2 CPU cores (JPEG copy, validation split): batch 256 trains more images per second than
             # 512 or 1024 there and reached a higher validation accuracy than 512 in 8 epochs (128: no better at
             # 6 epochs); lr keeps fast's lr / batch. The EMA was dropped: with BatchNorm statistics of the live
-            # weights, it scored about 2% below the live model at the end of a 10-epoch run.
+            # weights (as the EMA took them before 2026-12-08; it now averages them), it scored about 2% below
+            # the live model at the end of a 10-epoch run.
             # airbench94's max-pooling head and identity start raised validation accuracy from 87.36% ± 0.28% to
             # 88.18% ± 0.11% over 3 seeds at 10 epochs (benchmarks/results/cpu-preset-2026-11-22*.json); Muon for
             # the conv filters raised it at 12 epochs from 88.53% ± 0.09% to 88.88% ± 0.26%
@@ -188,8 +189,8 @@ PRESETS: dict[str, Preset] = {
             # Layout after airbench94; lr / (1 - momentum) and lr * weight_decay / (1 - momentum) match its tuned
             # step sizes. Measured on an H100 (benchmarks/results/nvidia-h100-80gb-hbm3-2026-11-22-tune*.json,
             # 5,000 validation images): 12 epochs beat 10 (88.3% against 87.6% at lr 1.0), lr 1.0 beat 0.8 and
-            # 1.2, and no EMA (88.65% over 3 seeds) did as well as decay 0.9 or 0.95 (88.68%, 88.67%) and
-            # better than 0.98 (88.09%), so there is none. airbench94's max-pooling head and identity start of the
+            # 1.2, and no EMA (88.65% over 3 seeds) did as well as decay 0.9 or 0.95 (88.68%, 88.67%) and better
+            # than 0.98 (88.09%), so there is none (an EMA then with the live weights' BatchNorm statistics). airbench94's max-pooling head and identity start of the
             # 3x3 branches raised validation accuracy from 88.69% ± 0.40% to 89.77% ± 0.33% over 3 seeds; its
             # lookahead added nothing to them (89.65% ± 0.17%), so there is none
             # (benchmarks/results/nvidia-h100-80gb-hbm3-2026-11-23-tune.json, 12 runs side by side under MPS).

@@ -303,18 +303,23 @@ def test_the_configured_decay_takes_effect_within_a_short_run():
     assert averages[0.9].module.weight[0, 0] > averages[0.95].module.weight[0, 0] + 1  # 0.9 follows faster
 
 
-def test_ema_skips_frozen_parameters_and_copies_buffers():
+def test_ema_skips_frozen_parameters_and_averages_batchnorm_statistics_with_the_weights():
     model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
     model[1].weight.requires_grad_(False)
     ema = ExponentialMovingAverage(model, 0.5)
     with torch.no_grad():
         model[0].weight.add_(2.0)
+        model[1].weight.add_(5.0)  # frozen: never averaged (it never changes in training)
         model[1].running_mean.add_(1.0)
+        model[1].num_batches_tracked.add_(7)
     ema.updates = 100  # past the warm-up
-    before = ema.module[0].weight.clone()
+    before, frozen_before = ema.module[0].weight.clone(), ema.module[1].weight.clone()
     ema.update(model)
     torch.testing.assert_close(ema.module[0].weight, 0.5 * before + 0.5 * model[0].weight)
-    torch.testing.assert_close(ema.module[1].running_mean, model[1].running_mean)  # follows the live model
+    # The statistics of the averaged weights: averaged as they are, not the live model's (timm's EMA does so too).
+    torch.testing.assert_close(ema.module[1].running_mean, torch.full((3,), 0.5))
+    assert ema.module[1].num_batches_tracked.item() == 7  # an integer counter is copied
+    torch.testing.assert_close(ema.module[1].weight, frozen_before)
     assert all(not p.requires_grad for p in ema.module.parameters())
 
 
