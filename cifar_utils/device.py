@@ -61,8 +61,8 @@ def describe_device(device: torch.device) -> str:
 def recorded_device(record: Mapping[str, Any]) -> Optional[str]:
     """The device a run's record names (a metrics.json, or a benchmark file's top level), for tables and
     banners: the GPU's name, or the CPU's model and threads, with the process count of a DDP run ("8 x
-    NVIDIA H100 80GB HBM3"); None where it names none. Runs before 2026-12-08 recorded no CPU model, so
-    their "cpu (2 threads)" stands for any CPU."""
+    NVIDIA H100 80GB HBM3"); None where it names none. Runs older than the ``cpu_model`` field (added
+    2026-12-07) recorded no CPU model, so their "cpu (2 threads)" stands for any CPU."""
     name = record.get("device")
     if not name:
         return None

@@ -163,7 +163,7 @@ PRESETS: dict[str, Preset] = {
             # Measured on 2 CPU cores (JPEG copy, validation split): batch 256 trains more images per second than
             # 512 or 1024 there and reached a higher validation accuracy than 512 in 8 epochs (128: no better at
             # 6 epochs); lr keeps fast's lr / batch. The EMA was dropped: with BatchNorm statistics of the live
-            # weights (as the EMA took them before 2026-12-08; it now averages them), it scored about 2% below
+            # weights (as the EMA took them until 2026-12-07; it now averages them), it scored about 2% below
             # the live model at the end of a 10-epoch run.
             # airbench94's max-pooling head and identity start raised validation accuracy from 87.36% ± 0.28% to
             # 88.18% ± 0.11% over 3 seeds at 10 epochs (benchmarks/results/cpu-preset-2026-11-22*.json); Muon for

@@ -145,7 +145,7 @@ def test_cpu_runs_on_different_cpu_models_get_their_own_rows(tmp_path):
     """CPU times compare only on one CPU model: a benchmark file's and a run folder's model name their row."""
     runs, results = tmp_path / "runs", tmp_path / "results"
     write_json(results / "xeon.json", {**cpu_preset(), "cpu_model": "Intel(R) Xeon(R) Processor"})
-    write_json(results / "unknown.json", cpu_preset())  # before 2026-12-08 no CPU model was recorded
+    write_json(results / "unknown.json", cpu_preset())  # older runs recorded no CPU model
     for name, model in (("a", "AMD EPYC"), ("b", "AMD EPYC"), ("c", "Intel(R) Xeon(R) Processor")):
         write_json(runs / name / "metrics.json", {
             "preset": "cpu", "test_accuracy": 0.88, "validation_accuracy": 0.88, "epochs": 10, "train_seconds": 400.0,
