@@ -10,9 +10,9 @@ Usage::
 The EMA's update is one fused ``lerp`` over the trainable parameters and the floating-point buffers
 (BatchNorm's running statistics are averaged alongside the weights they describe, as timm's EMA does: the
 live model's statistics belong to other weights), all on the device: no host sync, and no work on frozen
-parameters, which never change. Integer buffers (BatchNorm's batch counter) are copied. :class:`Lookahead` instead pulls the live weights back to their
-average every few steps, so the model that trains is the one that is evaluated, BatchNorm statistics
-included.
+parameters, which never change. Integer buffers (BatchNorm's batch counter) are copied. :class:`Lookahead`
+instead pulls the live weights back to their average every few steps, so the model that trains is the one
+that is evaluated, BatchNorm statistics included.
 """
 
 from __future__ import annotations

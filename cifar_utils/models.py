@@ -91,9 +91,9 @@ def kaiming_init(model: nn.Module, nonlinearity: str = "relu") -> nn.Module:
     Linear layers keep PyTorch's default, as in torchvision's ResNets: He-initialising the classifier makes
     the first logits so large (std ~15 for seed000_net) that the first epochs only undo the initialisation.
     """
+    slope = LEAKY_SLOPE if nonlinearity == "leaky_relu" else 0  # the gain is sqrt(2 / (1 + slope^2))
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            slope = LEAKY_SLOPE if nonlinearity == "leaky_relu" else 0  # the gain sqrt(2 / (1 + slope^2))
             nn.init.kaiming_normal_(m.weight, a=slope, mode="fan_out", nonlinearity=nonlinearity)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

@@ -190,8 +190,8 @@ PRESETS: dict[str, Preset] = {
             # step sizes. Measured on an H100 (benchmarks/results/nvidia-h100-80gb-hbm3-2026-11-22-tune*.json,
             # 5,000 validation images): 12 epochs beat 10 (88.3% against 87.6% at lr 1.0), lr 1.0 beat 0.8 and
             # 1.2, and no EMA (88.65% over 3 seeds) did as well as decay 0.9 or 0.95 (88.68%, 88.67%) and better
-            # than 0.98 (88.09%), so there is none (an EMA then with the live weights' BatchNorm statistics). airbench94's max-pooling head and identity start of the
-            # 3x3 branches raised validation accuracy from 88.69% ± 0.40% to 89.77% ± 0.33% over 3 seeds; its
+            # than 0.98 (88.09%), so there is none (an EMA then with the live weights' BatchNorm statistics).
+            # airbench94's max-pooling head and identity start of the 3x3 branches raised validation accuracy from 88.69% ± 0.40% to 89.77% ± 0.33% over 3 seeds; its
             # lookahead added nothing to them (89.65% ± 0.17%), so there is none
             # (benchmarks/results/nvidia-h100-80gb-hbm3-2026-11-23-tune.json, 12 runs side by side under MPS).
             **FAST_RECIPE, model="fast_net", head_pool="max", identity_init=True, crop_padding=2, lr=1.0,

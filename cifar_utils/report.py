@@ -512,11 +512,7 @@ def reusable_run(config: Config, out_dir: str | os.PathLike, overwrite: bool = F
         saved = record.metrics.get("config", {})
         if saved.get("data_root") is None and record.metrics.get("data_folder"):
             saved = {**saved, "data_root": record.metrics["data_folder"]}  # where $CIFAR10_ROOT pointed then
-        differences = config_differences(saved, config)
-        if differences:
-            raise OutputExistsError(
-                f"{out_dir} already holds a run with other settings ({'; '.join(differences)}). Set "
-                "overwrite=True to replace it, or choose another out_dir to keep both.")
+        refuse_other_settings(out_dir, "a run", config_differences(saved, config))
         record.reused = True
         return record
     if (out_dir / CHECKPOINT_NAME).is_file():
@@ -525,6 +521,14 @@ def reusable_run(config: Config, out_dir: str | os.PathLike, overwrite: bool = F
             "report: --resume) to continue it, overwrite=True (for the report: delete the folder) to start again, "
             "or choose another out_dir.")
     return None
+
+
+def refuse_other_settings(out_dir: Path, what: str, differences: Sequence[str]) -> None:
+    """:class:`OutputExistsError` when ``out_dir`` holds ``what`` ("a run") trained with other settings
+    (``differences``, from :func:`config_differences`): it is never replaced without ``overwrite=True``."""
+    if differences:
+        raise OutputExistsError(f"{out_dir} already holds {what} with other settings ({'; '.join(differences)}). "
+                                "Set overwrite=True to replace it, or choose another out_dir to keep both.")
 
 
 def _require_type(name: str, value: Any, kinds: tuple, what: str) -> None:
@@ -802,17 +806,26 @@ def _remove_orphaned_scratch(folder: Path) -> None:
 
 def _process_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # it exists, as another user's process
+        pass
     return True
 
 
 def failed_copy(output: Path, failed_dir: Optional[str | os.PathLike] = None) -> Path:
     """Where :func:`execute_notebook` keeps the executed copy of a notebook meant for ``output`` that failed."""
     return Path(failed_dir or output.parent) / f"{output.stem}.failed{output.suffix}"
+
+
+def _keep(executed: Path, failed: Path) -> Optional[Path]:
+    """Move a failed execution's notebook to ``failed``, and return it; None where papermill wrote none."""
+    if not executed.is_file():
+        return None
+    failed.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(executed), failed)
+    return failed
 
 
 def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, parameters: Optional[dict] = None,
@@ -822,8 +835,8 @@ def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, par
 
     On an exception in a cell, or a kernel that died, the executed copy (as far as papermill wrote it) is
     kept as ``<name>.failed.ipynb`` in ``failed_dir`` (default: beside ``output``) and
-    :class:`NotebookFailed` names the error and the copy; a success removes an earlier attempt's copy. ``clean`` strips volatile metadata. The kernel
-    starts in ``cwd`` (default: the notebook's folder).
+    :class:`NotebookFailed` names the error and the copy; a success removes an earlier attempt's copy.
+    ``clean`` strips volatile metadata. The kernel starts in ``cwd`` (default: the notebook's folder).
     """
     papermill = import_papermill()
     notebook, output = Path(notebook), Path(output)
@@ -832,14 +845,6 @@ def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, par
                               "(git clone it; a pip-installed package does not include them)")
     output.parent.mkdir(parents=True, exist_ok=True)
     failed = failed_copy(output, failed_dir)
-
-    def keep_failed_copy() -> Optional[Path]:
-        if not executed.is_file():
-            return None
-        failed.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(executed), failed)
-        return failed
-
     _remove_orphaned_scratch(output.parent)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=_scratch_prefix()) as scratch:
         executed = Path(scratch) / notebook.name
@@ -848,11 +853,11 @@ def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, par
                                        cwd=str(cwd or notebook.parent), progress_bar=False, log_output=False,
                                        extra_arguments=KERNEL_ARGUMENTS)
         except papermill.PapermillExecutionError as err:
-            kept = keep_failed_copy()
+            kept = _keep(executed, failed)
             raise NotebookFailed(f"{notebook.name} stopped at cell {err.exec_count}: {err.ename}: {err.evalue} "
                                  f"(the executed notebook is at {kept})", kept, err.ename) from None
         except RuntimeError as err:  # nbclient's DeadKernelError and its kin: the kernel itself died
-            kept = keep_failed_copy()
+            kept = _keep(executed, failed)
             where = f"; the notebook as far as it ran is at {kept}" if kept else ""
             raise NotebookFailed(f"the kernel running {notebook.name} died ({type(err).__name__}: {err}); this is "
                                  f"often running out of memory: try a smaller batch size{where}", kept) from None

@@ -41,7 +41,7 @@ from .device import get_device
 from .config import Config
 from .errors import CifarUtilsError, ConfigError, DataError, OutputExistsError, TrainingDivergedError
 from .report import (NOTEBOOKS_DIR, NotebookFailed, RunRecord, config_differences, execute_notebook, failed_copy,
-                     notebook_config, notebook_parameters, read_run, reusable_run, smoke_mode)
+                     notebook_config, notebook_parameters, read_run, refuse_other_settings, reusable_run, smoke_mode)
 
 TRAIN_NOTEBOOK = NOTEBOOKS_DIR / "03_train.ipynb"
 # 03's parameters that a sweep sets itself, per run (_run_one sets exactly these).
@@ -65,8 +65,8 @@ class SweepRun:
     seed: int  # 03's seed: it seeds the train/validation split, initialisation, shuffling and augmentation
     device: Optional[str]  # the device it ran on (None: the best available)
     run_dir: Path  # its folder: executed notebook and run files
-    notebook: Optional[Path]  # the executed 03_train.ipynb (or the .failed copy); None: trained elsewhere, or its
-    # kernel died before anything was written
+    # The executed 03_train.ipynb (or the .failed copy); None: trained elsewhere, or its kernel died first.
+    notebook: Optional[Path]
     record: Optional[RunRecord]  # metrics and history; None when the run failed
     error: Optional[str] = None  # why it failed
 
@@ -191,10 +191,7 @@ def _earlier_divergence(config: Config, run_dir: Path) -> Optional[str]:
         error, saved = earlier["error"], earlier["config"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise DataError(f"{marker} is damaged ({err}); delete it, or pass overwrite=True") from None
-    differences = config_differences(saved, config)
-    if differences:
-        raise OutputExistsError(f"{run_dir} holds a run that diverged with other settings ({'; '.join(differences)}). "
-                                "Set overwrite=True to replace it, or choose another out_dir to keep both.")
+    refuse_other_settings(run_dir, "a run that diverged", config_differences(saved, config))
     return error
 
 
